@@ -1,0 +1,22 @@
+"""The project's own exception types.
+
+Every error caused by bad input (a broken .torrent, a malformed magnet URI, a lying peer)
+is a `BtfsError`, so callers can turn it into a one-line message or a dropped connection
+without ever catching unrelated bugs.
+"""
+
+
+class BtfsError(Exception):
+    """Base class for errors a user or a peer can cause; the message is shown as is."""
+
+
+class BencodeError(BtfsError):
+    """Bytes that are not valid bencode."""
+
+
+class MetainfoError(BtfsError):
+    """A .torrent or magnet URI that is malformed or describes an impossible torrent."""
+
+
+class CreateError(BtfsError):
+    """`btfs create` cannot make a torrent of the given input."""
