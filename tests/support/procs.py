@@ -69,10 +69,11 @@ class Processes:
             self.stop(proc)
 
     def logs(self) -> str:
-        return "\n".join(
-            f"----- {log.name} (exit {p.returncode}) -----\n{log.read_text(errors='replace')[-4000:]}"
-            for p, log in self.started
-        )
+        parts = []
+        for p, log in self.started:
+            tail = log.read_text(errors="replace")[-4000:]
+            parts.append(f"----- {log.name} (exit {p.returncode}) -----\n{tail}")
+        return "\n".join(parts)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

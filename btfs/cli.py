@@ -1,0 +1,190 @@
+"""The `btfs` command line: argument parsing and the one place errors become messages.
+
+A `BtfsError` (bad input) prints one line, `btfs: error: ...`, and exits 2, like a
+usage error; other failures of the outside world (a full disk) exit 1. No traceback
+reaches the user for either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from btfs import __version__
+from btfs.create import CreateOptions, make_torrent
+from btfs.describe import describe, render_text
+from btfs.errors import BtfsError
+from btfs.magnet import Magnet, is_magnet, parse_magnet
+from btfs.metainfo import Metainfo, load_torrent, parse_torrent
+from btfs.progress import ProgressBar
+from btfs.units import parse_size
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+PROGRESS_MIN_BYTES = 64 << 20
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="btfs",
+        description="Mount torrents as read-only filesystems that stream from the swarm.",
+    )
+    parser.add_argument("--version", action="version", version=f"btfs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    create = sub.add_parser(
+        "create",
+        help="make a .torrent of a file or folder",
+        description="Make a .torrent of a file or a folder (folders: every file, sorted, "
+        "nested folders kept).",
+    )
+    create.add_argument("path", metavar="PATH", type=Path, help="the file or folder to share")
+    create.add_argument(
+        "-o", "--output", metavar="FILE",
+        help="where to write the .torrent ('-' for standard output; default: NAME.torrent)",
+    )
+    create.add_argument(
+        "-t", "--tracker", metavar="URL", action="append", default=[],
+        help="announce URL (http, https or udp); repeat for one tier each, "
+        "or give 'URL1,URL2' for several in one tier; the first is 'announce'",
+    )
+    create.add_argument(
+        "-w", "--web-seed", metavar="URL", action="append", default=[],
+        help="HTTP URL where the same data is served (BEP 19); repeatable",
+    )
+    create.add_argument("-p", "--private", action="store_true", help="private torrent (BEP 27)")
+    create.add_argument("-c", "--comment", metavar="TEXT", help="free-text comment")
+    create.add_argument(
+        "-l", "--piece-length", metavar="SIZE", type=size_argument,
+        help="piece size, a power of two from 16K to 16M "
+        "(default: chosen for about 1000-2000 pieces)",
+    )
+    create.add_argument(
+        "--no-date", action="store_true", help="leave out the creation date (reproducible output)"
+    )
+    create.add_argument("-f", "--force", action="store_true", help="overwrite FILE if it exists")
+    create.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    create.set_defaults(handler=cmd_create)
+
+    info = sub.add_parser(
+        "info",
+        help="show what a .torrent or magnet URI holds",
+        description="Show a torrent's name, info-hash, size, pieces, files, trackers and more.",
+    )
+    info.add_argument("source", metavar="SOURCE", help="a .torrent file or a magnet URI")
+    info.add_argument("--json", action="store_true", help="print JSON for programs")
+    info.set_defaults(handler=cmd_info)
+    return parser
+
+
+def size_argument(text: str) -> int:
+    try:
+        return parse_size(text)
+    except BtfsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def load_source(source: str) -> Metainfo | Magnet:
+    """A .torrent path, '-' for a .torrent on standard input, or a magnet URI."""
+    if is_magnet(source):
+        return parse_magnet(source)
+    if source == "-":
+        return parse_torrent(sys.stdin.buffer.read())
+    return load_torrent(source)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    d = describe(load_source(args.source))
+    if args.json:
+        print(json.dumps(d, indent=2, ensure_ascii=False))
+    else:
+        print(render_text(d))
+    return 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    tiers = [[u.strip() for u in flag.split(",") if u.strip()] for flag in args.tracker]
+    options = CreateOptions(
+        trackers=[t for t in tiers if t],
+        web_seeds=args.web_seed,
+        private=args.private,
+        comment=args.comment,
+        piece_length=args.piece_length,
+    )
+    if args.no_date:
+        options.creation_date = None
+    out = args.output
+    if out is None:
+        name = args.path.resolve().name if args.path.name in ("", ".", "..") else args.path.name
+        out = f"{name}.torrent"
+    if out != "-" and os.path.exists(out) and not args.force:
+        raise BtfsError(f"{out} already exists (use --force to overwrite)")
+
+    bar: ProgressBar | None = None
+
+    def start(total: int) -> None:
+        nonlocal bar
+        if not args.quiet and total >= PROGRESS_MIN_BYTES:
+            bar = ProgressBar("Hashing", total)
+
+    def progress(done: int) -> None:
+        if bar is not None:
+            bar.update(done)
+
+    data = make_torrent(args.path, options, on_start=start, on_progress=progress)
+    if bar is not None:
+        bar.close()
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
+    _write_atomically(Path(out), data)
+    if not args.quiet:
+        meta = parse_torrent(data)
+        print(f"{out}: {meta.info_hash_hex} {meta.info.num_pieces} pieces")
+    return 0
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    folder = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except BtfsError as exc:
+        print(f"btfs: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"btfs: error: {exc.filename + ': ' if exc.filename else ''}"
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
