@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import hashlib
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from btfs import storage as storage_module
+from btfs.metainfo import FileEntry, Info
+from btfs.storage import Extent, Layout, ResumeLog, Storage, StorageError
+
+
+def make_info(sizes: list[int], piece_length: int = 16, padding: set[int] | None = None) -> Info:
+    files = []
+    offset = 0
+    for i, size in enumerate(sizes):
+        pad = padding is not None and i in padding
+        path = (".pad", str(i)) if pad else (f"f{i}",)
+        files.append(FileEntry(path=path, length=size, offset=offset, padding=pad))
+        offset += size
+    count = -(-offset // piece_length)
+    return Info(name="t", piece_length=piece_length, pieces=b"\0" * 20 * count,
+                files=tuple(files), multi_file=True)
+
+
+def test_extents_cross_files_and_skip_empty_ones() -> None:
+    layout = Layout(make_info([10, 0, 5, 30]))
+    assert list(layout.extents(8, 10)) == [Extent(0, 8, 2), Extent(2, 0, 5), Extent(3, 0, 3)]
+    assert layout.piece_extents(0) == [Extent(0, 0, 10), Extent(2, 0, 5), Extent(3, 0, 1)]
+    assert layout.piece_extents(2) == [Extent(3, 17, 13)]
+    assert layout.pieces_of_file(1) == range(0)
+    assert layout.pieces_of_file(3) == range(0, 3)
+    assert layout.pieces_of_range(15, 2) == range(0, 2)
+    with pytest.raises(ValueError):
+        list(layout.extents(40, 10))
+
+
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=8).filter(lambda s: sum(s) > 0),
+       st.data())
+def test_extents_partition_any_range(sizes: list[int], data: st.DataObject) -> None:
+    layout = Layout(make_info(sizes))
+    total = sum(sizes)
+    offset = data.draw(st.integers(0, total))
+    length = data.draw(st.integers(0, total - offset))
+    extents = list(layout.extents(offset, length))
+    assert sum(e.length for e in extents) == length
+    stream = offset
+    for e in extents:
+        f = layout.files[e.file_index]
+        assert f.offset + e.file_offset == stream
+        assert e.length > 0 and e.file_offset + e.length <= f.length
+        stream += e.length
+
+
+def test_write_read_round_trip_with_padding(tmp_path: Path) -> None:
+    info = make_info([10, 6, 5, 27], padding={1})
+    store = Storage(info, tmp_path)
+    stream = bytes(random.Random(1).randbytes(48))
+    stream = stream[:10] + bytes(6) + stream[16:]
+    for piece in range(info.num_pieces):
+        store.write_piece(piece, stream[piece * 16 : piece * 16 + info.piece_size(piece)])
+    assert store.read(0, 48) == stream
+    assert store.read(9, 9) == stream[9:18]
+    assert (tmp_path / "t" / "f0").read_bytes() == stream[:10]
+    assert not (tmp_path / "t" / ".pad").exists()
+    assert (tmp_path / "t" / "f3").read_bytes() == stream[21:]
+    store.close()
+
+
+def test_files_are_created_sparse_at_full_size(tmp_path: Path) -> None:
+    info = make_info([100, 0, 50])
+    store = Storage(info, tmp_path)
+    store.write_piece(0, b"x" * 16)
+    store.create_empty_files()
+    assert (tmp_path / "t" / "f0").stat().st_size == 100
+    assert (tmp_path / "t" / "f1").stat().st_size == 0
+    store.close()
+
+
+def test_single_file_and_data_path(tmp_path: Path) -> None:
+    info = Info(name="movie.mp4", piece_length=16, pieces=b"\0" * 40,
+                files=(FileEntry(("movie.mp4",), 20, 0),), multi_file=False)
+    original = tmp_path / "elsewhere.mp4"
+    original.write_bytes(bytes(range(20)))
+    store = Storage(info, tmp_path, read_only=True, data_path=original)
+    assert store.read_piece(1) == bytes(range(16, 20))
+    with pytest.raises(StorageError, match="read-only"):
+        store.write_piece(0, bytes(16))
+    assert original.read_bytes() == bytes(range(20))
+    store.close()
+
+
+def test_missing_file_is_a_storage_error(tmp_path: Path) -> None:
+    store = Storage(make_info([10]), tmp_path, read_only=True)
+    with pytest.raises(StorageError, match="No such file"):
+        store.read(0, 5)
+
+
+def test_concurrent_io_with_few_descriptors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage_module, "MAX_OPEN_FILES", 2)
+    sizes = [37] * 20
+    info = make_info(sizes, piece_length=64)
+    stream = random.Random(2).randbytes(sum(sizes))
+    store = Storage(info, tmp_path)
+
+    def write(piece: int) -> None:
+        start = piece * 64
+        store.write_piece(piece, stream[start : start + info.piece_size(piece)])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(info.num_pieces)))
+        results = list(pool.map(store.read_piece, range(info.num_pieces)))
+    assert b"".join(results) == stream
+    for i in range(20):
+        assert (tmp_path / "t" / f"f{i}").read_bytes() == stream[i * 37 : i * 37 + 37]
+    store.close()
+    assert hashlib.sha1(store.read(0, 10)).digest()  # reopens after close
+
+
+def test_resume_log_survives_torn_record(tmp_path: Path) -> None:
+    log = ResumeLog(tmp_path / "state" / "resume", num_pieces=100)
+    assert log.load() == set()
+    log.append([3, 7])
+    log.append([99])
+    log.close()
+    with open(tmp_path / "state" / "resume", "ab") as f:
+        f.write(b"\x00\x00")  # a crash mid-record
+    assert log.load() == {3, 7, 99}
+    log.rewrite({1, 2})
+    assert log.load() == {1, 2}
+    log.append([5])
+    assert ResumeLog(tmp_path / "state" / "resume", num_pieces=4).load() == {1, 2}
