@@ -100,7 +100,9 @@ def test_missing_file_is_a_storage_error(tmp_path: Path) -> None:
         store.read(0, 5)
 
 
-def test_concurrent_io_with_few_descriptors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_concurrent_io_with_few_descriptors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(storage_module, "MAX_OPEN_FILES", 2)
     sizes = [37] * 20
     info = make_info(sizes, piece_length=64)
