@@ -79,6 +79,45 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("source", metavar="SOURCE", help="a .torrent file or a magnet URI")
     info.add_argument("--json", action="store_true", help="print JSON for programs")
     info.set_defaults(handler=cmd_info)
+
+    mount = sub.add_parser(
+        "mount",
+        help="mount a torrent as a read-only filesystem",
+        description="Mount a torrent's files at MOUNTPOINT; reading a file fetches the pieces "
+        "that read needs first. Returns once the mount is live and keeps running in the "
+        "background. Also callable as 'btfs SOURCE MOUNTPOINT -o OPTIONS' (mount helper).",
+    )
+    mount.add_argument("source", metavar="SOURCE", help="a .torrent file")
+    mount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path,
+                       help="an empty directory")
+    mount.add_argument("-f", "--foreground", action="store_true",
+                       help="stay in the foreground, logging to standard error")
+    mount.add_argument("--cache-dir", metavar="DIR", type=Path,
+                       help="where downloaded data lives (default: "
+                       "$XDG_CACHE_HOME/btfs/INFO-HASH); data already there is checked and used")
+    mount.add_argument("--keep", action="store_true",
+                       help="keep the cache at unmount; the next mount starts with it verified")
+    mount.add_argument("--readahead", metavar="SIZE", type=size_argument, default=8 << 20,
+                       help="how far ahead of a sequential reader to fetch (default 8M)")
+    mount.add_argument("--allow-other", action="store_true",
+                       help="let other users read the mount (FUSE allow_other)")
+    mount.add_argument("--log", metavar="FILE", type=Path, dest="log_file",
+                       help="write the background process's log to FILE")
+    mount.add_argument("-o", metavar="OPTIONS", dest="options", action="append", default=[],
+                       help="comma-separated mount options: keep, readahead=SIZE, "
+                       "cache_dir=DIR, log=FILE, allow_other, allow_root, and FUSE options "
+                       "(nodev, nosuid, noexec, noatime, ...); fstab-only options such as "
+                       "_netdev, noauto, nofail and x-systemd.* are ignored")
+    mount.set_defaults(handler=cmd_mount)
+
+    unmount = sub.add_parser(
+        "unmount",
+        help="unmount a btfs mount and stop its process",
+        description="Unmount MOUNTPOINT: waiting reads fail, the process announces 'stopped' "
+        "and exits; returns once the mount is gone.",
+    )
+    unmount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
+    unmount.set_defaults(handler=cmd_unmount)
     return parser
 
 
@@ -150,6 +189,74 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mount(args: argparse.Namespace) -> int:
+    from btfs.mount import MountOptions, mount
+
+    source = load_source(args.source)
+    if isinstance(source, Magnet):
+        raise BtfsError("mounting a magnet URI is not supported yet: use a .torrent file")
+    options = MountOptions(
+        mountpoint=args.mountpoint,
+        foreground=args.foreground,
+        cache_dir=args.cache_dir,
+        keep=args.keep,
+        readahead=args.readahead,
+        allow_other=args.allow_other,
+        log_file=args.log_file,
+    )
+    for group in args.options:
+        apply_mount_options(options, group)
+    return mount(source, options)
+
+
+# Options mount(8) and systemd use for themselves; a mount helper must accept and ignore them.
+IGNORED_MOUNT_OPTIONS = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users",
+                         "nouser", "owner", "group", "ro", "sync", "async", "nomand"}
+FUSE_PASSTHROUGH = {"dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
+                    "relatime", "norelatime", "strictatime", "nodiratime", "diratime",
+                    "default_permissions", "dirsync", "lazytime", "nolazytime"}
+
+
+def apply_mount_options(options: object, text: str) -> None:
+    """Apply one `-o a,b=c` group (mount-helper form) to MountOptions."""
+    from btfs.mount import MountOptions
+
+    assert isinstance(options, MountOptions)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, has_value, value = item.partition("=")
+        key = key.replace("-", "_") if not key.startswith(("x-", "_")) else key
+        if key in IGNORED_MOUNT_OPTIONS or key.startswith(("x-", "comment")):
+            continue
+        if key == "rw":
+            raise BtfsError("btfs mounts are read-only: drop 'rw' from the options")
+        if key in FUSE_PASSTHROUGH and not has_value:
+            options.fuse_options.append(key)
+        elif key in ("fsname", "subtype", "max_read") and has_value:
+            options.fuse_options.append(item)
+        elif key == "keep" and not has_value:
+            options.keep = True
+        elif key == "allow_other" and not has_value:
+            options.allow_other = True
+        elif key == "allow_root" and not has_value:
+            options.allow_root = True
+        elif key == "foreground" and not has_value:
+            options.foreground = True
+        elif key == "readahead" and value:
+            options.readahead = parse_size(value)
+        elif key == "cache_dir" and value:
+            options.cache_dir = Path(value)
+        elif key == "log" and value:
+            options.log_file = Path(value)
+        else:
+            raise BtfsError(f"unknown mount option {item!r}")
+
+
+def cmd_unmount(args: argparse.Namespace) -> int:
+    from btfs.mount import unmount
+
+    return unmount(args.mountpoint)
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     folder = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
@@ -171,9 +278,15 @@ def _umask() -> int:
     return mask
 
 
+COMMANDS = {"create", "info", "mount", "unmount"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] not in COMMANDS and not arguments[0].startswith("-"):
+        arguments.insert(0, "mount")  # the mount-helper form: btfs SOURCE MOUNTPOINT -o ...
+    args = parser.parse_args(arguments)
     try:
         return int(args.handler(args))
     except BtfsError as exc:

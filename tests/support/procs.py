@@ -120,16 +120,54 @@ def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.0
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def mount_pid(path: str | os.PathLike[str]) -> int | None:
+    """The pid a btfs mount reports in its root's `user.btfs.pid`, if it answers."""
+    try:
+        return int(os.getxattr(path, "user.btfs.pid"))
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class Mounts:
-    """Mount points a test created; each is unmounted at teardown whatever happened."""
+    """Mount points a test created; each is unmounted at teardown whatever happened,
+    and a background btfs process behind it is killed if it does not exit by itself."""
 
     def __init__(self) -> None:
         self.paths: list[Path] = []
+        self.pids: set[int] = set()
 
     def add(self, path: Path) -> Path:
         self.paths.append(path)
         return path
 
+    def remember_pid(self, path: Path) -> int | None:
+        """Call while the mount is healthy: a hung one would block the query itself."""
+        pid = mount_pid(path)
+        if pid is not None:
+            self.pids.add(pid)
+        return pid
+
     def cleanup(self) -> None:
         for path in reversed(self.paths):
             unmount(path)
+        deadline = time.monotonic() + 5
+        for pid in self.pids:
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if pid_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

@@ -1,0 +1,236 @@
+"""The filesystem: pyfuse3 operations over one or more torrents, read-only.
+
+The tree is fixed at mount time (a torrent's files never change), so every inode is
+made up front. A read is `await source.read(...)` on the torrent session: the FUSE
+handler waits on the trio loop for the pieces it needs, so a player opening a file in
+the mount streams it. Files are opened with `keep_cache`: their bytes can never
+change once verified, so the kernel's page cache answers repeated reads.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pyfuse3
+
+from btfs.errors import BtfsError
+from btfs.metainfo import Info
+
+log = logging.getLogger(__name__)
+
+XATTR_PREFIX = "user.btfs."
+BLOCK_SIZE = 4096
+
+
+class TorrentSource(Protocol):
+    """What the filesystem needs of a torrent session."""
+
+    @property
+    def info(self) -> Info: ...
+
+    async def read(self, offset: int, size: int, stream: int) -> bytes:
+        """Verified bytes of the torrent's byte stream; `stream` names one open file."""
+        ...
+
+    def close_stream(self, stream: int) -> None: ...
+
+    def attributes(self, file_index: int | None) -> dict[str, str]:
+        """Status figures for a file (or the whole torrent, for None), as xattr values."""
+        ...
+
+
+@dataclass
+class Node:
+    inode: int
+    name: bytes
+    parent: int
+    is_dir: bool
+    source: TorrentSource | None = None
+    file_index: int | None = None
+    offset: int = 0
+    size: int = 0
+    executable: bool = False
+    mtime_ns: int = 0
+    children: dict[bytes, int] = field(default_factory=dict)
+
+
+class TorrentFS(pyfuse3.Operations):
+    """Read-only operations over the files of every mounted torrent."""
+
+    def __init__(self, torrents: list[tuple[TorrentSource, int | None]]) -> None:
+        """`torrents`: each session with its creation date (Unix time; None: now)."""
+        super().__init__()
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        now_ns = time.time_ns()
+        root = Node(pyfuse3.ROOT_INODE, b"", pyfuse3.ROOT_INODE, True, mtime_ns=now_ns)
+        self.nodes: dict[int, Node] = {root.inode: root}
+        self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._handles: dict[int, Node] = {}
+        self._next_handle = itertools.count(1)
+        for source, created in torrents:
+            mtime = created * 1_000_000_000 if created is not None else now_ns
+            if len(torrents) == 1:
+                root.mtime_ns = mtime
+                root.source = source
+            self._add_torrent(source, mtime)
+        self.total_size = sum(n.size for n in self.nodes.values() if not n.is_dir)
+
+    def _add_torrent(self, source: TorrentSource, mtime_ns: int) -> None:
+        info = source.info
+        root_parent = pyfuse3.ROOT_INODE
+        for index, f in enumerate(info.files):
+            if f.padding:
+                continue
+            parts = (info.name, *f.path) if info.multi_file else f.path
+            parent = root_parent
+            for folder in parts[:-1]:
+                parent = self._child_dir(parent, folder.encode(), mtime_ns, source)
+            name = parts[-1].encode()
+            node = Node(
+                next(self._next_inode), name, parent, False, source=source,
+                file_index=index, offset=f.offset, size=f.length,
+                executable=f.executable, mtime_ns=mtime_ns,
+            )
+            siblings = self.nodes[parent].children
+            if name in siblings:
+                raise BtfsError(f"two torrents in this mount both have {'/'.join(parts)!r}")
+            siblings[name] = node.inode
+            self.nodes[node.inode] = node
+
+    def _child_dir(self, parent: int, name: bytes, mtime_ns: int, source: TorrentSource) -> int:
+        existing = self.nodes[parent].children.get(name)
+        if existing is not None:
+            if not self.nodes[existing].is_dir:
+                raise BtfsError(f"{name.decode(errors='replace')!r} is a file and a folder")
+            return existing
+        node = Node(next(self._next_inode), name, parent, True, source=source, mtime_ns=mtime_ns)
+        self.nodes[node.inode] = node
+        self.nodes[parent].children[name] = node.inode
+        return node.inode
+
+    def _node(self, inode: int) -> Node:
+        try:
+            return self.nodes[inode]
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+
+    def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = node.inode
+        if node.is_dir:
+            entry.st_mode = stat.S_IFDIR | 0o555
+            entry.st_nlink = 2 + sum(1 for c in node.children.values() if self.nodes[c].is_dir)
+            entry.st_size = 0
+        else:
+            entry.st_mode = stat.S_IFREG | (0o555 if node.executable else 0o444)
+            entry.st_nlink = 1
+            entry.st_size = node.size
+        entry.st_uid = self.uid
+        entry.st_gid = self.gid
+        entry.st_blksize = BLOCK_SIZE
+        entry.st_blocks = -(-entry.st_size // 512)
+        entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = node.mtime_ns
+        # The tree never changes: the kernel may cache names and attributes for long.
+        entry.entry_timeout = 3600
+        entry.attr_timeout = 3600
+        return entry
+
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self._attributes(self._node(inode))
+
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        if name == b".":
+            return self._attributes(parent)
+        if name == b"..":
+            return self._attributes(self._node(parent.parent))
+        child = parent.children.get(name)
+        if child is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._attributes(self.nodes[child])
+
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        node = self._node(inode)
+        if not node.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        node = self._node(fh)
+        entries = sorted(node.children.items())
+        for i in range(start_id, len(entries)):
+            name, inode = entries[i]
+            if not pyfuse3.readdir_reply(token, name, self._attributes(self.nodes[inode]), i + 1):
+                return
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if node.is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        handle = next(self._next_handle)
+        self._handles[handle] = node
+        return pyfuse3.FileInfo(fh=handle, keep_cache=True)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        node = self._handles.get(fh)
+        if node is None or node.source is None or node.is_dir:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        if off >= node.size or size <= 0:
+            return b""
+        size = min(size, node.size - off)
+        try:
+            return await node.source.read(node.offset + off, size, fh)
+        except BtfsError as exc:
+            log.warning("read of %s failed: %s", node.name.decode(errors="replace"), exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    async def release(self, fh: int) -> None:
+        node = self._handles.pop(fh, None)
+        if node is not None and node.source is not None:
+            node.source.close_stream(fh)
+
+    async def access(self, inode: int, mode: int, ctx: Any) -> bool:
+        return not mode & os.W_OK
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = BLOCK_SIZE
+        data.f_blocks = -(-self.total_size // BLOCK_SIZE)
+        data.f_bfree = data.f_bavail = 0
+        data.f_files = len(self.nodes)
+        data.f_ffree = data.f_favail = 0
+        data.f_namemax = 255
+        return data
+
+    def _xattrs(self, node: Node) -> dict[str, str]:
+        values = node.source.attributes(node.file_index) if node.source is not None else {}
+        if node.inode == pyfuse3.ROOT_INODE:
+            values["pid"] = str(os.getpid())
+        return values
+
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return [(XATTR_PREFIX + k).encode() for k in self._xattrs(self._node(inode))]
+
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        key = name.decode(errors="replace")
+        if not key.startswith(XATTR_PREFIX):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        value = self._xattrs(self._node(inode)).get(key[len(XATTR_PREFIX) :])
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value.encode()

@@ -1,0 +1,363 @@
+"""`btfs mount` and `btfs unmount`: checks, going to the background, the mount's lifetime.
+
+The command returns only once the mount is live (the background process reports over a
+pipe), so `mount` and scripts can use the files at once. Shutdown, whatever starts it
+(`btfs unmount`, `fusermount3 -u`, `umount`, SIGINT, SIGTERM), fails the reads still
+waiting for pieces with EIO first, so the process always exits and never hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from btfs.errors import BtfsError
+from btfs.metainfo import Metainfo
+from btfs.sdnotify import notify
+from btfs.storage import ResumeLog, Storage
+from btfs.torrent import Torrent
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 3.0
+MOUNT_POLL_INTERVAL = 0.5
+
+
+class MountError(BtfsError):
+    """The mount cannot be made (mount point, FUSE, options)."""
+
+
+@dataclass
+class MountOptions:
+    mountpoint: Path
+    foreground: bool = False
+    cache_dir: Path | None = None
+    keep: bool = False
+    readahead: int = 8 << 20
+    lazy: bool = False
+    allow_other: bool = False
+    allow_root: bool = False
+    fuse_options: list[str] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)
+    bind: str | None = None
+    port: int = 0
+    max_download_rate: int = 0
+    max_upload_rate: int = 0
+    no_trackers: bool = False
+    log_file: Path | None = None
+
+
+def default_cache_dir(info_hash_hex: str) -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "btfs" / info_hash_hex
+
+
+def mount_table() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount this process can see."""
+    entries = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            if len(fields) > 4 and right:
+                entries.append((_unescape(fields[4]), right.split()[0]))
+    return entries
+
+
+def _unescape(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 3 < len(text) and text[i + 1 : i + 4].isdigit():
+            out.append(chr(int(text[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def find_mount(path: Path) -> str | None:
+    """The filesystem type mounted exactly at `path`, or None."""
+    target = os.path.abspath(path)
+    found = None
+    for point, fstype in mount_table():
+        if point == target:
+            found = fstype
+    return found
+
+
+def check_fuse_available() -> None:
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("/dev/fuse is missing: this kernel or container has no FUSE")
+    if shutil.which("fusermount3") is None:
+        raise MountError("fusermount3 not found: install it with 'apt-get install fuse3'")
+    try:
+        import pyfuse3  # noqa: F401
+    except ImportError as exc:
+        raise MountError(f"pyfuse3 cannot be imported ({exc}): reinstall btfs") from exc
+
+
+def check_mountpoint(path: Path) -> Path:
+    """The absolute mount point, after refusing every kind of unusable one."""
+    absolute = Path(os.path.abspath(path))
+    fstype = find_mount(absolute)
+    if fstype == "fuse.btfs":
+        raise MountError(f"{path} is already a btfs mount (unmount it with 'btfs unmount')")
+    if fstype is not None:
+        raise MountError(f"{path} is already a mount point ({fstype})")
+    try:
+        st = absolute.stat()
+    except FileNotFoundError:
+        raise MountError(f"mount point {path} does not exist") from None
+    except OSError as exc:
+        raise MountError(f"mount point {path}: {exc.strerror}") from None
+    if not os.path.isdir(absolute):
+        raise MountError(f"mount point {path} is not a directory")
+    if any(absolute.iterdir()):
+        raise MountError(f"mount point {path} is not empty")
+    if not os.access(absolute, os.W_OK) and st.st_uid != os.getuid() and os.getuid() != 0:
+        raise MountError(f"mount point {path} is not yours to mount on")
+    return absolute
+
+
+def fuse_mount_options(options: MountOptions) -> set[str]:
+    result = {"fsname=btfs", "subtype=btfs", "ro", "default_permissions"}
+    if options.allow_other:
+        result.add("allow_other")
+    if options.allow_root:
+        result.add("allow_root")
+    result.update(options.fuse_options)
+    return result
+
+
+def mount(meta: Metainfo, options: MountOptions) -> int:
+    """Mount; in the background unless `foreground`. Returns the exit status."""
+    check_fuse_available()
+    options.mountpoint = check_mountpoint(options.mountpoint)
+    if options.cache_dir is None:
+        options.cache_dir = default_cache_dir(meta.info_hash_hex)
+    if options.foreground:
+        _configure_logging(sys.stderr, options.log_file)
+        return _serve_and_report(meta, options, ready=lambda: None)
+    return _daemonize(meta, options)
+
+
+def _daemonize(meta: Metainfo, options: MountOptions) -> int:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read().decode(errors="replace")
+        if message == "ok":
+            return 0
+        if message:
+            print(f"btfs: error: {message}", file=sys.stderr)
+        else:
+            _, status = os.waitpid(pid, 0)
+            print(f"btfs: error: the mount process ended before the mount was live "
+                  f"(status {os.waitstatus_to_exitcode(status)})", file=sys.stderr)
+        return 1
+    # The child: its own session, no terminal, reports readiness or the error on the pipe.
+    os.close(read_end)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    _configure_logging(None, options.log_file)
+    reported = False
+
+    def ready() -> None:
+        nonlocal reported
+        os.write(write_end, b"ok")
+        os.close(write_end)
+        reported = True
+
+    try:
+        status = _serve_and_report(meta, options, ready, error_pipe=write_end)
+    finally:
+        if not reported:
+            try:
+                os.close(write_end)
+            except OSError:
+                pass
+    os._exit(status)
+
+
+def _configure_logging(stream: object, log_file: Path | None = None) -> None:
+    """Log to stderr in the foreground; in the background only to `--log FILE` if given."""
+    level = logging.DEBUG if os.environ.get("BTFS_DEBUG") else logging.INFO
+    handler: logging.Handler
+    if log_file is not None:
+        handler = logging.FileHandler(log_file)
+    elif stream is None:
+        handler = logging.NullHandler()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    logging.basicConfig(level=level, handlers=[handler],
+                        format="btfs[%(process)d]: %(levelname)s %(name)s: %(message)s")
+
+
+def _serve_and_report(
+    meta: Metainfo, options: MountOptions, ready: Callable[[], None], error_pipe: int = -1
+) -> int:
+    try:
+        trio.run(serve, meta, options, ready)
+    except BtfsError as exc:
+        if error_pipe >= 0:
+            os.write(error_pipe, str(exc).encode())
+        else:
+            print(f"btfs: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]) -> None:
+    """Run the mount until it is unmounted or the process is told to stop."""
+    import pyfuse3
+
+    from btfs.fs import TorrentFS
+
+    assert options.cache_dir is not None
+    cache = options.cache_dir
+    data_root = cache / "data"
+    storage = Storage(meta.info, data_root)
+    resume = ResumeLog(cache / "resume", meta.info.num_pieces)
+    torrent = Torrent(meta, storage, resume, readahead=options.readahead)
+    try:
+        total = meta.info.num_pieces
+        if resume.path.exists():
+            n = await torrent.load_resume()
+            log.info("%d of %d pieces verified from the resume record", n, total)
+        elif data_root.exists():
+            n = await torrent.check_data()
+            log.info("checked the data in %s: %d of %d pieces good", data_root, n, total)
+        fs = TorrentFS([(torrent, meta.creation_date)])
+        try:
+            pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options))
+        except RuntimeError as exc:
+            raise MountError(f"cannot mount on {options.mountpoint}: {exc}") from exc
+        try:
+            await _run_mounted(torrent, options.mountpoint, ready)
+        finally:
+            pyfuse3.close(unmount=True)
+    finally:
+        torrent.close()
+        storage.close()
+        resume.close()
+        if not options.keep:
+            _remove_cache(storage, resume, cache)
+        notify("STOPPING=1")
+
+
+async def _run_mounted(torrent: Torrent, mountpoint: Path, ready: Callable[[], None]) -> None:
+    import pyfuse3 as fuse
+
+    stop = trio.Event()
+
+    async def watch_mount_table() -> None:
+        """A lazy unmount (`umount -l`, `fusermount3 -u -z`) detaches the mount but keeps
+        the FUSE connection while files are open; noticing it is how we still exit."""
+        while not stop.is_set():
+            await trio.sleep(MOUNT_POLL_INTERVAL)
+            if find_mount(mountpoint) != "fuse.btfs":
+                log.info("%s was unmounted", mountpoint)
+                stop.set()
+
+    async def watch_signals() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.info("signal %s: unmounting", signal.Signals(signum).name)
+                stop.set()
+                return
+
+    async def stopper(cancel_scope: trio.CancelScope) -> None:
+        await stop.wait()
+        torrent.close()
+        fuse.terminate()
+        await trio.sleep(SHUTDOWN_GRACE)
+        log.warning("FUSE handlers still busy after %s s: cancelling them", SHUTDOWN_GRACE)
+        cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals)
+        nursery.start_soon(watch_mount_table)
+        nursery.start_soon(stopper, nursery.cancel_scope)
+        ready()
+        notify("READY=1")
+        log.info("mounted %s", torrent.meta.name)
+        await fuse.main()
+        torrent.close()
+        nursery.cancel_scope.cancel()
+
+
+def _remove_cache(storage: Storage, resume: ResumeLog, cache: Path) -> None:
+    """Delete only what this torrent put there, then the folders it leaves empty."""
+    folders: set[Path] = {cache}
+    for path in [*storage.paths, resume.path]:
+        if path is None:
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", path, exc.strerror)
+        parent = path.parent
+        while parent != cache and cache in parent.parents:
+            folders.add(parent)
+            parent = parent.parent
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def unmount(mountpoint: Path, timeout: float = 10.0) -> int:
+    """Stop the btfs process behind a mount and wait until the mount is gone."""
+    absolute = Path(os.path.abspath(mountpoint))
+    fstype = find_mount(absolute)
+    if fstype is None:
+        raise MountError(f"{mountpoint} is not mounted")
+    if fstype != "fuse.btfs":
+        raise MountError(f"{mountpoint} is not a btfs mount ({fstype})")
+    pid = None
+    try:
+        pid = int(os.getxattr(absolute, "user.btfs.pid"))
+    except (OSError, ValueError):
+        pass
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid = None
+    if pid is None:
+        _fusermount(absolute, lazy=False) or _fusermount(absolute, lazy=True)
+    deadline = time.monotonic() + timeout
+    while find_mount(absolute) is not None:
+        if time.monotonic() > deadline:
+            if _fusermount(absolute, lazy=True):
+                break
+            raise MountError(f"{mountpoint} is still mounted after {timeout:.0f} s")
+        time.sleep(0.05)
+    return 0
+
+
+def _fusermount(path: Path, lazy: bool) -> bool:
+    import subprocess
+
+    args = ["fusermount3", "-u", *(["-z"] if lazy else []), str(path)]
+    result = subprocess.run(args, capture_output=True, timeout=30, check=False)
+    if result.returncode != 0 and result.stderr:
+        log.debug("%s: %s", " ".join(args), result.stderr.decode(errors="replace").strip())
+    return result.returncode == 0

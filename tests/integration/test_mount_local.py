@@ -1,0 +1,304 @@
+"""`btfs mount` over data already in the cache: the filesystem as a user sees it.
+
+These mounts need no swarm: the torrent's data is placed in `--cache-dir`, which the
+mount checks piece by piece at start. What is missing stays missing, so a read of it
+waits, which is how unmounting under a blocked read is shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.data import make_tree
+from tests.support.env import require_fuse, require_python_module, require_tool
+from tests.support.procs import Mounts, is_mounted, pid_alive, wait_for
+
+pytestmark = pytest.mark.fuse
+
+TREE = {"Season 1/e01.mkv": 700_001, "Season 1/e02.mkv": 300_000, "notes.txt": 1234,
+        "Season 1/extras/ä b.bin": 65_536, "empty.dat": 0}
+
+
+def btfs(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def make_torrent(tmp_path: Path, tree: dict[str, int] = TREE) -> tuple[Path, Path]:
+    """A multi-file torrent of a random tree; returns (torrent, folder with the data)."""
+    root = make_tree(tmp_path / "src" / "Show", tree, seed=3)
+    torrent = tmp_path / "show.torrent"
+    r = btfs("create", root, "-o", torrent, "-l", "16K", "-q", "-c", "test")
+    assert r.returncode == 0, r.stderr
+    return torrent, root
+
+
+def place_in_cache(root: Path, cache: Path) -> None:
+    (cache / "data").mkdir(parents=True)
+    shutil.copytree(root, cache / "data" / root.name)
+
+
+def do_mount(mounts: Mounts, torrent: Path, mnt: Path, *extra: str | Path) -> int:
+    require_fuse()
+    mnt.mkdir(exist_ok=True)
+    mounts.add(mnt)
+    r = btfs("mount", torrent, mnt, *extra)
+    assert r.returncode == 0, r.stderr
+    assert is_mounted(mnt), "btfs mount returned before the mount was live"
+    pid = mounts.remember_pid(mnt)
+    assert pid is not None
+    return pid
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_tree_metadata_and_contents(tmp_path: Path, mounts: Mounts) -> None:
+    torrent, root = make_torrent(tmp_path)
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    mnt = tmp_path / "mnt"
+    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    created = json.loads(btfs("info", torrent, "--json").stdout)["creation_date"]
+
+    assert sorted(p.name for p in mnt.iterdir()) == ["Show"]
+    for rel, size in TREE.items():
+        path = mnt / "Show" / rel
+        st = path.stat()
+        assert st.st_size == size
+        assert stat.S_IMODE(st.st_mode) == 0o444
+        assert int(st.st_mtime) == created
+        assert sha256(path) == sha256(root / rel)
+    assert stat.S_IMODE((mnt / "Show" / "Season 1").stat().st_mode) == 0o555
+
+    with pytest.raises(OSError):
+        (mnt / "Show" / "notes.txt").write_bytes(b"no")
+    with pytest.raises(OSError):
+        (mnt / "Show" / "new").touch()
+
+    find = subprocess.run(["find", str(mnt), "-type", "f"], capture_output=True, text=True,
+                          check=True, timeout=30).stdout.split("\n")
+    assert len([line for line in find if line]) == len(TREE)
+    du = subprocess.run(["du", "-sb", str(mnt)], capture_output=True, text=True, check=True,
+                        timeout=30).stdout
+    assert int(du.split()[0]) >= sum(TREE.values())
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(mnt / "Show"), str(copy)], check=True, timeout=60)
+    for rel in TREE:
+        assert sha256(copy / rel) == sha256(root / rel)
+    if shutil.which("rsync"):
+        subprocess.run(["rsync", "-a", f"{mnt}/Show/", str(tmp_path / "rsync")], check=True,
+                       timeout=60)
+        assert sha256(tmp_path / "rsync" / "notes.txt") == sha256(root / "notes.txt")
+
+
+def test_random_reads_across_piece_and_file_boundaries(tmp_path: Path, mounts: Mounts) -> None:
+    torrent, root = make_torrent(tmp_path)
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    mnt = tmp_path / "mnt"
+    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    rng = random.Random(11)
+    files = [rel for rel, size in TREE.items() if size]
+    originals = {rel: (root / rel).read_bytes() for rel in files}
+    for _ in range(200):
+        rel = rng.choice(files)
+        data = originals[rel]
+        offset = rng.randrange(len(data))
+        size = rng.choice([1, 100, 16383, 16384, 16385, 70_000, 300_000])
+        fd = os.open(mnt / "Show" / rel, os.O_RDONLY)
+        try:
+            got = os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+        assert got == data[offset : offset + size], (rel, offset, size)
+
+
+def test_xattrs_and_statfs(tmp_path: Path, mounts: Mounts) -> None:
+    torrent, root = make_torrent(tmp_path)
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    (cache / "data" / "Show" / "notes.txt").write_bytes(b"x" * 1234)  # corrupt: not verified
+    mnt = tmp_path / "mnt"
+    pid = do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    f = mnt / "Show" / "Season 1" / "e02.mkv"
+    assert os.getxattr(f, "user.btfs.progress") == b"1.0000"
+    assert os.getxattr(f, "user.btfs.size") == b"300000"
+    assert float(os.getxattr(mnt / "Show" / "notes.txt", "user.btfs.progress")) < 1
+    assert "user.btfs.progress" in os.listxattr(f)
+    assert int(os.getxattr(mnt, "user.btfs.pid")) == pid
+    getfattr = require_tool("getfattr", "attr")
+    out = subprocess.run([getfattr, "-d", str(f)], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    assert 'user.btfs.progress="1.0000"' in out
+    vfs = os.statvfs(mnt)
+    assert vfs.f_bavail == 0
+    assert vfs.f_blocks * vfs.f_frsize >= sum(TREE.values())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_padding_files_are_hidden(tmp_path: Path, mounts: Mounts) -> None:
+    require_python_module("libtorrent", "libtorrent")
+    import libtorrent as lt
+
+    root = make_tree(tmp_path / "src" / "Padded", {"a.bin": 20_000, "b.bin": 5_000}, seed=4)
+    fs = lt.file_storage()
+    lt.add_files(fs, str(root))
+    ct = lt.create_torrent(fs, 16384, flags=lt.create_torrent.v1_only
+                           | lt.create_torrent.canonical_files)
+    lt.set_piece_hashes(ct, str(root.parent))
+    torrent = tmp_path / "padded.torrent"
+    torrent.write_bytes(lt.bencode(ct.generate()))
+    assert b".pad" in torrent.read_bytes()
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    mnt = tmp_path / "mnt"
+    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    assert sorted(p.name for p in (mnt / "Padded").iterdir()) == ["a.bin", "b.bin"]
+    assert (mnt / "Padded" / "b.bin").read_bytes() == (root / "b.bin").read_bytes()
+    assert float(os.getxattr(mnt, "user.btfs.progress")) == 1.0
+
+
+def test_keep_then_remount_uses_the_resume_record(tmp_path: Path, mounts: Mounts) -> None:
+    torrent, root = make_torrent(tmp_path)
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    mnt = tmp_path / "mnt"
+    do_mount(mounts, torrent, mnt, "--cache-dir", cache, "--keep")
+    assert btfs("unmount", mnt).returncode == 0
+    assert (cache / "resume").exists()
+    # Damage a piece of the kept data: the resume record is trusted, so the remount does
+    # not re-hash; the file still reads back complete because nothing needed fetching.
+    log = tmp_path / "log"
+    do_mount(mounts, torrent, mnt, "-o", f"cache_dir={cache},keep,log={log}")
+    assert float(os.getxattr(mnt, "user.btfs.progress")) == 1.0
+    assert sha256(mnt / "Show" / "Season 1" / "e01.mkv") == sha256(root / "Season 1/e01.mkv")
+    assert "from the resume record" in log.read_text()
+    assert btfs("unmount", mnt).returncode == 0
+    assert (cache / "data" / "Show" / "notes.txt").exists()
+
+
+def test_cache_is_removed_without_keep(tmp_path: Path, mounts: Mounts) -> None:
+    torrent, root = make_torrent(tmp_path)
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    (cache / "mine.txt").write_text("not btfs's")
+    mnt = tmp_path / "mnt"
+    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    assert btfs("unmount", mnt).returncode == 0
+    assert not (cache / "data").exists()
+    assert not (cache / "resume").exists()
+    assert (cache / "mine.txt").read_text() == "not btfs's"
+
+
+def blocked_reader(path: Path) -> tuple[threading.Thread, list[object]]:
+    """A thread reading a file whose pieces can never arrive; records what the read did."""
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            with open(path, "rb") as f:
+                outcome.append(f.read(65536))
+        except OSError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.mark.parametrize("how", ["btfs unmount", "SIGTERM", "SIGINT", "fusermount3 -u -z"])
+def test_unmount_while_a_read_is_blocked(tmp_path: Path, mounts: Mounts, how: str) -> None:
+    torrent, _ = make_torrent(tmp_path)
+    mnt = tmp_path / "mnt"
+    pid = do_mount(mounts, torrent, mnt, "--cache-dir", tmp_path / "empty-cache")
+    target = mnt / "Show" / "Season 1" / "e01.mkv"
+    thread, outcome = blocked_reader(target)
+    wait_for(lambda: int(os.getxattr(target, "user.btfs.pieces_waited_on")) > 0, 10,
+             "the read to wait on pieces")
+    assert thread.is_alive()
+    start = time.monotonic()
+    if how == "btfs unmount":
+        assert btfs("unmount", mnt, timeout=30).returncode == 0
+    elif how.startswith("SIG"):
+        os.kill(pid, getattr(signal, how))
+    else:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=True, timeout=30)
+    wait_for(lambda: not pid_alive(pid), 5, "the btfs process to exit")
+    wait_for(lambda: not is_mounted(mnt), 5, "the mount to go")
+    thread.join(5)
+    elapsed = time.monotonic() - start
+    assert not thread.is_alive(), "the blocked read never returned"
+    assert elapsed < 5
+    assert isinstance(outcome[0], OSError), outcome
+    assert not (tmp_path / "empty-cache").exists()
+
+
+def test_mount_helper_form_and_options(tmp_path: Path, mounts: Mounts) -> None:
+    torrent, root = make_torrent(tmp_path)
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    mnt = tmp_path / "mnt"
+    require_fuse()
+    mnt.mkdir()
+    mounts.add(mnt)
+    r = subprocess.run([sys.executable, "-m", "btfs", str(torrent), str(mnt), "-o",
+                        f"ro,nodev,nosuid,noatime,_netdev,x-systemd.automount,cache_dir={cache},"
+                        "readahead=4M,keep"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (mnt / "Show" / "notes.txt").read_bytes() == (root / "notes.txt").read_bytes()
+    options = next(line for line in Path("/proc/self/mounts").read_text().splitlines()
+                   if f" {mnt} " in line)
+    assert "fuse.btfs" in options and "nodev" in options and "nosuid" in options
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [("missing", "does not exist"), ("file", "not a directory"), ("nonempty", "not empty"),
+     ("mounted", "already a btfs mount")],
+)
+def test_bad_mount_points(tmp_path: Path, mounts: Mounts, setup: str, message: str) -> None:
+    torrent, root = make_torrent(tmp_path)
+    mnt = tmp_path / "mnt"
+    if setup == "file":
+        mnt.write_text("x")
+    elif setup == "nonempty":
+        mnt.mkdir()
+        (mnt / "x").write_text("x")
+    elif setup == "mounted":
+        cache = tmp_path / "cache"
+        place_in_cache(root, cache)
+        do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    r = btfs("mount", torrent, mnt)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert message in r.stderr
+
+
+def test_bad_torrent_and_options(tmp_path: Path) -> None:
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "bad.torrent").write_bytes(b"d4:info")
+    r = btfs("mount", tmp_path / "bad.torrent", tmp_path / "mnt")
+    assert r.returncode == 2 and "truncated" in r.stderr
+    torrent, _ = make_torrent(tmp_path)
+    r = btfs(torrent, tmp_path / "mnt", "-o", "frobnicate")
+    assert r.returncode == 2 and "unknown mount option 'frobnicate'" in r.stderr
+    r = btfs(torrent, tmp_path / "mnt", "-o", "rw")
+    assert r.returncode == 2 and "read-only" in r.stderr
+    r = btfs("unmount", tmp_path / "mnt")
+    assert r.returncode == 2 and "not mounted" in r.stderr
