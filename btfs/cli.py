@@ -118,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unmount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
     unmount.set_defaults(handler=cmd_unmount)
+
+    status = sub.add_parser(
+        "status",
+        help="show a mount's progress, peers and rates",
+        description="Per torrent and per file: progress, pieces, pieces that reads wait on "
+        "(and, once the swarm runs, peers and rates). Without MOUNTPOINT: every btfs mount. "
+        "--json prints a list with one object per mount.",
+    )
+    status.add_argument("mountpoints", metavar="MOUNTPOINT", type=Path, nargs="*")
+    status.add_argument("--json", action="store_true", help="print JSON for programs")
+    status.set_defaults(handler=cmd_status)
     return parser
 
 
@@ -210,8 +221,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 # Options mount(8) and systemd use for themselves; a mount helper must accept and ignore them.
+# mount(8) passes "rw" unless told "ro": accepted, the mount is read-only all the same.
 IGNORED_MOUNT_OPTIONS = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users",
-                         "nouser", "owner", "group", "ro", "sync", "async", "nomand"}
+                         "nouser", "owner", "group", "ro", "rw", "sync", "async", "nomand"}
 FUSE_PASSTHROUGH = {"dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
                     "relatime", "norelatime", "strictatime", "nodiratime", "diratime",
                     "default_permissions", "dirsync", "lazytime", "nolazytime"}
@@ -227,8 +239,6 @@ def apply_mount_options(options: object, text: str) -> None:
         key = key.replace("-", "_") if not key.startswith(("x-", "_")) else key
         if key in IGNORED_MOUNT_OPTIONS or key.startswith(("x-", "comment")):
             continue
-        if key == "rw":
-            raise BtfsError("btfs mounts are read-only: drop 'rw' from the options")
         if key in FUSE_PASSTHROUGH and not has_value:
             options.fuse_options.append(key)
         elif key in ("fsname", "subtype", "max_read") and has_value:
@@ -249,6 +259,20 @@ def apply_mount_options(options: object, text: str) -> None:
             options.log_file = Path(value)
         else:
             raise BtfsError(f"unknown mount option {item!r}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from btfs.status import btfs_mounts, collect, render
+
+    targets = args.mountpoints or btfs_mounts()
+    if not targets:
+        raise BtfsError("no btfs mounts")
+    results = [collect(path) for path in targets]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print("\n".join(render(r) for r in results))
+    return 0
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:
@@ -278,7 +302,7 @@ def _umask() -> int:
     return mask
 
 
-COMMANDS = {"create", "info", "mount", "unmount"}
+COMMANDS = {"create", "info", "mount", "unmount", "status"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

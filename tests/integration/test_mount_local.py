@@ -298,7 +298,54 @@ def test_bad_torrent_and_options(tmp_path: Path) -> None:
     torrent, _ = make_torrent(tmp_path)
     r = btfs(torrent, tmp_path / "mnt", "-o", "frobnicate")
     assert r.returncode == 2 and "unknown mount option 'frobnicate'" in r.stderr
-    r = btfs(torrent, tmp_path / "mnt", "-o", "rw")
-    assert r.returncode == 2 and "read-only" in r.stderr
     r = btfs("unmount", tmp_path / "mnt")
     assert r.returncode == 2 and "not mounted" in r.stderr
+
+
+def test_status_command(tmp_path: Path, mounts: Mounts) -> None:
+    torrent, root = make_torrent(tmp_path)
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    (cache / "data" / "Show" / "notes.txt").unlink()
+    mnt = tmp_path / "mnt"
+    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    r = btfs("status", mnt, "--json")
+    assert r.returncode == 0, r.stderr
+    [status] = json.loads(r.stdout)
+    files = {f["path"]: f for f in status["files"]}
+    assert files["Show/Season 1/e02.mkv"]["progress"] == "1.0000"
+    assert float(files["Show/notes.txt"]["progress"]) < 1
+    assert 0 < float(status["torrent"]["progress"]) < 1
+    text = btfs("status", mnt).stdout
+    assert "Show/notes.txt" in text and "progress" in text
+    assert str(mnt) in btfs("status").stdout
+    r = btfs("status", tmp_path)
+    assert r.returncode == 2 and "not mounted" in r.stderr
+
+
+def test_mount_t_fuse_btfs_and_umount(tmp_path: Path, mounts: Mounts) -> None:
+    """What /etc/fstab does: mount(8) runs mount.fuse3, which runs `btfs` from PATH."""
+    require_fuse()
+    mount_cmd = require_tool("mount", "mount")
+    torrent, root = make_torrent(tmp_path)
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "btfs"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m btfs "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    mnt = mounts.add(tmp_path / "mnt")
+    mnt.mkdir()
+    r = subprocess.run([mount_cmd, "-t", "fuse.btfs", "-o",
+                        f"ro,allow_other,keep,_netdev,cache_dir={cache}", str(torrent), str(mnt)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    pid = mounts.remember_pid(mnt)
+    assert pid is not None
+    assert sha256(mnt / "Show" / "Season 1" / "e01.mkv") == sha256(root / "Season 1/e01.mkv")
+    subprocess.run(["umount", str(mnt)], check=True, timeout=30)
+    wait_for(lambda: not pid_alive(pid), 5, "the btfs process to exit after umount")
+    assert not is_mounted(mnt)

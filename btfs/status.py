@@ -1,0 +1,74 @@
+"""`btfs status`: a mount's figures, read from the extended attributes it exposes.
+
+The mount process is the only one that knows them; xattrs let any process (and
+`getfattr`) ask without a control socket of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from btfs.errors import BtfsError
+from btfs.mount import find_mount, mount_table
+from btfs.units import format_size
+
+PREFIX = "user.btfs."
+
+
+def read_attributes(path: Path) -> dict[str, str]:
+    values = {}
+    for name in os.listxattr(path):
+        if name.startswith(PREFIX):
+            values[name[len(PREFIX) :]] = os.getxattr(path, name).decode(errors="replace")
+    return values
+
+
+def btfs_mounts() -> list[Path]:
+    return [Path(point) for point, fstype in mount_table() if fstype == "fuse.btfs"]
+
+
+def collect(mountpoint: Path) -> dict[str, Any]:
+    """The whole mount's figures and each file's, as a JSON-ready dict."""
+    absolute = Path(os.path.abspath(mountpoint))
+    fstype = find_mount(absolute)
+    if fstype is None:
+        raise BtfsError(f"{mountpoint} is not mounted")
+    if fstype != "fuse.btfs":
+        raise BtfsError(f"{mountpoint} is not a btfs mount ({fstype})")
+    try:
+        summary = read_attributes(absolute)
+        files = []
+        for folder, _, names in os.walk(absolute):
+            for name in sorted(names):
+                path = Path(folder) / name
+                entry: dict[str, Any] = {"path": str(path.relative_to(absolute))}
+                entry.update(read_attributes(path))
+                files.append(entry)
+    except OSError as exc:
+        raise BtfsError(f"{mountpoint}: {exc.strerror}") from exc
+    return {"mountpoint": str(absolute), "torrent": summary, "files": files}
+
+
+def render(status: dict[str, Any]) -> str:
+    t = status["torrent"]
+    lines = [f"{status['mountpoint']}: info-hash {t.get('info_hash', '?')}"]
+    size = int(t.get("size", 0))
+    have = int(t.get("verified_bytes", 0))
+    lines.append(
+        f"  progress {float(t.get('progress', 0)) * 100:.1f}%  "
+        f"{format_size(have)} of {format_size(size)}  "
+        f"pieces {t.get('pieces_verified', '?')}/{t.get('pieces', '?')}  "
+        f"waited on {t.get('pieces_waited_on', '0')}"
+    )
+    for key, label in (("peers", "peers"), ("download_rate", "down"), ("upload_rate", "up")):
+        if key in t:
+            value = t[key] if key == "peers" else f"{format_size(float(t[key]))}/s"
+            lines.append(f"  {label} {value}")
+    for f in status["files"]:
+        lines.append(
+            f"  {float(f.get('progress', 0)) * 100:5.1f}%  {format_size(int(f.get('size', 0))):>10}"
+            f"  waited on {f.get('pieces_waited_on', '0'):>4}  {f['path']}"
+        )
+    return "\n".join(lines)
