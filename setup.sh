@@ -11,7 +11,8 @@ apt-get update -q
 # The others are real peers and tools the tests run against, and attr for getfattr.
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
-    ffmpeg transmission-cli mktorrent aria2 opentracker attr ca-certificates
+    ffmpeg transmission-cli mktorrent aria2 opentracker attr ca-certificates \
+    systemd rsync
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

@@ -129,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("mountpoints", metavar="MOUNTPOINT", type=Path, nargs="*")
     status.add_argument("--json", action="store_true", help="print JSON for programs")
     status.set_defaults(handler=cmd_status)
+
+    units = sub.add_parser(
+        "install-units",
+        help="install the systemd units and example configuration",
+        description="Write btfs@.service and btfs-tracker.service to PREFIX/etc/systemd/system "
+        "(their ExecStart pointing at this installation's commands), the examples to "
+        "PREFIX/etc/btfs/, and /etc/default/btfs-tracker if it does not exist. "
+        "Then run 'systemctl daemon-reload'.",
+    )
+    units.add_argument("--prefix", type=Path, default=Path("/"),
+                       help="install under this root instead of / (for packaging)")
+    units.set_defaults(handler=cmd_install_units)
     return parser
 
 
@@ -275,6 +287,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_units(args: argparse.Namespace) -> int:
+    from btfs.install_units import install_units
+
+    for item in install_units(args.prefix):
+        print(f"{'replaced' if item.replaced else 'installed'} {item.path}")
+    if args.prefix == Path("/"):
+        print("now run: systemctl daemon-reload")
+    return 0
+
+
 def cmd_unmount(args: argparse.Namespace) -> int:
     from btfs.mount import unmount
 
@@ -302,7 +324,7 @@ def _umask() -> int:
     return mask
 
 
-COMMANDS = {"create", "info", "mount", "unmount", "status"}
+COMMANDS = {"create", "info", "mount", "unmount", "status", "install-units"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
