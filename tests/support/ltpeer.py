@@ -1,0 +1,115 @@
+"""A real libtorrent peer in its own process, for tests and benchmarks.
+
+    python -m tests.support.ltpeer seed TORRENT SAVE_DIR --listen 127.0.0.5:6881
+    python -m tests.support.ltpeer leech TORRENT SAVE_DIR --listen 127.0.0.6:6882 \
+        [--peer 127.0.0.2:7000]... [--exit-when-done]
+
+It prints one JSON line per second on stdout (`state`, `progress`, `peers`,
+`download_rate`, `upload_rate`, `total_upload`...), the first once it listens, with
+`listen_port`. DHT, local discovery, UPnP and NAT-PMP are off: only trackers in the
+torrent and `--peer` addresses are used, all on loopback in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from types import FrameType
+
+
+def main() -> None:
+    import libtorrent as lt
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["seed", "leech"])
+    parser.add_argument("torrent")
+    parser.add_argument("save_dir")
+    parser.add_argument("--listen", required=True, help="HOST:PORT (port 0: any)")
+    parser.add_argument("--peer", action="append", default=[])
+    parser.add_argument("--exit-when-done", action="store_true")
+    parser.add_argument("--upload-limit", type=int, default=0)
+    parser.add_argument("--download-limit", type=int, default=0)
+    args = parser.parse_args()
+
+    host, _, port = args.listen.rpartition(":")
+    host = host.strip("[]")
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    settings = {
+        "listen_interfaces": listen,
+        "outgoing_interfaces": host,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "allow_multiple_connections_per_ip": True,
+        "announce_to_all_trackers": True,
+        "announce_to_all_tiers": True,
+        "user_agent": "libtorrent-test",
+        "alert_mask": 0,
+        "upload_rate_limit": args.upload_limit,
+        "download_rate_limit": args.download_limit,
+        "min_reconnect_time": 1,
+        "peer_connect_timeout": 3,
+        "tracker_completion_timeout": 10,
+        "tracker_receive_timeout": 5,
+        "announce_ip": host if ":" not in host else "",
+    }
+    ses = lt.session(settings)
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(args.torrent)
+    params.save_path = args.save_dir
+    if args.mode == "seed":
+        params.flags |= lt.torrent_flags.seed_mode
+    handle = ses.add_torrent(params)
+
+    stop = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    deadline = time.monotonic() + 30
+    while ses.listen_port() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for peer in args.peer:
+        peer_host, _, peer_port = peer.rpartition(":")
+        handle.connect_peer((peer_host.strip("[]"), int(peer_port)))
+
+    first = True
+    while not stop:
+        s = handle.status()
+        report = {
+            "listen_port": ses.listen_port(),
+            "state": str(s.state),
+            "progress": s.progress,
+            "is_seeding": s.is_seeding,
+            "peers": s.num_peers,
+            "download_rate": s.download_rate,
+            "upload_rate": s.upload_rate,
+            "total_download": s.total_payload_download,
+            "total_upload": s.total_payload_upload,
+        }
+        print(json.dumps(report), flush=True)
+        if first:
+            first = False
+        if args.exit_when_done and s.is_seeding:
+            break
+        for peer in args.peer if s.num_peers == 0 else []:
+            peer_host, _, peer_port = peer.rpartition(":")
+            handle.connect_peer((peer_host.strip("[]"), int(peer_port)))
+        for _ in range(10):
+            if stop:
+                break
+            time.sleep(0.1)
+    ses.pause()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
