@@ -1,0 +1,1 @@
+"""btfs-tracker: the BitTorrent tracker service (HTTP and UDP) shipped with btfs."""
