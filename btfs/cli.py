@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -16,12 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from btfs import __version__
+from btfs.addresses import parse_peer
 from btfs.create import CreateOptions, make_torrent
 from btfs.describe import describe, render_text
 from btfs.errors import BtfsError
 from btfs.magnet import Magnet, is_magnet, parse_magnet
 from btfs.metainfo import Metainfo, load_torrent, parse_torrent
 from btfs.progress import ProgressBar
+from btfs.transfer import NetworkOptions
 from btfs.units import parse_size
 
 EXIT_BAD_INPUT = 2
@@ -110,6 +113,33 @@ def build_parser() -> argparse.ArgumentParser:
                        "_netdev, noauto, nofail and x-systemd.* are ignored")
     mount.set_defaults(handler=cmd_mount)
 
+    download = sub.add_parser(
+        "download",
+        help="download a whole torrent into a folder",
+        description="Fetch every piece of the torrent into DIR/NAME, verifying each, and exit "
+        "0 when complete. Interrupted or killed, the same command resumes where it stopped "
+        "(a resume log DIR/.NAME.btfs-resume lists the verified pieces until completion).",
+    )
+    download.add_argument("source", metavar="SOURCE", help="a .torrent file")
+    download.add_argument("-o", "--output", metavar="DIR", type=Path, default=Path("."),
+                          help="folder to download into (default: the current folder)")
+    download.add_argument("--seed-after", action="store_true",
+                          help="keep seeding once complete, until SIGINT or SIGTERM")
+    add_network_options(download)
+    download.set_defaults(handler=cmd_download)
+
+    seed = sub.add_parser(
+        "seed",
+        help="serve the data of a torrent to other peers",
+        description="Check the data at PATH (the file, or the torrent's top folder) against "
+        "the piece hashes, then serve the pieces that match until SIGINT or SIGTERM "
+        "(announcing 'stopped' to the trackers). PATH is only ever read.",
+    )
+    seed.add_argument("source", metavar="SOURCE", help="a .torrent file")
+    seed.add_argument("path", metavar="PATH", type=Path, help="the data the torrent describes")
+    add_network_options(seed)
+    seed.set_defaults(handler=cmd_seed)
+
     unmount = sub.add_parser(
         "unmount",
         help="unmount a btfs mount and stop its process",
@@ -142,6 +172,62 @@ def build_parser() -> argparse.ArgumentParser:
                        help="install under this root instead of / (for packaging)")
     units.set_defaults(handler=cmd_install_units)
     return parser
+
+
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    net = parser.add_argument_group("network")
+    net.add_argument("--peer", metavar="HOST:PORT", action="append", default=[],
+                     dest="peers", type=peer_argument,
+                     help="connect to this peer too ([IPv6]:PORT for IPv6); repeatable")
+    net.add_argument("--bind", metavar="ADDR",
+                     help="listen on, and connect from, this address (default: all)")
+    net.add_argument("--port", metavar="N", type=port_argument, default=0,
+                     help="port to listen on for peers (default 0: any free port)")
+    net.add_argument("--max-download-rate", metavar="RATE", type=size_argument, default=0,
+                     help="bytes per second, with K/M suffixes (default: unlimited)")
+    net.add_argument("--max-upload-rate", metavar="RATE", type=size_argument, default=0,
+                     help="bytes per second, with K/M suffixes (default: unlimited)")
+    net.add_argument("--max-peers", metavar="N", type=int, default=60,
+                     help="most peer connections at once (default 60)")
+    net.add_argument("--no-trackers", action="store_true",
+                     help="do not announce to the torrent's trackers (use --peer)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what happens to standard error (-vv: more)")
+
+
+def network_options(args: argparse.Namespace) -> NetworkOptions:
+    return NetworkOptions(
+        peers=list(args.peers),
+        bind=args.bind,
+        port=args.port,
+        max_download_rate=args.max_download_rate,
+        max_upload_rate=args.max_upload_rate,
+        no_trackers=args.no_trackers,
+        max_peers=args.max_peers,
+    )
+
+
+def configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def peer_argument(text: str) -> tuple[str, int]:
+    try:
+        return parse_peer(text)
+    except BtfsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def port_argument(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
+    return port
 
 
 def size_argument(text: str) -> int:
@@ -210,6 +296,29 @@ def cmd_create(args: argparse.Namespace) -> int:
         meta = parse_torrent(data)
         print(f"{out}: {meta.info_hash_hex} {meta.info.num_pieces} pieces")
     return 0
+
+
+def load_torrent_source(source: str, what: str) -> Metainfo:
+    loaded = load_source(source)
+    if isinstance(loaded, Magnet):
+        raise BtfsError(f"{what} from a magnet URI is not supported yet: use a .torrent file")
+    return loaded
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from btfs.transfer import download
+
+    configure_logging(args.verbose)
+    meta = load_torrent_source(args.source, "downloading")
+    return download(meta, args.output, network_options(args), seed_after=args.seed_after)
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from btfs.transfer import seed
+
+    configure_logging(args.verbose)
+    meta = load_torrent_source(args.source, "seeding")
+    return seed(meta, args.path, network_options(args))
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -324,7 +433,7 @@ def _umask() -> int:
     return mask
 
 
-COMMANDS = {"create", "info", "mount", "unmount", "status", "install-units"}
+COMMANDS = {"create", "info", "mount", "unmount", "status", "install-units", "download", "seed"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,337 @@
+"""Which blocks to ask a peer for. Pure: no I/O, time is passed in.
+
+Order of choice for one peer, among the pieces that peer has:
+
+1. pieces a read is waiting on (a deadline), oldest first; a block of such a piece that
+   another peer has held for more than `urgent_after` seconds is asked of this peer too;
+2. the read-ahead windows of the files being streamed, in file order;
+3. pieces already started, so few pieces are half-done at once;
+4. the rest, rarest first (random among equals), unless the piece is skipped (`--lazy`);
+5. endgame: when no wanted block is left unrequested anywhere, blocks in flight from
+   other peers are asked again (at most `ENDGAME_COPIES` holders per block), and the
+   copies are cancelled when the first arrives.
+
+A block whose holder has not delivered it within `request_timeout` is free for others.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+BLOCK_SIZE = 16 * 1024
+ENDGAME_COPIES = 2
+URGENT_COPIES = 2
+
+
+class Priority(IntEnum):
+    SKIP = 0
+    NORMAL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    piece: int
+    begin: int
+    length: int
+
+
+@dataclass(slots=True)
+class Received:
+    """What `block_received` decided: keep it?, piece whole?, whom to cancel."""
+
+    accepted: bool
+    piece_complete: bool
+    cancel: list[bytes]
+
+
+class _Progress:
+    """The blocks of one piece being downloaded: who holds each request, since when."""
+
+    __slots__ = ("free", "holders", "received", "remaining", "requested_at")
+
+    def __init__(self, blocks: int) -> None:
+        self.holders: list[list[bytes]] = [[] for _ in range(blocks)]
+        self.requested_at = [0.0] * blocks
+        self.received = bytearray(blocks)
+        self.remaining = blocks
+        self.free = blocks
+
+
+class Picker:
+    """Block choice for one torrent; the swarm tells it what peers have and what arrived."""
+
+    def __init__(
+        self,
+        num_pieces: int,
+        piece_length: int,
+        total_length: int,
+        *,
+        block_size: int = BLOCK_SIZE,
+        rng: random.Random | None = None,
+        request_timeout: float = 30.0,
+        urgent_after: float = 1.0,
+    ) -> None:
+        self.num_pieces = num_pieces
+        self.piece_length = piece_length
+        self.total_length = total_length
+        self.block_size = block_size
+        self.rng = rng or random.Random()
+        self.request_timeout = request_timeout
+        self.urgent_after = urgent_after
+        self.verified: set[int] = set()
+        self.availability = [0] * num_pieces
+        self.priority = bytearray([Priority.NORMAL]) * num_pieces
+        self.deadlines: dict[int, float] = {}
+        self.readahead: dict[int, range] = {}
+        self.in_progress: dict[int, _Progress] = {}
+        self._held: dict[bytes, set[Block]] = {}
+        self._tiebreak = [self.rng.random() for _ in range(num_pieces)]
+        self._order: list[int] = []
+        self._order_dirty = True
+        self._order_built = float("-inf")
+
+    # Facts about the torrent -----------------------------------------------------------
+
+    def piece_size(self, piece: int) -> int:
+        if piece == self.num_pieces - 1:
+            return self.total_length - piece * self.piece_length
+        return self.piece_length
+
+    def blocks_in(self, piece: int) -> int:
+        return -(-self.piece_size(piece) // self.block_size)
+
+    def block(self, piece: int, index: int) -> Block:
+        begin = index * self.block_size
+        return Block(piece, begin, min(self.block_size, self.piece_size(piece) - begin))
+
+    def piece_verified(self, piece: int) -> None:
+        self.verified.add(piece)
+        self.deadlines.pop(piece, None)
+        progress = self.in_progress.pop(piece, None)
+        if progress is not None:
+            self._forget_holders(piece, progress)
+        self._order_dirty = True
+
+    def piece_failed(self, piece: int) -> None:
+        """The piece's hash did not match: every block of it is wanted again."""
+        progress = self.in_progress.pop(piece, None)
+        if progress is not None:
+            self._forget_holders(piece, progress)
+
+    def _forget_holders(self, piece: int, progress: _Progress) -> None:
+        for index, holders in enumerate(progress.holders):
+            for key in holders:
+                held = self._held.get(key)
+                if held is not None:
+                    held.discard(self.block(piece, index))
+
+    # What is wanted ----------------------------------------------------------------------
+
+    def set_priority(self, pieces: Iterable[int], priority: Priority) -> None:
+        for piece in pieces:
+            self.priority[piece] = priority
+        self._order_dirty = True
+
+    def set_deadline(self, piece: int, now: float) -> None:
+        if piece not in self.verified:
+            self.deadlines.setdefault(piece, now)
+
+    def set_readahead(self, stream: int, pieces: range) -> None:
+        if len(pieces):
+            self.readahead[stream] = pieces
+        else:
+            self.readahead.pop(stream, None)
+
+    def wanted(self, piece: int) -> bool:
+        return piece not in self.verified and (
+            self.priority[piece] != Priority.SKIP
+            or piece in self.deadlines
+            or any(piece in r for r in self.readahead.values())
+        )
+
+    def wants_any(self, has: Iterable[int]) -> bool:
+        """Does a peer holding `has` have a piece we want?"""
+        return any(self.wanted(p) for p in has)
+
+    # What peers have -----------------------------------------------------------------------
+
+    def peer_have(self, piece: int) -> None:
+        self.availability[piece] += 1
+        self._order_dirty = True
+
+    def peer_bitfield(self, pieces: Iterable[int]) -> None:
+        availability = self.availability
+        for piece in pieces:
+            availability[piece] += 1
+        self._order_dirty = True
+
+    def forget_pieces(self, pieces: Iterable[int]) -> None:
+        """A peer's pieces no longer count (it is gone, or sent a new bitfield)."""
+        availability = self.availability
+        for piece in pieces:
+            availability[piece] -= 1
+        self._order_dirty = True
+
+    def peer_gone(self, key: bytes, pieces: Iterable[int]) -> None:
+        self.forget_pieces(pieces)
+        self.release(key, list(self._held.pop(key, ())))
+
+    def release(self, key: bytes, blocks: Iterable[Block]) -> None:
+        """`key` will not deliver these blocks (choked, rejected, gone): free them."""
+        held = self._held.get(key)
+        for block in blocks:
+            if held is not None:
+                held.discard(block)
+            progress = self.in_progress.get(block.piece)
+            if progress is None:
+                continue
+            index = block.begin // self.block_size
+            holders = progress.holders[index]
+            if key in holders:
+                holders.remove(key)
+                if not holders and not progress.received[index]:
+                    progress.free += 1
+
+    def held_by(self, key: bytes) -> set[Block]:
+        return self._held.get(key, set())
+
+    # Blocks arriving -------------------------------------------------------------------------
+
+    def block_received(self, key: bytes, block: Block) -> Received:
+        progress = self.in_progress.get(block.piece)
+        index, misaligned = divmod(block.begin, self.block_size)
+        if (
+            progress is None
+            or misaligned
+            or index >= len(progress.received)
+            or block != self.block(block.piece, index)
+        ):
+            self.release(key, [block])
+            return Received(False, False, [])
+        held = self._held.get(key)
+        if held is not None:
+            held.discard(block)
+        holders = progress.holders[index]
+        if progress.received[index]:
+            if key in holders:
+                holders.remove(key)
+            return Received(False, False, [])
+        progress.received[index] = 1
+        progress.remaining -= 1
+        if not holders:
+            progress.free -= 1
+        cancel = [k for k in holders if k != key]
+        for other in cancel:
+            other_held = self._held.get(other)
+            if other_held is not None:
+                other_held.discard(block)
+        holders.clear()
+        return Received(True, progress.remaining == 0, cancel)
+
+    # Choosing ------------------------------------------------------------------------------
+
+    def pick(self, key: bytes, has: Container[int], count: int, now: float) -> list[Block]:
+        """Up to `count` blocks to request from peer `key`, which has the pieces in `has`."""
+        out: list[Block] = []
+        if count <= 0:
+            return out
+        if self.deadlines:
+            for piece in sorted(self.deadlines, key=self.deadlines.__getitem__):
+                if piece in has:
+                    self._take(piece, key, out, count, now, urgent=True)
+                    if len(out) >= count:
+                        return out
+        for window in list(self.readahead.values()):
+            for piece in window:
+                if piece not in self.verified and piece in has:
+                    self._take(piece, key, out, count, now)
+                    if len(out) >= count:
+                        return out
+        for piece, progress in list(self.in_progress.items()):
+            if progress.free and piece in has and self.wanted(piece):
+                self._take(piece, key, out, count, now)
+                if len(out) >= count:
+                    return out
+        for piece in self._rarest_first(now):
+            if piece in has and piece not in self.in_progress and piece not in self.verified:
+                self._take(piece, key, out, count, now)
+                if len(out) >= count:
+                    return out
+        if not out and self._all_requested():
+            self._endgame(key, has, out, count, now)
+        return out
+
+    def _take(
+        self, piece: int, key: bytes, out: list[Block], count: int, now: float,
+        *, urgent: bool = False,
+    ) -> None:
+        progress = self.in_progress.get(piece)
+        if progress is None:
+            progress = self.in_progress[piece] = _Progress(self.blocks_in(piece))
+        held = self._held.setdefault(key, set())
+        received = progress.received
+        for index, holders in enumerate(progress.holders):
+            if len(out) >= count:
+                return
+            if received[index] or key in holders:
+                continue
+            if holders:
+                age = now - progress.requested_at[index]
+                late = age >= self.request_timeout or (
+                    urgent and age >= self.urgent_after and len(holders) < URGENT_COPIES
+                )
+                if not late:
+                    continue
+            else:
+                progress.free -= 1
+            holders.append(key)
+            progress.requested_at[index] = now
+            block = self.block(piece, index)
+            held.add(block)
+            out.append(block)
+
+    def _endgame(
+        self, key: bytes, has: Container[int], out: list[Block], count: int, now: float
+    ) -> None:
+        held = self._held.setdefault(key, set())
+        for piece, progress in self.in_progress.items():
+            if piece not in has:
+                continue
+            for index, holders in enumerate(progress.holders):
+                if len(out) >= count:
+                    return
+                if progress.received[index] or key in holders or len(holders) >= ENDGAME_COPIES:
+                    continue
+                if not holders:
+                    progress.free -= 1
+                holders.append(key)
+                block = self.block(piece, index)
+                held.add(block)
+                out.append(block)
+
+    def _all_requested(self) -> bool:
+        """No wanted piece has a block that nobody has been asked for."""
+        for piece in range(self.num_pieces):
+            if piece in self.verified or not self.wanted(piece):
+                continue
+            progress = self.in_progress.get(piece)
+            if progress is None or progress.free:
+                return False
+        return True
+
+    def _rarest_first(self, now: float) -> list[int]:
+        """Missing, wanted pieces by availability; rebuilt at most twice a second."""
+        if self._order_dirty and now - self._order_built >= 0.5:
+            availability = self.availability
+            tiebreak = self._tiebreak
+            self._order = sorted(
+                (p for p in range(self.num_pieces)
+                 if p not in self.verified and self.priority[p] != Priority.SKIP),
+                key=lambda p: (availability[p], tiebreak[p]),
+            )
+            self._order_dirty = False
+            self._order_built = now
+        return self._order

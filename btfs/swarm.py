@@ -1,0 +1,379 @@
+"""One torrent's swarm: peer connections, the piece picker, the choker and trackers.
+
+The swarm is the trio shell around the pure cores: it owns the picker (which block to
+ask whom), the choker (whom to upload to), the assembly of blocks into pieces, the
+listening socket, the tracker session and the peer connections. A whole piece goes to
+`Torrent.piece_downloaded`, the only place a piece becomes verified.
+
+A piece that fails its hash: if one peer sent all of it, that peer is banned at once.
+If several did, a digest of each block and its sender is kept; when the piece later
+passes, the peers whose blocks differ from the good data are banned (a "smart ban").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import trio
+
+from btfs import __version__
+from btfs.choker import Choker, PeerRates
+from btfs.metainfo import Metainfo
+from btfs.peer import PeerConnection, connect, serve_incoming
+from btfs.picker import Block, Picker, Priority
+from btfs.rates import RateMeter, TokenBucket
+from btfs.torrent import Torrent
+from btfs.trackers import TrackerSession
+
+log = logging.getLogger(__name__)
+
+RECHOKE_INTERVAL = 10.0
+CONNECT_INTERVAL = 1.0
+RETRY_AFTER = 30.0
+MAX_HALF_OPEN = 8
+
+
+def make_peer_id() -> bytes:
+    """Azureus style (BEP 20): `-BT` is taken, so `-BF` + version, then 12 random bytes."""
+    major, minor, patch = (int(x) for x in __version__.split(".")[:3])
+    return f"-BF{major}{minor}{patch:02d}-".encode()[:8] + os.urandom(12)
+
+
+@dataclass
+class SwarmConfig:
+    max_peers: int = 60
+    max_upload_rate: int = 0
+    max_download_rate: int = 0
+    seed: bool = True
+    lazy: bool = False
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    bind: str | None = None
+    port: int = 0
+    trackers: bool = True
+    upload_slots: int = 4
+
+
+@dataclass
+class PartialPiece:
+    """Blocks of one piece as they arrive, and who sent each."""
+
+    data: bytearray
+    senders: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Suspect:
+    """A block of a piece that failed its hash: who sent it and its digest."""
+
+    key: bytes
+    host: str
+    digest: bytes
+
+
+class Swarm:
+    """Everything one torrent does on the network."""
+
+    def __init__(
+        self, meta: Metainfo, torrent: Torrent, config: SwarmConfig,
+        peer_id: bytes | None = None,
+    ) -> None:
+        self.meta = meta
+        self.torrent = torrent
+        self.info = meta.info
+        self.config = config
+        self.peer_id = peer_id or make_peer_id()
+        self.rng = random.Random()
+        info = meta.info
+        self.picker = Picker(info.num_pieces, info.piece_length, info.total_length, rng=self.rng)
+        for piece in torrent.verified:
+            self.picker.piece_verified(piece)
+        if config.lazy:
+            self.picker.set_priority(range(info.num_pieces), Priority.SKIP)
+        self.choker = Choker(slots=config.upload_slots, rng=self.rng)
+        self.peers: dict[bytes, PeerConnection] = {}
+        self.candidates: set[tuple[str, int]] = set()
+        self.connecting: set[tuple[str, int]] = set()
+        self.banned: set[str] = set()
+        self.partial: dict[int, PartialPiece] = {}
+        self.suspects: dict[int, dict[int, list[Suspect]]] = {}
+        self.download_meter = RateMeter()
+        self.upload_meter = RateMeter()
+        self.download_bucket = TokenBucket(config.max_download_rate)
+        self.upload_bucket = TokenBucket(config.max_upload_rate)
+        self.completed = trio.Event()
+        if torrent.complete:
+            self.completed.set()
+        self.nursery: trio.Nursery | None = None
+        self.listen_port = 0
+        self.tracker_session: TrackerSession | None = None
+        self._last_try: dict[tuple[str, int], float] = {}
+        self._rechoke_soon = trio.Event()
+        self.add_candidates(config.peers)
+        torrent.on_urgent = self._urgent
+        torrent.on_readahead = self._readahead
+        torrent.on_verified = self._verified
+
+    # Hooks from the torrent (reads) ------------------------------------------------------
+
+    def _urgent(self, pieces: list[int]) -> None:
+        now = trio.current_time()
+        for piece in pieces:
+            self.picker.set_deadline(piece, now)
+        for peer in list(self.peers.values()):
+            if not peer.am_interested:
+                peer.update_interest(pieces)
+        self.kick_all()
+
+    def _readahead(self, stream: int, pieces: range) -> None:
+        self.picker.set_readahead(stream, pieces)
+        if self.config.lazy:
+            for peer in list(self.peers.values()):
+                if not peer.am_interested:
+                    peer.update_interest(pieces)
+        self.kick_all()
+
+    def _verified(self, piece: int) -> None:
+        self.picker.piece_verified(piece)
+        for peer in list(self.peers.values()):
+            peer.send_have(piece)
+        self._settle_suspects(piece)
+        if self.torrent.complete and not self.completed.is_set():
+            log.info("download complete: %d pieces verified", self.info.num_pieces)
+            self.completed.set()
+            if self.tracker_session is not None:
+                self.tracker_session.completed()
+            for peer in list(self.peers.values()):
+                if peer.peer_is_seed:
+                    peer.close()
+
+    def kick_all(self) -> None:
+        for peer in list(self.peers.values()):
+            peer.kick()
+
+    # Blocks arriving ------------------------------------------------------------------------
+
+    def block_received(self, peer: PeerConnection, block: Block, data: bytes) -> None:
+        """Keep a block; when its piece is whole, verify it (in the background)."""
+        result = self.picker.block_received(peer.key, block)
+        for other in result.cancel:
+            conn = self.peers.get(other)
+            if conn is not None:
+                conn.send_cancel(block)
+        if not result.accepted:
+            self.torrent.counters.wasted += len(data)
+            return
+        self.download_meter.add(len(data), trio.current_time())
+        self.torrent.counters.downloaded += len(data)
+        partial = self.partial.get(block.piece)
+        if partial is None:
+            partial = self.partial[block.piece] = PartialPiece(
+                bytearray(self.info.piece_size(block.piece))
+            )
+        partial.data[block.begin : block.begin + len(data)] = data
+        partial.senders[block.begin] = peer.key
+        if result.piece_complete:
+            del self.partial[block.piece]
+            assert self.nursery is not None
+            self.nursery.start_soon(self._verify, block.piece, partial)
+
+    async def _verify(self, piece: int, partial: PartialPiece) -> None:
+        if await self.torrent.piece_downloaded(piece, partial.data):
+            return
+        self.picker.piece_failed(piece)
+        senders = set(partial.senders.values())
+        log.warning("piece %d failed its hash check (sent by %d peer(s))", piece, len(senders))
+        if len(senders) == 1:
+            self._ban(next(iter(senders)), f"piece {piece} failed its hash check")
+        else:
+            blocks = self.suspects.setdefault(piece, {})
+            for begin, key in partial.senders.items():
+                conn = self.peers.get(key)
+                if conn is None:
+                    continue
+                end = min(begin + self.picker.block_size, len(partial.data))
+                digest = hashlib.sha1(partial.data[begin:end]).digest()
+                blocks.setdefault(begin, []).append(Suspect(key, conn.address[0], digest))
+        self.kick_all()
+
+    def _settle_suspects(self, piece: int) -> None:
+        blocks = self.suspects.pop(piece, None)
+        if not blocks:
+            return
+        plen = self.info.piece_length
+        for begin, suspects in blocks.items():
+            length = min(self.picker.block_size, self.info.piece_size(piece) - begin)
+            good = hashlib.sha1(self.torrent.storage.read(piece * plen + begin, length)).digest()
+            for s in suspects:
+                if s.digest != good:
+                    self._ban(s.key, f"sent a bad block of piece {piece}", host=s.host)
+
+    def _ban(self, key: bytes, reason: str, host: str | None = None) -> None:
+        conn = self.peers.get(key)
+        if host is None and conn is not None:
+            host = conn.address[0]
+        if host is not None and host not in self.banned:
+            log.warning("banning %s: %s", host, reason)
+            self.banned.add(host)
+            self.candidates = {a for a in self.candidates if a[0] != host}
+        if conn is not None:
+            conn.close()
+
+    # Peers ----------------------------------------------------------------------------------
+
+    def add_candidates(self, addresses: Iterable[tuple[str, int]]) -> None:
+        for address in addresses:
+            if address[0] not in self.banned and 0 < address[1] < 65536:
+                self.candidates.add(address)
+        if len(self.candidates) > 2000:
+            self.candidates = set(self.rng.sample(sorted(self.candidates), 1000))
+
+    def peer_connected(self, peer: PeerConnection) -> bool:
+        if peer.key in self.peers or peer.address[0] in self.banned:
+            return False
+        if len(self.peers) >= self.config.max_peers:
+            return False
+        self.peers[peer.key] = peer
+        return True
+
+    def peer_gone(self, peer: PeerConnection) -> None:
+        if self.peers.get(peer.key) is peer:
+            del self.peers[peer.key]
+            self.picker.peer_gone(peer.key, peer.have)
+            self.kick_all()
+            if peer.am_choking is False:
+                self._rechoke_soon.set()
+
+    def peer_interest_changed(self, peer: PeerConnection) -> None:
+        unchoked = sum(1 for p in self.peers.values() if not p.am_choking)
+        gained = peer.peer_interested and unchoked < self.config.upload_slots
+        lost = not peer.peer_interested and not peer.am_choking
+        if gained or lost:
+            self._rechoke_soon.set()
+
+    def rechoke(self) -> None:
+        now = trio.current_time()
+        rates = [
+            PeerRates(
+                key=p.key,
+                interested=p.peer_interested,
+                download_rate=p.download_meter.value(now),
+                upload_rate=p.upload_meter.value(now),
+                is_seed=p.peer_is_seed,
+            )
+            for p in self.peers.values()
+        ]
+        unchoke = self.choker.rechoke(now, rates, we_are_seed=self.torrent.complete)
+        for peer in list(self.peers.values()):
+            peer.set_choking(peer.key not in unchoke)
+
+    def stats(self) -> dict[str, float]:
+        now = trio.current_time()
+        return {
+            "peers": len(self.peers),
+            "download_rate": self.download_meter.value(now),
+            "upload_rate": self.upload_meter.value(now),
+            "downloaded": self.torrent.counters.downloaded,
+            "uploaded": self.torrent.counters.uploaded,
+            "verified": len(self.torrent.verified),
+            "pieces": self.info.num_pieces,
+        }
+
+    def transfer_totals(self) -> tuple[int, int, int]:
+        """(uploaded, downloaded, left) as trackers want them."""
+        counters = self.torrent.counters
+        left = self.info.total_length - self.torrent.verified_bytes
+        return counters.uploaded, counters.downloaded, max(0, left)
+
+    # Running ------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, announce, connect and rechoke until cancelled; starts with the port."""
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            listeners = await open_listeners(self.config.bind, self.config.port)
+            self.listen_port = listeners[0].socket.getsockname()[1]
+            lookup = {self.meta.info_hash: self}
+            nursery.start_soon(trio.serve_listeners,
+                               lambda stream: serve_incoming(stream, lookup), listeners)
+            nursery.start_soon(self._connect_loop)
+            nursery.start_soon(self._rechoke_loop)
+            if self.config.trackers and self.meta.trackers:
+                self.tracker_session = TrackerSession(
+                    tiers=[list(t) for t in self.meta.trackers],
+                    info_hash=self.meta.info_hash,
+                    peer_id=self.peer_id,
+                    port=self.listen_port,
+                    stats=self.transfer_totals,
+                    on_peers=self.add_candidates,
+                )
+                nursery.start_soon(self.tracker_session.run)
+            log.info("listening on port %d", self.listen_port)
+            task_status.started(self.listen_port)
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """Say goodbye to the trackers (bounded) and close every connection."""
+        for peer in list(self.peers.values()):
+            peer.close()
+        if self.tracker_session is not None:
+            with trio.move_on_after(grace):
+                await self.tracker_session.stop(timeout=grace)
+
+    async def _rechoke_loop(self) -> None:
+        while True:
+            with trio.move_on_after(RECHOKE_INTERVAL):
+                await self._rechoke_soon.wait()
+            self._rechoke_soon = trio.Event()
+            self.rechoke()
+            await trio.sleep(0.2)
+
+    async def _connect_loop(self) -> None:
+        """Keep dialling known peers while there is room; retry failed ones later."""
+        while True:
+            self._dial_some()
+            await trio.sleep(CONNECT_INTERVAL)
+
+    def _dial_some(self) -> None:
+        if self.torrent.complete and not self.config.seed:
+            return
+        now = trio.current_time()
+        room = self.config.max_peers - len(self.peers) - len(self.connecting)
+        connected = {p.address for p in self.peers.values()}
+        for address in list(self.candidates):
+            if room <= 0 or len(self.connecting) >= MAX_HALF_OPEN:
+                break
+            if address in connected or address in self.connecting:
+                continue
+            if address[0] in self.banned:
+                continue
+            if now - self._last_try.get(address, -RETRY_AFTER) < RETRY_AFTER:
+                continue
+            self._last_try[address] = now
+            self.connecting.add(address)
+            assert self.nursery is not None
+            self.nursery.start_soon(self._dial, address)
+            room -= 1
+
+    async def _dial(self, address: tuple[str, int]) -> None:
+        try:
+            await connect(self, address, on_connected=lambda: self.connecting.discard(address))
+        finally:
+            self.connecting.discard(address)
+
+
+async def open_listeners(bind: str | None, port: int) -> list[trio.SocketListener]:
+    """TCP listeners on `bind` (all addresses if None, IPv4 and IPv6 on one port)."""
+    if bind:
+        return await trio.open_tcp_listeners(port, host=bind)
+    listeners = await trio.open_tcp_listeners(port, host="0.0.0.0")
+    actual = listeners[0].socket.getsockname()[1]
+    try:
+        listeners += await trio.open_tcp_listeners(actual, host="::")
+    except OSError as exc:
+        log.debug("no IPv6 listener: %s", exc)
+    return listeners
+

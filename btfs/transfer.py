@@ -1,0 +1,206 @@
+"""`btfs download` and `btfs seed`: one torrent on the network, without the filesystem.
+
+`download` writes into `DIR/NAME`, with a resume log `DIR/.NAME.btfs-resume` listing the
+verified pieces (appended after each piece is written), so a restart after a crash or
+`kill -9` fetches only what is missing; the log is removed once the download is
+complete. With no log but data present (copied in, or an older run), the data is
+hashed and every good piece kept. `seed` hashes the data at PATH, never writes to it,
+and serves the pieces that match until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from btfs.errors import BtfsError
+from btfs.metainfo import Metainfo
+from btfs.progress import ProgressBar
+from btfs.storage import ResumeLog, Storage
+from btfs.swarm import Swarm, SwarmConfig
+from btfs.torrent import Torrent
+from btfs.units import format_duration, format_size
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NetworkOptions:
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    bind: str | None = None
+    port: int = 0
+    max_download_rate: int = 0
+    max_upload_rate: int = 0
+    no_trackers: bool = False
+    max_peers: int = 60
+
+    def swarm_config(self, *, seed: bool) -> SwarmConfig:
+        return SwarmConfig(
+            max_peers=self.max_peers,
+            max_upload_rate=self.max_upload_rate,
+            max_download_rate=self.max_download_rate,
+            seed=seed,
+            peers=list(self.peers),
+            bind=self.bind,
+            port=self.port,
+            trackers=not self.no_trackers,
+        )
+
+
+class Interrupted(Exception):
+    """A signal ended the run; carries the signal number for the exit status."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def resume_path(meta: Metainfo, out_dir: Path) -> Path:
+    return out_dir / f".{meta.info.name}.btfs-resume"
+
+
+def download(meta: Metainfo, out_dir: Path, net: NetworkOptions, *, seed_after: bool) -> int:
+    if not out_dir.is_dir():
+        raise BtfsError(f"{out_dir} is not a directory")
+    return _run(_download(meta, out_dir, net, seed_after))
+
+
+def seed(meta: Metainfo, path: Path, net: NetworkOptions) -> int:
+    info = meta.info
+    if not path.exists():
+        raise BtfsError(f"{path} does not exist")
+    if info.multi_file and not path.is_dir():
+        raise BtfsError(f"{path} is not a folder, but the torrent holds several files")
+    if not info.multi_file and path.is_dir():
+        raise BtfsError(f"{path} is a folder, but the torrent holds a single file")
+    return _run(_seed(meta, path, net))
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    async def wrapper() -> int:
+        return await main
+
+    try:
+        return trio.run(wrapper)
+    except Interrupted as exc:
+        return 128 + exc.signum
+
+
+async def _download(meta: Metainfo, out_dir: Path, net: NetworkOptions, seed_after: bool) -> int:
+    info = meta.info
+    storage = Storage(info, out_dir)
+    resume = ResumeLog(resume_path(meta, out_dir), info.num_pieces)
+    torrent = Torrent(meta, storage, resume, readahead=0)
+    try:
+        if await trio.Path(resume.path).exists():
+            count = await torrent.load_resume()
+            log.info("resuming: %d of %d pieces already verified", count, info.num_pieces)
+        elif await trio.to_thread.run_sync(_any_exists, storage):
+            await _check(torrent, "checking existing data")
+        swarm = Swarm(meta, torrent, net.swarm_config(seed=seed_after))
+        status = await _serve(swarm, show_progress=True, until_complete=not seed_after)
+        if torrent.complete:
+            await trio.to_thread.run_sync(storage.create_empty_files)
+            resume.close()
+            resume.path.unlink(missing_ok=True)
+        return status
+    finally:
+        resume.close()
+        storage.close()
+
+
+def _any_exists(storage: Storage) -> bool:
+    return any(p is not None and p.exists() for p in storage.paths)
+
+
+async def _seed(meta: Metainfo, path: Path, net: NetworkOptions) -> int:
+    info = meta.info
+    storage = Storage(info, path.parent, read_only=True, data_path=path)
+    torrent = Torrent(meta, storage, None, readahead=0)
+    try:
+        good = await _check(torrent, "checking")
+        if good == 0:
+            raise BtfsError(f"none of the data at {path} matches the torrent")
+        if good < info.num_pieces:
+            print(f"btfs: warning: only {good} of {info.num_pieces} pieces at {path} match; "
+                  "serving those", file=sys.stderr)
+        swarm = Swarm(meta, torrent, net.swarm_config(seed=True))
+        return await _serve(swarm, show_progress=False, until_complete=False)
+    finally:
+        storage.close()
+
+
+async def _check(torrent: Torrent, label: str) -> int:
+    bar = ProgressBar(label, torrent.info.total_length)
+    try:
+        return await torrent.check_data(on_progress=bar.update)
+    finally:
+        bar.close()
+
+
+async def _serve(swarm: Swarm, *, show_progress: bool, until_complete: bool) -> int:
+    """Run the swarm until complete (download) or a signal; then say goodbye."""
+    received: list[int] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, nursery.cancel_scope, received)
+            await nursery.start(swarm.run)
+            if show_progress and sys.stderr.isatty():
+                nursery.start_soon(_show_progress, swarm, sys.stderr)
+            if until_complete:
+                await swarm.completed.wait()
+                nursery.cancel_scope.cancel()
+            else:
+                await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await swarm.stop()
+            swarm.torrent.close()
+    if received:
+        if not swarm.torrent.complete:
+            done = len(swarm.torrent.verified) / max(1, swarm.info.num_pieces)
+            print(f"btfs: stopped at {done:.0%}; run the same command again to resume",
+                  file=sys.stderr)
+            raise Interrupted(received[0])
+        return 0
+    return 0
+
+
+async def _watch_signals(scope: trio.CancelScope, received: list[int]) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            received.append(signum)
+            scope.cancel()
+            return
+
+
+async def _show_progress(swarm: Swarm, stream: TextIO) -> None:
+    info = swarm.info
+    try:
+        while True:
+            s = swarm.stats()
+            verified_bytes = swarm.torrent.verified_bytes
+            left = info.total_length - verified_bytes
+            rate = s["download_rate"]
+            eta = format_duration(left / rate) if rate > 0 and left else "-"
+            stream.write(
+                f"\r{int(s['verified'])}/{info.num_pieces} pieces "
+                f"{verified_bytes / max(1, info.total_length):6.1%}  "
+                f"down {format_size(rate)}/s  up {format_size(s['upload_rate'])}/s  "
+                f"{int(s['peers'])} peers  ETA {eta}\x1b[K"
+            )
+            stream.flush()
+            if swarm.torrent.complete:
+                break
+            await trio.sleep(0.5)
+    finally:
+        stream.write("\n")
+        stream.flush()
