@@ -20,3 +20,10 @@ class MetainfoError(BtfsError):
 
 class CreateError(BtfsError):
     """`btfs create` cannot make a torrent of the given input."""
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (nested) exception groups, as trio raises them."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from btfs import __version__, wire
+from btfs import __version__, mse, wire
 from btfs.bitfield import Bitfield, BitfieldError
-from btfs.errors import BtfsError
+from btfs.errors import BtfsError, first_leaf
 from btfs.picker import Block
 from btfs.rates import RateMeter
 from btfs.storage import Storage
@@ -162,12 +162,14 @@ class PeerConnection:
                     nursery.start_soon(self._request_loop)
                     nursery.start_soon(self._upload_loop)
                     nursery.start_soon(self._timer_loop)
-            except PeerError as exc:
-                log.info("dropping %s:%d: %s", *self.address, exc)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                log.debug("connection to %s:%d ended: %s", *self.address, exc)
-            except BtfsError as exc:
-                log.info("dropping %s:%d: %s", *self.address, exc)
+            except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
+                log.debug("connection to %s:%d ended: %s", *self.address, first_leaf(group))
+            except* BtfsError as group:
+                log.info("dropping %s:%d: %s", *self.address, first_leaf(group))
+            except* Exception as group:
+                # A bug of ours must cost this one connection, never the whole download.
+                log.error("dropping %s:%d after an internal error", *self.address,
+                          exc_info=first_leaf(group))
         self.closed = True
         self.swarm.peer_gone(self)
         self.in_flight.clear()
@@ -220,7 +222,7 @@ class PeerConnection:
     async def _receive_loop(self) -> None:
         swarm = self.swarm
         reader = self.reader
-        data = b""  # what arrived with the handshake is already in the reader
+        data: bytes | bytearray = b""  # what came with the handshake is in the reader
         while True:
             try:
                 while (message := reader.next_message()) is not None:
@@ -525,23 +527,34 @@ async def connect(
 
 
 async def serve_incoming(stream: trio.SocketStream, lookup: dict[bytes, Swarm]) -> None:
-    """An incoming connection: read the handshake, find its torrent, answer, run."""
+    """An incoming connection, plain or encrypted (MSE): find its torrent, answer, run."""
+    peer_stream: trio.abc.Stream = stream
     try:
         host, port = stream.socket.getpeername()[:2]
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            first = await stream.receive_some(READ_SIZE)
+        if not first:
+            raise PeerError("closed before the handshake")
         reader = wire.MessageReader()
-        theirs = await read_handshake(stream, reader)
+        if mse.looks_plain(first):
+            reader.feed(first)
+        else:
+            peer_stream, plain, _ = await mse.accept(stream, first, mse.skey_lookup(lookup))
+            reader.feed(plain)
+        theirs = await read_handshake(peer_stream, reader)
         swarm = lookup.get(theirs.info_hash)
         if swarm is None or theirs.peer_id == swarm.peer_id or host in swarm.banned:
             await stream.aclose()
             return
-        await stream.send_all(our_handshake(swarm).encode())
-    except _HANDSHAKE_ERRORS:
+        await peer_stream.send_all(our_handshake(swarm).encode())
+    except (*_HANDSHAKE_ERRORS, mse.MSEError) as exc:
+        log.debug("incoming handshake failed: %s", exc)
         await stream.aclose()
         return
-    await _run_peer(swarm, stream, (host, port), theirs, reader)
+    await _run_peer(swarm, peer_stream, (host, port), theirs, reader)
 
 
-async def _run_peer(swarm: Swarm, stream: trio.SocketStream, address: tuple[str, int],
+async def _run_peer(swarm: Swarm, stream: trio.abc.Stream, address: tuple[str, int],
                     theirs: wire.Handshake, reader: wire.MessageReader) -> None:
     peer = PeerConnection(swarm, stream, address, theirs, reader)
     if not swarm.peer_connected(peer):

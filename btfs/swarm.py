@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -106,6 +106,8 @@ class Swarm:
         self.download_bucket = TokenBucket(config.max_download_rate)
         self.upload_bucket = TokenBucket(config.max_upload_rate)
         self.completed = trio.Event()
+        self.on_complete: Callable[[], None] = lambda: None
+        self.on_listening: Callable[[int], None] = lambda port: None
         if torrent.complete:
             self.completed.set()
         self.nursery: trio.Nursery | None = None
@@ -145,6 +147,7 @@ class Swarm:
         if self.torrent.complete and not self.completed.is_set():
             log.info("download complete: %d pieces verified", self.info.num_pieces)
             self.completed.set()
+            self.on_complete()
             if self.tracker_session is not None:
                 self.tracker_session.completed()
             for peer in list(self.peers.values()):
@@ -313,6 +316,7 @@ class Swarm:
                 )
                 nursery.start_soon(self.tracker_session.run)
             log.info("listening on port %d", self.listen_port)
+            self.on_listening(self.listen_port)
             task_status.started(self.listen_port)
 
     async def stop(self, grace: float = 3.0) -> None:

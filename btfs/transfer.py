@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import trio
 
-from btfs.errors import BtfsError
+from btfs.errors import BtfsError, first_leaf
 from btfs.metainfo import Metainfo
 from btfs.progress import ProgressBar
 from btfs.storage import ResumeLog, Storage
@@ -91,6 +91,13 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
         return trio.run(wrapper)
     except Interrupted as exc:
         return 128 + exc.signum
+    except BaseExceptionGroup as group:
+        leaf = first_leaf(group)
+        if isinstance(leaf, Interrupted):
+            return 128 + leaf.signum
+        if isinstance(leaf, BtfsError | OSError):
+            raise leaf from None
+        raise
 
 
 async def _download(meta: Metainfo, out_dir: Path, net: NetworkOptions, seed_after: bool) -> int:
@@ -104,7 +111,13 @@ async def _download(meta: Metainfo, out_dir: Path, net: NetworkOptions, seed_aft
             log.info("resuming: %d of %d pieces already verified", count, info.num_pieces)
         elif await trio.to_thread.run_sync(_any_exists, storage):
             await _check(torrent, "checking existing data")
+        if torrent.complete and not seed_after:
+            await trio.to_thread.run_sync(storage.create_empty_files)
+            print(f"btfs: {info.name}: already complete", file=sys.stderr)
+            return 0
         swarm = Swarm(meta, torrent, net.swarm_config(seed=seed_after))
+        started = trio.current_time()
+        swarm.on_complete = lambda: _report_complete(swarm, started)
         status = await _serve(swarm, show_progress=True, until_complete=not seed_after)
         if torrent.complete:
             await trio.to_thread.run_sync(storage.create_empty_files)
@@ -114,6 +127,15 @@ async def _download(meta: Metainfo, out_dir: Path, net: NetworkOptions, seed_aft
     finally:
         resume.close()
         storage.close()
+
+
+def _report_complete(swarm: Swarm, started: float) -> None:
+    """One line on stderr when the download completes (exact bytes, for scripts too)."""
+    elapsed = max(trio.current_time() - started, 1e-6)
+    got = swarm.torrent.counters.downloaded
+    print(f"btfs: {swarm.info.name}: complete, {format_size(swarm.info.total_length)}; "
+          f"downloaded {got} bytes in {elapsed:.1f} s ({format_size(got / elapsed)}/s)",
+          file=sys.stderr, flush=True)
 
 
 def _any_exists(storage: Storage) -> bool:
@@ -132,7 +154,14 @@ async def _seed(meta: Metainfo, path: Path, net: NetworkOptions) -> int:
             print(f"btfs: warning: only {good} of {info.num_pieces} pieces at {path} match; "
                   "serving those", file=sys.stderr)
         swarm = Swarm(meta, torrent, net.swarm_config(seed=True))
-        return await _serve(swarm, show_progress=False, until_complete=False)
+        swarm.on_listening = lambda port: print(
+            f"btfs: seeding {info.name} ({good}/{info.num_pieces} pieces), "
+            f"listening on port {port}", file=sys.stderr, flush=True)
+        try:
+            return await _serve(swarm, show_progress=False, until_complete=False)
+        finally:
+            print(f"btfs: {info.name}: uploaded {torrent.counters.uploaded} bytes",
+                  file=sys.stderr, flush=True)
     finally:
         storage.close()
 

@@ -1,0 +1,299 @@
+"""The tracker's swarm store: peer selection, expiry, limits, scrape and saved state."""
+
+from __future__ import annotations
+
+import json
+import random
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tracker.swarms import (
+    WANT_V4,
+    WANT_V6,
+    AnnounceRefused,
+    BadRequest,
+    StateError,
+    SwarmStore,
+    TrackerError,
+    pack_address,
+    unpack_address,
+)
+
+H1 = bytes(range(20))
+H2 = bytes(range(1, 21))
+
+
+def pid(n: int) -> bytes:
+    return b"-XX0001-" + n.to_bytes(12, "big")
+
+
+def ann(store: SwarmStore, n: int, *, left: int = 100, event: str = "", now: float = 0.0,
+        numwant: int = -1, ip: str | None = None, port: int | None = None,
+        info_hash: bytes = H1, **kw: object):  # type: ignore[no-untyped-def]
+    return store.announce(
+        info_hash, pid(n), ip or f"10.0.{n // 256}.{n % 256}", port or 6881 + n % 1000,
+        0, 0, left, event, numwant, now, **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_peers_are_returned_but_never_yourself() -> None:
+    store = SwarmStore(rng=random.Random(1))
+    assert ann(store, 1).peers4 == []
+    r = ann(store, 2)
+    assert r.addresses4() == [("10.0.0.1", 6882)]
+    assert [p.peer_id for p in r.peers4] == [pid(1)]
+    assert (r.complete, r.incomplete, r.interval, r.min_interval) == (0, 2, 1800, 60)
+    for _ in range(5):
+        assert pid(3) not in [p.peer_id for p in ann(store, 3).peers4]
+
+
+def test_seed_gets_no_seeds_leecher_gets_both() -> None:
+    store = SwarmStore()
+    ann(store, 1, left=0)
+    ann(store, 2, left=0)
+    ann(store, 3, left=5)
+    seed = ann(store, 1, left=0)
+    assert [p.peer_id for p in seed.peers4] == [pid(3)]
+    leech = ann(store, 3, left=5)
+    assert sorted(p.peer_id for p in leech.peers4) == [pid(1), pid(2)]
+    assert (leech.complete, leech.incomplete) == (2, 1)
+    # A partial seed (BEP 21 paused) is not sent seeds either.
+    paused = ann(store, 4, left=5, event="paused")
+    assert [p.peer_id for p in paused.peers4] == [pid(3)]
+
+
+def test_numwant_default_and_clamp() -> None:
+    store = SwarmStore(rng=random.Random(7))
+    for n in range(300):
+        ann(store, n)
+    assert len(ann(store, 0).peers4) == 50
+    assert len(ann(store, 0, numwant=10).peers4) == 10
+    assert ann(store, 0, numwant=0).peers4 == []
+    big = ann(store, 0, numwant=10**9).peers4
+    assert len(big) == 200
+    assert len({p.peer_id for p in big}) == 200 and pid(0) not in {p.peer_id for p in big}
+
+
+def test_selection_is_random() -> None:
+    store = SwarmStore(rng=random.Random(3))
+    for n in range(100):
+        ann(store, n)
+    seen = set()
+    for _ in range(20):
+        seen.update(p.peer_id for p in ann(store, 0, numwant=5).peers4)
+    assert len(seen) > 40
+
+
+def test_stopped_removes_at_once_and_completed_counts() -> None:
+    store = SwarmStore()
+    ann(store, 1)
+    ann(store, 2)
+    ann(store, 1, left=0, event="completed")
+    ann(store, 1, left=0, event="completed")  # a repeat does not count twice
+    assert store.scrape([H1, H2]) == {H1: (1, 1, 1), H2: (0, 0, 0)}
+    r = ann(store, 2, event="stopped")
+    assert r.peers4 == [] and (r.complete, r.incomplete) == (1, 0)
+    assert ann(store, 3).addresses4() == [("10.0.0.1", 6882)]
+    assert store.scrape([H1])[H1] == (1, 1, 1)
+    assert ann(store, 9, event="stopped", info_hash=H2).peers4 == []
+    assert store.get_swarm(H2) is None
+
+
+def test_reannounce_updates_address_and_state() -> None:
+    store = SwarmStore()
+    ann(store, 1, ip="10.1.1.1", port=1000)
+    ann(store, 1, ip="10.2.2.2", port=2000, left=0)
+    r = ann(store, 2)
+    assert r.addresses4() == [("10.2.2.2", 2000)]
+    assert (r.complete, r.incomplete) == (1, 1)
+    assert (store.seeders, store.leechers, store.torrents) == (1, 1, 1)
+
+
+def test_ipv6_and_mapped_addresses() -> None:
+    store = SwarmStore()
+    ann(store, 1, ip="2001:db8::1", port=7000)
+    ann(store, 2, ip="::ffff:192.0.2.7", port=7001)
+    r = ann(store, 3)
+    assert r.addresses6() == [("2001:db8::1", 7000)]
+    assert r.addresses4() == [("192.0.2.7", 7001)]
+    assert len(r.peers6[0].compact) == 18 and len(r.peers4[0].compact) == 6
+    assert ann(store, 3, families=WANT_V4).addresses6() == []
+    assert ann(store, 3, families=WANT_V6).addresses4() == []
+
+
+def test_expiry_lazy_and_explicit() -> None:
+    store = SwarmStore(interval=100)
+    ann(store, 1, now=0)
+    ann(store, 2, now=150)
+    # 1 is silent for more than two intervals: never handed out again.
+    r = ann(store, 3, now=201)
+    assert r.addresses4() == [("10.0.0.2", 6883)]
+    assert store.get_swarm(H1) is not None and pid(1) not in store.get_swarm(H1).peers  # type: ignore[union-attr]
+    assert store.expire(now=500) == 2
+    assert store.peers == 0
+    assert store.torrents == 1  # the empty swarm keeps its counts for a while
+    store.expire(now=500 + 201)
+    assert store.torrents == 0
+
+
+def test_limits_refuse_instead_of_growing() -> None:
+    store = SwarmStore(max_torrents=2, max_peers_per_torrent=3)
+    for n in range(3):
+        ann(store, n)
+    with pytest.raises(AnnounceRefused, match="swarm is full") as exc:
+        ann(store, 3)
+    assert exc.value.kind == "swarm_full"
+    ann(store, 0)  # known peers still re-announce
+    ann(store, 0, info_hash=H2)
+    with pytest.raises(AnnounceRefused, match="tracker is full"):
+        ann(store, 0, info_hash=b"\x09" * 20)
+    # An empty swarm makes room for a new torrent.
+    ann(store, 0, info_hash=H2, event="stopped")
+    ann(store, 0, info_hash=b"\x09" * 20)
+    assert store.torrents == 2
+
+
+def test_total_peer_limit() -> None:
+    store = SwarmStore(max_peers=2)
+    ann(store, 1)
+    ann(store, 2, info_hash=H2)
+    with pytest.raises(AnnounceRefused, match="tracker is full"):
+        ann(store, 3)
+    ann(store, 2, info_hash=H2, event="stopped")
+    ann(store, 3)
+
+
+def test_whitelist() -> None:
+    store = SwarmStore(whitelist={H1})
+    ann(store, 1)
+    with pytest.raises(AnnounceRefused) as exc:
+        ann(store, 1, info_hash=H2)
+    assert exc.value.kind == "not_whitelisted"
+    store.set_whitelist({H2})
+    assert store.torrents == 0 and store.peers == 0
+    ann(store, 1, info_hash=H2)
+    store.set_whitelist(None)
+    ann(store, 1)
+    assert store.torrents == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"info_hash": b"short"}, "info_hash"),
+        ({"peer_id": b"x"}, "peer_id"),
+        ({"port": 0}, "port"),
+        ({"port": 70000}, "port"),
+        ({"left": -1}, "negative"),
+        ({"event": "bogus"}, "event"),
+        ({"ip": "not-an-ip"}, "ip"),
+    ],
+)
+def test_bad_requests(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {
+        "info_hash": H1, "peer_id": pid(1), "ip": "10.0.0.1", "port": 1, "uploaded": 0,
+        "downloaded": 0, "left": 0, "event": "", "numwant": 5, "now": 0.0,
+    }
+    args.update(kwargs)
+    with pytest.raises(BadRequest, match=message):
+        SwarmStore().announce(**args)  # type: ignore[arg-type]
+
+
+def test_counters() -> None:
+    store = SwarmStore()
+    ann(store, 1, protocol="udp")
+    ann(store, 2, left=0)
+    store.scrape_all()
+    store.count_error("bad_request")
+    s = store.stats()
+    assert s["announces"] == {"http": 1, "udp": 1}
+    assert s["scrapes"]["http"] == 1
+    assert s["errors"]["bad_request"] == 1
+    assert (s["torrents"], s["seeders"], s["leechers"], s["peers"]) == (1, 1, 1, 2)
+    assert store.scrape_all() == {H1: (1, 0, 1)}
+
+
+def test_state_round_trip_drops_expired() -> None:
+    store = SwarmStore(interval=100)
+    ann(store, 1, now=0)
+    ann(store, 2, now=150, left=0, event="completed")
+    ann(store, 3, now=150, ip="2001:db8::3")
+    data = json.loads(json.dumps(store.to_json()))
+    loaded = SwarmStore.from_json(data, now=250, interval=100)
+    assert loaded.scrape([H1])[H1] == (1, 1, 1)
+    r = ann(loaded, 4, now=250)
+    assert r.addresses4() == [("10.0.0.2", 6883)]
+    assert r.addresses6() == [("2001:db8::3", 6884)]
+    # Whitelist and limits apply to what is loaded.
+    assert SwarmStore.from_json(data, now=250, whitelist={H2}).torrents == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [None, [], {"format": "x"}, {"format": "btfs-tracker-state", "version": 1, "torrents": 3},
+     {"format": "btfs-tracker-state", "version": 1, "torrents": {"zz": {}}},
+     {"format": "btfs-tracker-state", "version": 1,
+      "torrents": {H1.hex(): {"downloaded": 0, "peers": [["00", "00", 0, 0]]}}},
+     {"format": "btfs-tracker-state", "version": 1,
+      "torrents": {H1.hex(): {"downloaded": 0, "peers": [[1, 2]]}}}],
+)
+def test_bad_state(data: object) -> None:
+    with pytest.raises(StateError):
+        SwarmStore.from_json(data, now=0)
+
+
+def test_pack_address() -> None:
+    assert pack_address("1.2.3.4", 0x1A2B) == b"\x01\x02\x03\x04\x1a\x2b"
+    assert unpack_address(pack_address("::1", 80)) == ("::1", 80)
+    assert pack_address("::ffff:1.2.3.4", 1) == b"\x01\x02\x03\x04\x00\x01"
+
+
+def test_memory_per_peer_is_small() -> None:
+    store = SwarmStore(max_peers_per_torrent=100_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(20_000):
+            store.announce(H1, pid(n), "", 0, 0, 0, 1, "", 0, 0.0,
+                           compact=n.to_bytes(4, "big") + b"\x1a\xe1")
+        per_peer = (tracemalloc.get_traced_memory()[0] - before) / 20_000
+    finally:
+        tracemalloc.stop()
+    print(f"{per_peer:.0f} bytes per peer")
+    assert per_peer < 400, per_peer
+
+
+_events = st.sampled_from(["", "started", "completed", "stopped", "paused", "bad"])
+_ints = st.one_of(st.integers(-5, 5), st.integers(-(2**70), 2**70))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.binary(min_size=19, max_size=21),
+            st.integers(0, 5),
+            st.text(max_size=8) | st.sampled_from(["1.2.3.4", "::1", "::ffff:1.1.1.1", "fe::1%lo"]),
+            st.integers(-1, 70000), _ints, _ints, _ints, _events, _ints,
+            st.floats(0, 10_000, allow_nan=False),
+        ),
+        max_size=30,
+    )
+)
+def test_random_announces_raise_only_tracker_errors(calls: list[tuple]) -> None:  # type: ignore[type-arg]
+    store = SwarmStore(interval=100, max_torrents=3, max_peers_per_torrent=4, whitelist=None)
+    for info_hash, n, ip, port, up, down, left, event, numwant, now in calls:
+        try:
+            r = store.announce(info_hash[:20] if len(info_hash) == 21 else info_hash, pid(n),
+                               ip, port, up, down, left, event, numwant, now)
+        except TrackerError:
+            continue
+        assert len(r.peers4) + len(r.peers6) <= 4
+        assert all(p.peer_id != pid(n) for p in r.peers4 + r.peers6)
+    store.expire(20_000)
+    assert store.peers == 0
+    data = store.to_json()
+    SwarmStore.from_json(json.loads(json.dumps(data)), now=0)

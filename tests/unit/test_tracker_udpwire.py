@@ -1,0 +1,190 @@
+"""BEP 15 on the wire: decoding requests, encoding replies, connection IDs, the handler."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tracker.swarms import SwarmStore, TrackerError
+from tracker.udp import MAX_PEERS6, UdpTracker
+from tracker.udpwire import (
+    PROTOCOL_ID,
+    AnnounceRequest,
+    ConnectionIds,
+    ConnectRequest,
+    ScrapeRequest,
+    UdpError,
+    decode_request,
+    encode_announce,
+    encode_connect,
+    encode_error,
+    encode_scrape,
+)
+
+HASH = b"h" * 20
+TX = b"\x01\x02\x03\x04"
+
+
+def connect_packet(txid: bytes = TX) -> bytes:
+    return struct.pack("!QI4s", PROTOCOL_ID, 0, txid)
+
+
+def announce_packet(cid: bytes, peer_id: bytes = b"p" * 20, *, left: int = 10, event: int = 0,
+                    port: int = 6881, numwant: int = -1, ip: bytes = b"\0" * 4,
+                    info_hash: bytes = HASH) -> bytes:
+    return struct.pack("!8sI4s20s20sqqqI4sIiH", cid, 1, TX, info_hash, peer_id, 0, left, 0,
+                       event, ip, 0x1234, numwant, port)
+
+
+def scrape_packet(cid: bytes, *hashes: bytes) -> bytes:
+    return struct.pack("!8sI4s", cid, 2, TX) + b"".join(hashes)
+
+
+def test_decode_requests() -> None:
+    assert decode_request(connect_packet()) == ConnectRequest(TX)
+    req = decode_request(announce_packet(b"c" * 8, event=2, numwant=30) + b"\x02\x05/path")
+    assert isinstance(req, AnnounceRequest)
+    assert (req.connection_id, req.info_hash, req.event, req.numwant, req.port, req.left) == (
+        b"c" * 8, HASH, "started", 30, 6881, 10)
+    req = decode_request(scrape_packet(b"c" * 8, HASH, b"i" * 20))
+    assert req == ScrapeRequest(b"c" * 8, TX, [HASH, b"i" * 20])
+
+
+@pytest.mark.parametrize(
+    ("packet", "message"),
+    [
+        (struct.pack("!QI4s", 1234, 0, TX), "protocol id"),
+        (announce_packet(b"c" * 8)[:97], "too short"),
+        (announce_packet(b"c" * 8, event=7), "event"),
+        (announce_packet(b"c" * 8, port=0), "port"),
+        (announce_packet(b"c" * 8, left=-1), "negative"),
+        (scrape_packet(b"c" * 8), "20-byte"),
+        (scrape_packet(b"c" * 8, b"x" * 19), "20-byte"),
+        (scrape_packet(b"c" * 8, *[HASH] * 75), "at most 74"),
+        (struct.pack("!QI4s", 0, 9, TX), "unknown action"),
+    ],
+)
+def test_decode_errors_carry_the_transaction(packet: bytes, message: str) -> None:
+    with pytest.raises(UdpError, match=message) as exc:
+        decode_request(packet)
+    assert exc.value.txid == TX
+
+
+def test_short_packet_has_no_transaction() -> None:
+    with pytest.raises(UdpError) as exc:
+        decode_request(b"\0" * 15)
+    assert exc.value.txid is None
+
+
+def test_encoders() -> None:
+    assert encode_connect(TX, b"c" * 8) == b"\0\0\0\0" + TX + b"c" * 8
+    assert encode_announce(TX, 1800, 2, 3, b"p" * 6) == struct.pack(
+        "!I4sIII", 1, TX, 1800, 2, 3) + b"p" * 6
+    assert encode_scrape(TX, [(1, 2, 3), (2**40, 0, 0)]) == struct.pack(
+        "!I4sIIIIII", 2, TX, 1, 2, 3, 2**32 - 1, 0, 0)
+    assert encode_error(TX, "nope") == b"\0\0\0\x03" + TX + b"nope"
+
+
+def test_connection_ids_are_bound_to_address_and_time() -> None:
+    ids = ConnectionIds(b"k" * 32, window=60)
+    cid = ids.make(b"addr", 100.0)
+    assert len(cid) == 8
+    assert ids.check(cid, b"addr", 100.0) and ids.check(cid, b"addr", 179.0)
+    assert not ids.check(cid, b"addr", 180.0)
+    assert not ids.check(cid, b"other", 100.0)
+    assert not ConnectionIds(b"x" * 32).check(cid, b"addr", 100.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def connect(tracker: UdpTracker, source: tuple[str, int]) -> bytes:
+    reply = tracker.handle(connect_packet(), source)
+    assert reply is not None and reply[:8] == b"\0\0\0\0" + TX
+    return reply[8:]
+
+
+def test_handler_announce_scrape_and_errors() -> None:
+    clock = Clock()
+    store = SwarmStore()
+    t = UdpTracker(store, clock=clock)
+    a, b = ("127.0.0.5", 5000), ("127.0.0.6", 5001)
+    cid_a = connect(t, a)
+    reply = t.handle(announce_packet(cid_a, b"a" * 20, port=7000), a)
+    assert reply == struct.pack("!I4sIII", 1, TX, 1800, 1, 0)
+    cid_b = connect(t, b)
+    reply = t.handle(announce_packet(cid_b, b"b" * 20, left=0, event=1), b)
+    assert reply == struct.pack("!I4sIII", 1, TX, 1800, 1, 1) + bytes([127, 0, 0, 5]) + \
+        (7000).to_bytes(2, "big")
+    # Another client's id, or an expired one, is refused.
+    reply = t.handle(announce_packet(cid_a, b"b" * 20), b)
+    assert reply == encode_error(TX, "bad connection id")
+    clock.now += 121
+    assert t.handle(scrape_packet(cid_a, HASH), a) == encode_error(TX, "bad connection id")
+    cid_a = connect(t, a)
+    assert t.handle(scrape_packet(cid_a, HASH, b"z" * 20, HASH), a) == encode_scrape(
+        TX, [(1, 1, 1), (0, 0, 0), (1, 1, 1)])
+    # stopped removes at once.
+    t.handle(announce_packet(cid_a, b"a" * 20, event=3), a)
+    assert t.handle(scrape_packet(cid_a, HASH), a) == encode_scrape(TX, [(1, 1, 0)])
+    assert t.handle(b"garbage", a) is None
+    assert t.handle(b"x" * 16, a) == encode_error(b"xxxx", "unknown action")
+    stats = store.stats()
+    assert stats["announces"]["udp"] == 3 and stats["scrapes"]["udp"] == 2
+    assert stats["errors"]["udp_connection_id"] == 2
+    assert stats["errors"]["udp_malformed"] == 2
+
+
+def test_ipv6_clients_get_ipv6_peers() -> None:
+    store = SwarmStore()
+    t = UdpTracker(store)
+    v4, v6, mapped = ("127.0.0.5", 5000), ("::1", 5001, 0, 0), ("::ffff:127.0.0.7", 5002, 0, 0)
+    t.handle(announce_packet(connect(t, v4), b"a" * 20, port=7000), v4)
+    t.handle(announce_packet(connect(t, mapped), b"m" * 20, port=7002), mapped)
+    for n in range(100):
+        t.handle(announce_packet(connect(t, v6), b"v" + bytes([n]) * 19, port=8000 + n), v6)
+    reply = t.handle(announce_packet(connect(t, v6), b"q" * 20, numwant=500), v6)
+    assert reply is not None and len(reply) == 20 + 18 * MAX_PEERS6
+    reply = t.handle(announce_packet(connect(t, v4), b"r" * 20), v4)
+    assert reply is not None and sorted(reply[20:][i:i + 6] for i in (0, 6)) == [
+        bytes([127, 0, 0, 5, 0x1B, 0x58]), bytes([127, 0, 0, 7, 0x1B, 0x5A])]
+
+
+def test_ip_field_needs_trust() -> None:
+    for trust, expected in ((False, bytes([127, 0, 0, 5])), (True, bytes([9, 9, 9, 9]))):
+        t = UdpTracker(SwarmStore(), trust_ip_param=trust)
+        a = ("127.0.0.5", 5000)
+        t.handle(announce_packet(connect(t, a), b"a" * 20, ip=bytes([9, 9, 9, 9])), a)
+        reply = t.handle(announce_packet(connect(t, a), b"b" * 20), a)
+        assert reply is not None and reply[20:24] == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda n, tail: connect_packet()[:n] + tail, st.integers(0, 16),
+              st.binary(max_size=90)),
+    st.builds(lambda a, b: announce_packet(b"c" * 8)[:a] + b, st.integers(0, 98),
+              st.binary(max_size=40)),
+))
+def test_random_datagrams(packet: bytes) -> None:
+    try:
+        decode_request(packet)
+    except TrackerError:
+        pass
+    t = UdpTracker(SwarmStore(), connection_ids=ConnectionIds(b"k" * 32), clock=lambda: 0.0)
+    source = ("127.0.0.5", 5000)
+    reply = t.handle(packet, source)
+    assert reply is None or len(reply) >= 8
+    # With a valid connection id, the rest of the packet is whatever hypothesis made.
+    cid = ConnectionIds(b"k" * 32).make(bytes([127, 0, 0, 5]) + (5000).to_bytes(2, "big"), 0.0)
+    reply = t.handle(cid + packet[8:], source)
+    assert reply is None or len(reply) >= 8

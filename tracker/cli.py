@@ -1,0 +1,420 @@
+"""The `btfs-tracker` command: HTTP and UDP listeners over one swarm store, in one process.
+
+Startup binds both listeners, prints one line per bound address (``http 127.0.0.1:6969``;
+tests and scripts read the real port when 0 was asked), then tells systemd ``READY=1``.
+SIGTERM/SIGINT: ``STOPPING=1``, save the state, exit 0. SIGHUP re-reads the whitelist.
+Bad arguments, an unreadable whitelist or an address that cannot be bound print one line
+on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import trio
+
+from btfs.sdnotify import notify
+from tracker.http import HttpConfig, HttpTracker, open_http_listener
+from tracker.swarms import StateError, SwarmStore, normalize_ip
+from tracker.udp import UdpTracker, open_udp_socket
+
+log = logging.getLogger("tracker")
+
+PROG = "btfs-tracker"
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+DEFAULT_ADDRESS = "0.0.0.0:6969"
+EXPIRE_EVERY = 60.0
+
+
+class UsageError(Exception):
+    """A problem with the command line or a file it names: one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+Address = tuple[str, int]
+
+
+def parse_address(text: str) -> Address | None:
+    """``HOST:PORT``, ``[V6]:PORT`` or a bare ``PORT``; ``off`` or empty: None (disabled)."""
+    text = text.strip()
+    if text.lower() in ("", "off", "no", "none"):
+        return None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise UsageError(f"bad address {text!r}: expected [IPV6]:PORT")
+        port_text = rest[1:]
+    elif text.isdigit():
+        host, port_text = "0.0.0.0", text
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise UsageError(f"bad address {text!r}: expected HOST:PORT")
+        if ":" in host:
+            raise UsageError(f"bad address {text!r}: put an IPv6 address in brackets, [::]:PORT")
+    if not port_text.isdigit() or int(port_text) > 0xFFFF:
+        raise UsageError(f"bad port in {text!r}")
+    return _resolve(host, text), int(port_text)
+
+
+def _resolve(host: str, text: str) -> str:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return host
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UsageError(f"cannot resolve {host!r} in {text!r}: {exc.strerror or exc}") from None
+    return str(infos[0][4][0])
+
+
+def format_address(address: tuple[Any, ...]) -> str:
+    host = str(address[0])
+    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+
+
+def load_whitelist(path: Path) -> set[bytes]:
+    """Info-hashes, 40 hex digits one per line; ``#`` starts a comment."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read whitelist {path}: {exc.strerror or exc}") from None
+    hashes: set[bytes] = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        word = line.partition("#")[0].strip()
+        if not word:
+            continue
+        try:
+            info_hash = bytes.fromhex(word)
+        except ValueError:
+            info_hash = b""
+        if len(info_hash) != 20:
+            raise UsageError(f"{path}:{number}: not a 40-digit hex info-hash: {word[:50]!r}")
+        hashes.add(info_hash)
+    return hashes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="A BitTorrent tracker: HTTP (BEP 3/7/23/48) and UDP (BEP 15) in one "
+        "process. Endpoints: /announce, /scrape, /stats (?format=json), /metrics.",
+    )
+    parser.add_argument(
+        "--http", metavar="ADDR:PORT", default=DEFAULT_ADDRESS,
+        help="HTTP listen address; [::]:PORT for IPv6 (also takes IPv4), port 0 for any "
+        "free port, 'off' or '' to disable (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--udp", metavar="ADDR:PORT", default=DEFAULT_ADDRESS,
+        help="UDP listen address, same forms as --http (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--interval", metavar="SECONDS", type=int, default=1800,
+        help="announce interval told to clients; peers silent for two intervals are "
+        "dropped (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-interval", metavar="SECONDS", type=int, default=60,
+        help="'min interval' told to clients (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--state", metavar="FILE", type=Path,
+        help="keep the swarms in FILE: loaded at start, saved periodically and at exit",
+    )
+    parser.add_argument(
+        "--save-every", metavar="SECONDS", type=float, default=300.0,
+        help="how often to save --state (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--whitelist", metavar="FILE", type=Path,
+        help="only track these info-hashes (40 hex digits a line, # comments); "
+        "SIGHUP re-reads the file",
+    )
+    parser.add_argument(
+        "--allow-full-scrape", action="store_true",
+        help="answer /scrape without info_hash with every torrent",
+    )
+    parser.add_argument(
+        "--trust-ip-param", action="store_true",
+        help="use the address a client names (HTTP ip=, UDP IP field) instead of its source",
+    )
+    parser.add_argument(
+        "--trusted-proxy", metavar="ADDR", action="append", default=[],
+        help="honour X-Forwarded-For on HTTP connections from this address; repeatable",
+    )
+    parser.add_argument(
+        "--max-torrents", metavar="N", type=int, default=100_000,
+        help="refuse new torrents past this many (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-peers-per-torrent", metavar="N", type=int, default=50_000,
+        help="refuse new peers of a torrent past this many (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-peers", metavar="N", type=int, default=2_000_000,
+        help="refuse new peers past this many in all (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections", metavar="N", type=int, default=1000,
+        help="concurrent HTTP connections; more are answered 503 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="log one line per request (logger tracker.access)"
+    )
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info",
+        help="log messages on stderr from this level up (default: %(default)s)",
+    )
+    return parser
+
+
+@dataclass
+class Options:
+    """The validated command line."""
+
+    http: Address | None
+    udp: Address | None
+    args: argparse.Namespace
+
+
+def parse_options(argv: Sequence[str] | None) -> Options:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        http = parse_address(args.http)
+        udp = parse_address(args.udp)
+        if http is None and udp is None:
+            raise UsageError("both --http and --udp are off: nothing to serve")
+        for name in ("interval", "max_torrents", "max_peers_per_torrent", "max_peers",
+                     "max_connections"):
+            if getattr(args, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if args.min_interval < 0 or args.save_every <= 0:
+            raise UsageError("--min-interval and --save-every cannot be negative")
+        proxies = []
+        for proxy in args.trusted_proxy:
+            resolved = parse_address(f"[{proxy}]:0" if ":" in proxy else f"{proxy}:0")
+            assert resolved is not None
+            proxies.append(normalize_ip(resolved[0]))
+        args.trusted_proxy = frozenset(proxies)
+        if args.state is not None and not args.state.parent.is_dir():
+            raise UsageError(f"--state: no such directory {args.state.parent}")
+    except UsageError as exc:
+        parser.error(str(exc))
+    return Options(http, udp, args)
+
+
+# ------------------------------------------------------------------ state file
+
+
+def read_state(path: Path, store_kwargs: dict[str, Any], now: float) -> SwarmStore:
+    """The saved swarms, or an empty store (with a warning) if the file is unusable."""
+    try:
+        data = json.loads(path.read_bytes())
+        store = SwarmStore.from_json(data, now, **store_kwargs)
+    except FileNotFoundError:
+        return SwarmStore(**store_kwargs)
+    except (OSError, ValueError, StateError) as exc:
+        log.warning("ignoring state file %s: %s", path, exc)
+        return SwarmStore(**store_kwargs)
+    log.info("loaded %d torrents, %d peers from %s", store.torrents, store.peers, path)
+    return store
+
+
+def write_state(path: Path, data: dict[str, Any]) -> None:
+    """Replace `path` atomically: temp file in the same folder, fsync, rename, fsync folder."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps(data, separators=(",", ":")).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+# ------------------------------------------------------------------ the service
+
+
+class Service:
+    """The running tracker: store, listeners, housekeeping and signals."""
+
+    def __init__(self, options: Options, store: SwarmStore,
+                 http_sock: socket.socket | None, udp_sock: socket.socket | None) -> None:
+        self.options = options
+        self.args = options.args
+        self.store = store
+        self.http_sock = http_sock
+        self.udp_sock = udp_sock
+        self.save_failed = False
+
+    async def run(self) -> None:
+        args = self.args
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                if self.http_sock is not None:
+                    http = HttpTracker(self.store, HttpConfig(
+                        trust_ip_param=args.trust_ip_param,
+                        trusted_proxies=args.trusted_proxy,
+                        allow_full_scrape=args.allow_full_scrape,
+                        max_connections=args.max_connections,
+                        access_log=args.access_log,
+                    ))
+                    listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.http_sock))
+                    await nursery.start(http.serve, [listener])
+                if self.udp_sock is not None:
+                    udp = UdpTracker(self.store, trust_ip_param=args.trust_ip_param,
+                                     access_log=args.access_log)
+                    await nursery.start(udp.serve, trio.socket.from_stdlib_socket(self.udp_sock))
+                nursery.start_soon(self.housekeeping)
+                for name, sock in (("http", self.http_sock), ("udp", self.udp_sock)):
+                    if sock is not None:
+                        print(name, format_address(sock.getsockname()), flush=True)
+                notify("READY=1")
+                log.info("ready")
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        self.reload_whitelist()
+                    else:
+                        log.info("stopping on %s", signal.Signals(signum).name)
+                        break
+                notify("STOPPING=1")
+                nursery.cancel_scope.cancel()
+        if args.state is not None:
+            self.save()
+
+    async def housekeeping(self) -> None:
+        """Expire silent peers every minute; save the state every --save-every seconds."""
+        next_expire = time.monotonic() + EXPIRE_EVERY
+        next_save = time.monotonic() + self.args.save_every
+        while True:
+            await trio.sleep_until(min(next_expire, next_save))
+            now = time.monotonic()
+            if now >= next_expire:
+                dropped = self.store.expire(time.time())
+                if dropped:
+                    log.debug("expired %d peers", dropped)
+                next_expire = now + EXPIRE_EVERY
+            if now >= next_save and self.args.state is not None:
+                data = self.store.to_json()
+                try:
+                    await trio.to_thread.run_sync(write_state, self.args.state, data)
+                except OSError as exc:
+                    log.error("cannot save state to %s: %s", self.args.state, exc)
+                next_save = time.monotonic() + self.args.save_every
+
+    def save(self) -> None:
+        try:
+            write_state(self.args.state, self.store.to_json())
+        except OSError as exc:
+            log.error("cannot save state to %s: %s", self.args.state, exc)
+            self.save_failed = True
+            return
+        log.info("saved %d torrents, %d peers to %s", self.store.torrents, self.store.peers,
+                 self.args.state)
+
+    def reload_whitelist(self) -> None:
+        if self.args.whitelist is None:
+            log.info("SIGHUP: no --whitelist to reload")
+            return
+        try:
+            hashes = load_whitelist(self.args.whitelist)
+        except UsageError as exc:
+            log.error("whitelist not reloaded: %s", exc)
+            return
+        self.store.set_whitelist(hashes)
+        log.info("whitelist reloaded: %d info-hashes", len(hashes))
+
+
+def _bind(kind: str, address: Address | None) -> socket.socket | None:
+    if address is None:
+        return None
+    opener = open_http_listener if kind == "http" else open_udp_socket
+    try:
+        return opener(*address)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {kind} {format_address(address)}: {exc.strerror or exc}"
+        ) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the tracker until SIGTERM/SIGINT; the exit status."""
+    options = parse_options(argv)
+    args = options.args
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.access_log:
+        logging.getLogger("tracker.access").setLevel(logging.INFO)
+    socks: list[socket.socket] = []
+    try:
+        whitelist = load_whitelist(args.whitelist) if args.whitelist is not None else None
+        http_sock = _bind("http", options.http)
+        if http_sock is not None:
+            socks.append(http_sock)
+        udp_sock = _bind("udp", options.udp)
+        if udp_sock is not None:
+            socks.append(udp_sock)
+    except UsageError as exc:
+        for sock in socks:
+            sock.close()
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    store_kwargs: dict[str, Any] = {
+        "interval": args.interval,
+        "min_interval": args.min_interval,
+        "max_torrents": args.max_torrents,
+        "max_peers_per_torrent": args.max_peers_per_torrent,
+        "max_peers": args.max_peers,
+        "whitelist": whitelist,
+    }
+    if args.state is not None:
+        store = read_state(args.state, store_kwargs, time.time())
+    else:
+        store = SwarmStore(**store_kwargs)
+    service = Service(options, store, http_sock, udp_sock)
+    trio.run(service.run)
+    return EXIT_FAILURE if service.save_failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,573 @@
+"""The tracker's state: which peers are in which swarm, as a pure, sans-I/O core.
+
+No sockets and no clock: every call that depends on time takes `now` (seconds, wall clock
+in the service so that a saved state means something after a restart). The HTTP and UDP
+shells parse requests, call `SwarmStore.announce` / `scrape`, and encode the answers.
+
+Memory is bounded: at most `max_torrents` swarms of at most `max_peers_per_torrent` peers,
+and `max_peers` in all; past that an announce is refused with a reason rather than growing
+(about 230 bytes per tracked peer in CPython 3.11). A peer is a small
+slotted record holding its packed address (the compact 6- or 18-byte form the answers
+need), so the hot path allocates little.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from btfs.errors import BtfsError
+
+EVENTS = frozenset({"", "started", "completed", "stopped", "paused"})
+DEFAULT_NUMWANT = 50
+MAX_NUMWANT = 200
+
+# Which address families a caller wants peers of (UDP answers carry one family only).
+WANT_V4 = 1
+WANT_V6 = 2
+WANT_BOTH = WANT_V4 | WANT_V6
+
+# Error kinds, the label of `btfs_tracker_errors_total`.
+ERROR_KINDS = (
+    "bad_request",
+    "not_whitelisted",
+    "tracker_full",
+    "swarm_full",
+    "full_scrape_disabled",
+    "http_protocol",
+    "udp_malformed",
+    "udp_connection_id",
+)
+
+_V4_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
+_STATE_FORMAT = "btfs-tracker-state"
+_STATE_VERSION = 1
+
+
+class TrackerError(BtfsError):
+    """A request the tracker cannot serve; the message is the `failure reason` sent back.
+
+    `kind` names the error for the metrics (one of `ERROR_KINDS`).
+    """
+
+    kind = "bad_request"
+
+    def __init__(self, reason: str, kind: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if kind is not None:
+            self.kind = kind
+
+
+class BadRequest(TrackerError):
+    """Malformed or missing parameters."""
+
+
+class AnnounceRefused(TrackerError):
+    """A well-formed announce the tracker declines (whitelist, limits)."""
+
+    kind = "refused"
+
+
+class StateError(TrackerError):
+    """A saved state that cannot be read back."""
+
+
+def pack_address(ip: str, port: int) -> bytes:
+    """The compact form of an address: 4+2 bytes for IPv4, 16+2 for IPv6 (BEP 23, BEP 7).
+
+    IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are packed as the IPv4 address.
+    """
+    if not 0 < port <= 0xFFFF:
+        raise BadRequest(f"invalid port {port}")
+    try:
+        packed = socket.inet_pton(socket.AF_INET, ip)
+    except (OSError, ValueError):
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, ip)
+        except (OSError, ValueError):
+            raise BadRequest("invalid ip address") from None
+        if packed.startswith(_V4_MAPPED_PREFIX):
+            packed = packed[12:]
+    return packed + port.to_bytes(2, "big")
+
+
+def unpack_address(compact: bytes) -> tuple[str, int]:
+    """The (ip, port) of a compact address made by `pack_address`."""
+    family = socket.AF_INET if len(compact) == 6 else socket.AF_INET6
+    return socket.inet_ntop(family, compact[:-2]), int.from_bytes(compact[-2:], "big")
+
+
+def normalize_ip(ip: str) -> str:
+    """The canonical text form of an address; IPv4-mapped IPv6 becomes plain IPv4."""
+    if ip.startswith("::ffff:") and "." in ip:
+        return ip[7:]
+    return ip
+
+
+class Peer:
+    """One peer in one swarm. `kind` is bit 0 = seed, bit 1 = IPv6; `slot` its list index."""
+
+    __slots__ = ("compact", "kind", "last_seen", "peer_id", "slot")
+
+    def __init__(self, peer_id: bytes, compact: bytes, last_seen: float, kind: int) -> None:
+        self.peer_id = peer_id
+        self.compact = compact
+        self.last_seen = last_seen
+        self.kind = kind
+        self.slot = 0
+
+    @property
+    def ip(self) -> str:
+        return unpack_address(self.compact)[0]
+
+    @property
+    def port(self) -> int:
+        return int.from_bytes(self.compact[-2:], "big")
+
+    @property
+    def is_seed(self) -> bool:
+        return bool(self.kind & 1)
+
+    def __repr__(self) -> str:
+        return f"Peer({self.peer_id!r}, {self.ip!r}, {self.port}, seed={self.is_seed})"
+
+
+class Swarm:
+    """The peers of one torrent, in four lists (v4/v6 × leecher/seed) for O(1) sampling."""
+
+    __slots__ = ("buckets", "downloaded", "next_sweep", "peers")
+
+    def __init__(self, next_sweep: float) -> None:
+        self.peers: dict[bytes, Peer] = {}
+        # Index = Peer.kind: 0 v4 leechers, 1 v4 seeds, 2 v6 leechers, 3 v6 seeds.
+        self.buckets: tuple[list[Peer], list[Peer], list[Peer], list[Peer]] = ([], [], [], [])
+        self.downloaded = 0
+        self.next_sweep = next_sweep
+
+    @property
+    def complete(self) -> int:
+        return len(self.buckets[1]) + len(self.buckets[3])
+
+    @property
+    def incomplete(self) -> int:
+        return len(self.buckets[0]) + len(self.buckets[2])
+
+
+@dataclass(slots=True)
+class AnnounceResult:
+    """What an announce answers. `peers4`/`peers6` are live `Peer` records: read them
+    (`.compact`, `.ip`, `.port`, `.peer_id`) before the next call into the store."""
+
+    peers4: list[Peer]
+    peers6: list[Peer]
+    complete: int
+    incomplete: int
+    interval: int
+    min_interval: int
+
+    def addresses4(self) -> list[tuple[str, int]]:
+        return [unpack_address(p.compact) for p in self.peers4]
+
+    def addresses6(self) -> list[tuple[str, int]]:
+        return [unpack_address(p.compact) for p in self.peers6]
+
+
+ScrapeEntry = tuple[int, int, int]  # (complete, downloaded, incomplete)
+
+
+class SwarmStore:
+    """All swarms, their limits, and the counters the stats and metrics pages show."""
+
+    def __init__(
+        self,
+        interval: int = 1800,
+        min_interval: int = 60,
+        max_torrents: int = 100_000,
+        max_peers_per_torrent: int = 50_000,
+        max_peers: int = 2_000_000,
+        whitelist: set[bytes] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if interval <= 0 or min_interval < 0:
+            raise ValueError("interval must be positive")
+        self.interval = interval
+        self.min_interval = min(min_interval, interval)
+        self.max_torrents = max_torrents
+        self.max_peers_per_torrent = max_peers_per_torrent
+        self.max_peers = max_peers
+        self.whitelist = whitelist
+        self.rng = rng or random.Random()
+        self.ttl = 2 * interval  # a peer silent this long is gone
+        self._sweep_every = max(1.0, interval / 2)
+        self._torrents: dict[bytes, Swarm] = {}
+        self._empty: dict[bytes, float] = {}  # swarms without peers -> since when
+        self._counts = [0, 0, 0, 0]  # peers by kind, over all swarms
+        self.announces: dict[str, int] = {"http": 0, "udp": 0}
+        self.scrapes: dict[str, int] = {"http": 0, "udp": 0}
+        self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
+
+    # ---------------------------------------------------------------- counters
+
+    @property
+    def torrents(self) -> int:
+        return len(self._torrents)
+
+    @property
+    def seeders(self) -> int:
+        return self._counts[1] + self._counts[3]
+
+    @property
+    def leechers(self) -> int:
+        return self._counts[0] + self._counts[2]
+
+    @property
+    def peers(self) -> int:
+        return sum(self._counts)
+
+    def count_error(self, kind: str) -> None:
+        """Record one error answered to a client (the shells call this)."""
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def stats(self) -> dict[str, Any]:
+        """The numbers for /stats and /metrics."""
+        return {
+            "torrents": self.torrents,
+            "peers": self.peers,
+            "seeders": self.seeders,
+            "leechers": self.leechers,
+            "peers_ipv4": self._counts[0] + self._counts[1],
+            "peers_ipv6": self._counts[2] + self._counts[3],
+            "announces": dict(self.announces),
+            "scrapes": dict(self.scrapes),
+            "errors": dict(self.errors),
+        }
+
+    # ---------------------------------------------------------------- announce
+
+    def announce(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        ip: str,
+        port: int,
+        uploaded: int,
+        downloaded: int,
+        left: int,
+        event: str,
+        numwant: int,
+        now: float,
+        *,
+        protocol: str = "http",
+        families: int = WANT_BOTH,
+        compact: bytes | None = None,
+    ) -> AnnounceResult:
+        """Record a peer's announce and choose peers for it.
+
+        `numwant` < 0 means the default (50); it is clamped to 200. `compact` may carry
+        the already packed address (the UDP shell has it) instead of parsing `ip`.
+        Raises `BadRequest` or `AnnounceRefused`, and nothing else.
+        """
+        self.announces[protocol] = self.announces.get(protocol, 0) + 1
+        if len(info_hash) != 20:
+            raise BadRequest("info_hash must be 20 bytes")
+        if len(peer_id) != 20:
+            raise BadRequest("peer_id must be 20 bytes")
+        if uploaded < 0 or downloaded < 0 or left < 0:
+            raise BadRequest("negative uploaded, downloaded or left")
+        if event not in EVENTS:
+            raise BadRequest(f"unknown event {event[:20]!r}")
+        if compact is None:
+            compact = pack_address(ip, port)
+        elif len(compact) not in (6, 18):
+            raise BadRequest("invalid compact address")
+        if self.whitelist is not None and info_hash not in self.whitelist:
+            raise AnnounceRefused("torrent not registered with this tracker", "not_whitelisted")
+
+        swarm = self._torrents.get(info_hash)
+        if event == "stopped":
+            if swarm is None:
+                return AnnounceResult([], [], 0, 0, self.interval, self.min_interval)
+            gone = swarm.peers.get(peer_id)
+            if gone is not None:
+                self._remove(info_hash, swarm, gone, now)
+            return AnnounceResult(
+                [], [], swarm.complete, swarm.incomplete, self.interval, self.min_interval
+            )
+
+        if swarm is None:
+            swarm = self._new_swarm(info_hash, now)
+        elif swarm.next_sweep <= now:
+            self._sweep(info_hash, swarm, now)
+
+        seed = left == 0
+        kind = (1 if seed else 0) | (2 if len(compact) == 18 else 0)
+        peer = swarm.peers.get(peer_id)
+        if peer is None:
+            if len(swarm.peers) >= self.max_peers_per_torrent:
+                raise AnnounceRefused("swarm is full", "swarm_full")
+            if self.peers >= self.max_peers:
+                raise AnnounceRefused("tracker is full", "tracker_full")
+            peer = Peer(peer_id, compact, now, kind)
+            swarm.peers[peer_id] = peer
+            self._insert(swarm, peer)
+            if len(swarm.peers) == 1:
+                self._empty.pop(info_hash, None)
+            if event == "completed":
+                swarm.downloaded += 1
+        else:
+            if event == "completed" and not peer.kind & 1:
+                swarm.downloaded += 1
+            peer.last_seen = now
+            if peer.compact != compact:
+                peer.compact = compact
+            if peer.kind != kind:
+                self._detach(swarm, peer)
+                peer.kind = kind
+                self._insert(swarm, peer)
+
+        peers4, peers6 = self._select(
+            swarm, peer, numwant, not seed and event != "paused", families, now
+        )
+        if len(swarm.peers) == 0:  # only possible when lazy expiry emptied it
+            self._empty.setdefault(info_hash, now)
+        return AnnounceResult(
+            peers4, peers6, swarm.complete, swarm.incomplete, self.interval, self.min_interval
+        )
+
+    def _new_swarm(self, info_hash: bytes, now: float) -> Swarm:
+        if len(self._torrents) >= self.max_torrents:
+            if not self._empty:
+                raise AnnounceRefused("tracker is full", "tracker_full")
+            oldest = next(iter(self._empty))
+            del self._empty[oldest]
+            del self._torrents[oldest]
+        swarm = Swarm(now + self._sweep_every)
+        self._torrents[info_hash] = swarm
+        self._empty[info_hash] = now  # until its first peer is inserted
+        return swarm
+
+    def _select(
+        self, swarm: Swarm, me: Peer, numwant: int, want_seeds: bool, families: int, now: float
+    ) -> tuple[list[Peer], list[Peer]]:
+        if numwant < 0:
+            numwant = DEFAULT_NUMWANT
+        elif numwant > MAX_NUMWANT:
+            numwant = MAX_NUMWANT
+        peers4: list[Peer] = []
+        peers6: list[Peer] = []
+        if numwant == 0:
+            return peers4, peers6
+        buckets = swarm.buckets
+        lists = [
+            buckets[k]
+            for k in range(4)
+            if (families >> (k >> 1)) & 1 and (want_seeds or not k & 1) and buckets[k]
+        ]
+        total = 0
+        for lst in lists:
+            total += len(lst)
+        cutoff = now - self.ttl
+        expired: list[Peer] = []
+        if total <= numwant + 1:
+            chosen: Iterable[Peer] = (p for lst in lists for p in lst)
+        else:
+            picks: list[Peer] = []
+            for i in self.rng.sample(range(total), numwant + 1):
+                for lst in lists:
+                    if i < len(lst):
+                        picks.append(lst[i])
+                        break
+                    i -= len(lst)
+            chosen = picks
+        count = 0
+        for p in chosen:
+            if p is me:
+                continue
+            if p.last_seen < cutoff:
+                expired.append(p)
+                continue
+            if p.kind & 2:
+                peers6.append(p)
+            else:
+                peers4.append(p)
+            count += 1
+            if count >= numwant:
+                break
+        for p in expired:
+            self._detach(swarm, p)
+            del swarm.peers[p.peer_id]
+        return peers4, peers6
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def _insert(self, swarm: Swarm, peer: Peer) -> None:
+        bucket = swarm.buckets[peer.kind]
+        peer.slot = len(bucket)
+        bucket.append(peer)
+        self._counts[peer.kind] += 1
+
+    def _detach(self, swarm: Swarm, peer: Peer) -> None:
+        bucket = swarm.buckets[peer.kind]
+        last = bucket.pop()
+        if last is not peer:
+            bucket[peer.slot] = last
+            last.slot = peer.slot
+        self._counts[peer.kind] -= 1
+
+    def _remove(self, info_hash: bytes, swarm: Swarm, peer: Peer, now: float) -> None:
+        self._detach(swarm, peer)
+        del swarm.peers[peer.peer_id]
+        if not swarm.peers:
+            self._empty[info_hash] = now
+
+    def _sweep(self, info_hash: bytes, swarm: Swarm, now: float) -> int:
+        """Drop the swarm's expired peers; return how many."""
+        swarm.next_sweep = now + self._sweep_every
+        cutoff = now - self.ttl
+        stale = [p for p in swarm.peers.values() if p.last_seen < cutoff]
+        for p in stale:
+            self._detach(swarm, p)
+            del swarm.peers[p.peer_id]
+        if stale and not swarm.peers:
+            self._empty.setdefault(info_hash, now)
+        return len(stale)
+
+    def expire(self, now: float) -> int:
+        """Drop every expired peer, and swarms empty for longer than the peer lifetime.
+
+        Announces also expire peers lazily; call this periodically to bound memory.
+        Returns the number of peers dropped.
+        """
+        dropped = 0
+        for info_hash, swarm in self._torrents.items():
+            dropped += self._sweep(info_hash, swarm, now)
+        cutoff = now - self.ttl
+        for info_hash in [h for h, since in self._empty.items() if since <= cutoff]:
+            del self._empty[info_hash]
+            del self._torrents[info_hash]
+        return dropped
+
+    def set_whitelist(self, whitelist: set[bytes] | None) -> None:
+        """Replace the whitelist (None: any torrent); swarms no longer listed are dropped."""
+        self.whitelist = whitelist
+        if whitelist is None:
+            return
+        for info_hash in [h for h in self._torrents if h not in whitelist]:
+            swarm = self._torrents.pop(info_hash)
+            self._empty.pop(info_hash, None)
+            for peer in swarm.peers.values():
+                self._counts[peer.kind] -= 1
+
+    def get_swarm(self, info_hash: bytes) -> Swarm | None:
+        """The swarm of a torrent, for inspection (tests, stats)."""
+        return self._torrents.get(info_hash)
+
+    # ---------------------------------------------------------------- scrape
+
+    def scrape(
+        self, hashes: Iterable[bytes], *, protocol: str = "http"
+    ) -> dict[bytes, ScrapeEntry]:
+        """(complete, downloaded, incomplete) of each torrent; unknown ones are all zero."""
+        self.scrapes[protocol] = self.scrapes.get(protocol, 0) + 1
+        result: dict[bytes, ScrapeEntry] = {}
+        for info_hash in hashes:
+            swarm = self._torrents.get(info_hash)
+            if swarm is None:
+                result[info_hash] = (0, 0, 0)
+            else:
+                result[info_hash] = (swarm.complete, swarm.downloaded, swarm.incomplete)
+        return result
+
+    def scrape_all(self, *, protocol: str = "http") -> dict[bytes, ScrapeEntry]:
+        """The scrape of every known torrent (a full scrape)."""
+        return self.scrape(list(self._torrents), protocol=protocol)
+
+    # ---------------------------------------------------------------- state
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready snapshot of the swarms (peers with their last announce time)."""
+        torrents: dict[str, Any] = {}
+        for info_hash, swarm in self._torrents.items():
+            torrents[info_hash.hex()] = {
+                "downloaded": swarm.downloaded,
+                "peers": [
+                    [p.peer_id.hex(), p.compact.hex(), p.kind & 1, p.last_seen]
+                    for p in swarm.peers.values()
+                ],
+            }
+        return {"format": _STATE_FORMAT, "version": _STATE_VERSION, "torrents": torrents}
+
+    @classmethod
+    def from_json(cls, data: Any, now: float, **kwargs: Any) -> SwarmStore:
+        """A store rebuilt from `to_json` output, without the peers expired by `now`.
+
+        `kwargs` are the constructor's (limits and whitelist apply to the loaded state).
+        Raises `StateError` if `data` is not a state this version wrote.
+        """
+        store = cls(**kwargs)
+        store._load_json(data, now)
+        return store
+
+    def _load_json(self, data: Any, now: float) -> None:
+        """Fill this new store from a `to_json` snapshot (on error, discard the store)."""
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != _STATE_FORMAT
+            or data.get("version") != _STATE_VERSION
+            or not isinstance(data.get("torrents"), dict)
+        ):
+            raise StateError("not a btfs-tracker state file")
+        cutoff = now - self.ttl
+        try:
+            for key, entry in data["torrents"].items():
+                info_hash = bytes.fromhex(key)
+                downloaded = entry["downloaded"]
+                peers = entry["peers"]
+                if (
+                    len(info_hash) != 20
+                    or type(downloaded) is not int
+                    or downloaded < 0
+                    or not isinstance(peers, list)
+                ):
+                    raise ValueError(key)
+                if self.whitelist is not None and info_hash not in self.whitelist:
+                    continue
+                if info_hash in self._torrents:
+                    continue
+                if len(self._torrents) >= self.max_torrents:
+                    break
+                swarm = Swarm(now + self._sweep_every)
+                swarm.downloaded = downloaded
+                for peer_hex, compact_hex, seed, last_seen in peers:
+                    peer_id = bytes.fromhex(peer_hex)
+                    compact = bytes.fromhex(compact_hex)
+                    if (
+                        len(peer_id) != 20
+                        or len(compact) not in (6, 18)
+                        or compact[-2:] == b"\0\0"
+                        or seed not in (0, 1)
+                        or type(last_seen) not in (int, float)
+                    ):
+                        raise ValueError(peer_hex)
+                    if last_seen < cutoff or peer_id in swarm.peers:
+                        continue
+                    if (
+                        len(swarm.peers) >= self.max_peers_per_torrent
+                        or self.peers >= self.max_peers
+                    ):
+                        break
+                    peer = Peer(
+                        peer_id, compact, min(float(last_seen), now),
+                        seed | (2 if len(compact) == 18 else 0),
+                    )
+                    swarm.peers[peer_id] = peer
+                    self._insert(swarm, peer)
+                self._torrents[info_hash] = swarm
+                if not swarm.peers:
+                    self._empty[info_hash] = now
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StateError(f"malformed tracker state near {str(exc)[:60]!r}") from None

@@ -1,0 +1,156 @@
+"""The UDP tracker (BEP 15) on a trio datagram socket, IPv4 or IPv6.
+
+A client gets peers of its own address family: 6-byte entries over IPv4, 18-byte entries
+over IPv6 (an IPv4 client reaching a dual-stack IPv6 socket counts as IPv4). Malformed
+datagrams are answered with an error packet, or dropped when too short to carry a
+transaction id; nothing a client sends stops the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from tracker.swarms import (
+    WANT_V4,
+    WANT_V6,
+    BadRequest,
+    SwarmStore,
+    TrackerError,
+    pack_address,
+    unpack_address,
+)
+from tracker.udpwire import (
+    AnnounceRequest,
+    ConnectionIds,
+    ConnectRequest,
+    UdpError,
+    decode_request,
+    encode_announce,
+    encode_connect,
+    encode_error,
+    encode_scrape,
+)
+
+log = logging.getLogger("tracker.udp")
+access_log = logging.getLogger("tracker.access")
+
+MAX_PEERS6 = 66  # 20 + 66 * 18 bytes stays below IPv6's safe 1232-byte payload
+_MAX_DATAGRAM = 2048
+
+
+class UdpTracker:
+    """Answers BEP 15 datagrams from a `SwarmStore`; `serve` runs one socket."""
+
+    def __init__(
+        self,
+        store: SwarmStore,
+        connection_ids: ConnectionIds | None = None,
+        trust_ip_param: bool = False,
+        access_log: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.ids = connection_ids or ConnectionIds()
+        self.trust_ip_param = trust_ip_param
+        self.access_log = access_log
+        self.clock = clock
+
+    def handle(self, data: bytes, source: tuple[Any, ...]) -> bytes | None:
+        """The reply to one datagram from `source` (a socket address), or None to drop it."""
+        try:
+            client = pack_address(source[0].partition("%")[0], source[1])
+        except BadRequest:
+            return None  # a source port 0 or an odd address: nothing to answer to
+        txid: bytes | None = None
+        try:
+            request = decode_request(data)
+            txid = request.txid
+            now = self.clock()
+            if isinstance(request, ConnectRequest):
+                return encode_connect(txid, self.ids.make(client, now))
+            if not self.ids.check(request.connection_id, client, now):
+                raise UdpError("bad connection id", txid, "udp_connection_id")
+            if isinstance(request, AnnounceRequest):
+                return self._announce(request, client, now)
+            files = self.store.scrape(request.info_hashes, protocol="udp")
+            return encode_scrape(txid, [files[h] for h in request.info_hashes])
+        except UdpError as exc:
+            self.store.count_error(exc.kind)
+            if exc.txid is None:
+                return None
+            return encode_error(exc.txid, exc.reason)
+        except TrackerError as exc:
+            self.store.count_error(exc.kind)
+            return encode_error(txid or b"\0\0\0\0", exc.reason)
+
+    def _announce(self, request: AnnounceRequest, client: bytes, now: float) -> bytes:
+        v6 = len(client) == 18
+        address = client[:-2]
+        if self.trust_ip_param and not v6 and request.ip != b"\0\0\0\0":
+            address = request.ip
+        numwant = request.numwant
+        if v6 and (numwant < 0 or numwant > MAX_PEERS6):
+            numwant = min(MAX_PEERS6, 50 if numwant < 0 else numwant)
+        compact = address + request.port.to_bytes(2, "big")
+        result = self.store.announce(
+            request.info_hash, request.peer_id, "", request.port, request.uploaded,
+            request.downloaded, request.left, request.event, numwant, now,
+            protocol="udp", families=WANT_V6 if v6 else WANT_V4, compact=compact,
+        )
+        if self.access_log:
+            ip, port = unpack_address(client)
+            access_log.info("%s:%d udp announce %s %s", ip, port, request.info_hash.hex(),
+                            request.event or "-")
+        peers = result.peers6 if v6 else result.peers4
+        return encode_announce(
+            request.txid, result.interval, result.incomplete, result.complete,
+            b"".join([p.compact for p in peers]),
+        )
+
+    async def serve(
+        self,
+        sock: trio.socket.SocketType,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Receive and answer datagrams until cancelled."""
+        task_status.started()
+        while True:
+            try:
+                data, source = await sock.recvfrom(_MAX_DATAGRAM)
+            except OSError:  # e.g. an ICMP error from an earlier reply
+                continue
+            try:
+                reply = self.handle(data, source)
+            except Exception:  # a bug must not take the tracker down
+                log.exception("error handling a datagram from %s", source)
+                continue
+            if reply is not None:
+                try:
+                    await sock.sendto(reply, source)
+                except OSError:
+                    pass
+
+
+def open_udp_socket(host: str, port: int) -> socket.socket:
+    """A bound UDP socket (the IPv6 wildcard also takes IPv4); raises OSError.
+
+    A plain socket, so that it can be made before trio runs; `serve` takes it wrapped
+    with ``trio.socket.from_stdlib_socket``.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
