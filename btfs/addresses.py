@@ -19,10 +19,9 @@ def parse_peer(text: str) -> tuple[str, int]:
             raise BtfsError(f"bad peer address {text!r}: write HOST:PORT or [IPv6]:PORT")
     if not host:
         raise BtfsError(f"bad peer address {text!r}: no host")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise BtfsError(f"bad peer address {text!r}: port must be a number") from None
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise BtfsError(f"bad peer address {text!r}: port must be a number")
+    port = int(port_text)
     if not 0 < port < 65536:
         raise BtfsError(f"bad peer address {text!r}: port must be 1-65535")
     return host, port

@@ -106,11 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let other users read the mount (FUSE allow_other)")
     mount.add_argument("--log", metavar="FILE", type=Path, dest="log_file",
                        help="write the background process's log to FILE")
+    mount.add_argument("--lazy", action="store_true",
+                       help="fetch only what is read and its read-ahead (default: fetch the "
+                       "whole torrent in the background and seed it)")
     mount.add_argument("-o", metavar="OPTIONS", dest="options", action="append", default=[],
-                       help="comma-separated mount options: keep, readahead=SIZE, "
-                       "cache_dir=DIR, log=FILE, allow_other, allow_root, and FUSE options "
-                       "(nodev, nosuid, noexec, noatime, ...); fstab-only options such as "
-                       "_netdev, noauto, nofail and x-systemd.* are ignored")
+                       help="comma-separated mount options: keep, lazy, readahead=SIZE, "
+                       "cache_dir=DIR, log=FILE, peer=HOST:PORT (repeatable), bind=ADDR, "
+                       "port=N, max_download_rate=RATE, max_upload_rate=RATE, no_trackers, "
+                       "allow_other, allow_root, and FUSE options (nodev, nosuid, noexec, "
+                       "noatime, ...); fstab-only options such as _netdev, noauto, nofail "
+                       "and x-systemd.* are ignored")
+    add_network_options(mount)
     mount.set_defaults(handler=cmd_mount)
 
     download = sub.add_parser(
@@ -333,8 +339,16 @@ def cmd_mount(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         keep=args.keep,
         readahead=args.readahead,
+        lazy=args.lazy,
         allow_other=args.allow_other,
         log_file=args.log_file,
+        peers=list(args.peers),
+        bind=args.bind,
+        port=args.port,
+        max_download_rate=args.max_download_rate,
+        max_upload_rate=args.max_upload_rate,
+        no_trackers=args.no_trackers,
+        verbose=args.verbose,
     )
     for group in args.options:
         apply_mount_options(options, group)
@@ -378,6 +392,23 @@ def apply_mount_options(options: object, text: str) -> None:
             options.cache_dir = Path(value)
         elif key == "log" and value:
             options.log_file = Path(value)
+        elif key == "lazy" and not has_value:
+            options.lazy = True
+        elif key == "no_trackers" and not has_value:
+            options.no_trackers = True
+        elif key == "peer" and value:
+            options.peers.append(parse_peer(value))
+        elif key == "bind" and value:
+            options.bind = value
+        elif key == "port" and value:
+            try:
+                options.port = port_argument(value)
+            except argparse.ArgumentTypeError as exc:
+                raise BtfsError(str(exc)) from None
+        elif key == "max_download_rate" and value:
+            options.max_download_rate = parse_size(value)
+        elif key == "max_upload_rate" and value:
+            options.max_upload_rate = parse_size(value)
         else:
             raise BtfsError(f"unknown mount option {item!r}")
 

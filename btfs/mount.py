@@ -24,11 +24,13 @@ from btfs.errors import BtfsError
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
 from btfs.storage import ResumeLog, Storage
+from btfs.swarm import Swarm, SwarmConfig
 from btfs.torrent import Torrent
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE = 3.0
+SHUTDOWN_GRACE = 2.0
+TRACKER_GOODBYE = 1.5
 MOUNT_POLL_INTERVAL = 0.5
 
 
@@ -47,13 +49,14 @@ class MountOptions:
     allow_other: bool = False
     allow_root: bool = False
     fuse_options: list[str] = field(default_factory=list)
-    peers: list[str] = field(default_factory=list)
+    peers: list[tuple[str, int]] = field(default_factory=list)
     bind: str | None = None
     port: int = 0
     max_download_rate: int = 0
     max_upload_rate: int = 0
     no_trackers: bool = False
     log_file: Path | None = None
+    verbose: int = 0
 
 
 def default_cache_dir(info_hash_hex: str) -> Path:
@@ -146,7 +149,7 @@ def mount(meta: Metainfo, options: MountOptions) -> int:
     if options.cache_dir is None:
         options.cache_dir = default_cache_dir(meta.info_hash_hex)
     if options.foreground:
-        _configure_logging(sys.stderr, options.log_file)
+        _configure_logging(sys.stderr, options.log_file, options.verbose)
         return _serve_and_report(meta, options, ready=lambda: None)
     return _daemonize(meta, options)
 
@@ -173,7 +176,7 @@ def _daemonize(meta: Metainfo, options: MountOptions) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    _configure_logging(None, options.log_file)
+    _configure_logging(None, options.log_file, options.verbose)
     reported = False
 
     def ready() -> None:
@@ -193,9 +196,9 @@ def _daemonize(meta: Metainfo, options: MountOptions) -> int:
     os._exit(status)
 
 
-def _configure_logging(stream: object, log_file: Path | None = None) -> None:
+def _configure_logging(stream: object, log_file: Path | None = None, verbose: int = 0) -> None:
     """Log to stderr in the foreground; in the background only to `--log FILE` if given."""
-    level = logging.DEBUG if os.environ.get("BTFS_DEBUG") else logging.INFO
+    level = logging.DEBUG if os.environ.get("BTFS_DEBUG") or verbose >= 2 else logging.INFO
     handler: logging.Handler
     if log_file is not None:
         handler = logging.FileHandler(log_file)
@@ -222,7 +225,7 @@ def _serve_and_report(
 
 
 async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]) -> None:
-    """Run the mount until it is unmounted or the process is told to stop."""
+    """Run the mount and its swarm until it is unmounted or the process is told to stop."""
     import pyfuse3
 
     from btfs.fs import TorrentFS
@@ -233,30 +236,53 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
     storage = Storage(meta.info, data_root)
     resume = ResumeLog(cache / "resume", meta.info.num_pieces)
     torrent = Torrent(meta, storage, resume, readahead=options.readahead)
+    swarm: Swarm | None = None
     try:
         total = meta.info.num_pieces
-        if resume.path.exists():
+        if await trio.Path(resume.path).exists():
             n = await torrent.load_resume()
             log.info("%d of %d pieces verified from the resume record", n, total)
-        elif data_root.exists():
+        elif await trio.Path(data_root).exists():
             n = await torrent.check_data()
             log.info("checked the data in %s: %d of %d pieces good", data_root, n, total)
-        fs = TorrentFS([(torrent, meta.creation_date)])
-        try:
-            pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options))
-        except RuntimeError as exc:
-            raise MountError(f"cannot mount on {options.mountpoint}: {exc}") from exc
-        try:
-            await _run_mounted(torrent, options.mountpoint, ready)
-        finally:
-            pyfuse3.close(unmount=True)
+        swarm = Swarm(meta, torrent, swarm_config(options))
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(swarm.run)
+            except OSError as exc:
+                raise MountError(f"cannot listen for peers: {exc.strerror or exc}") from exc
+            fs = TorrentFS([(torrent, meta.creation_date)])
+            try:
+                pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options))
+            except RuntimeError as exc:
+                raise MountError(f"cannot mount on {options.mountpoint}: {exc}") from exc
+            try:
+                await _run_mounted(torrent, options.mountpoint, ready)
+            finally:
+                pyfuse3.close(unmount=True)
+                nursery.cancel_scope.cancel()
     finally:
         torrent.close()
+        if swarm is not None:
+            with trio.CancelScope(shield=True):
+                await swarm.stop(grace=TRACKER_GOODBYE)
         storage.close()
         resume.close()
         if not options.keep:
             _remove_cache(storage, resume, cache)
         notify("STOPPING=1")
+
+
+def swarm_config(options: MountOptions) -> SwarmConfig:
+    return SwarmConfig(
+        max_upload_rate=options.max_upload_rate,
+        max_download_rate=options.max_download_rate,
+        lazy=options.lazy,
+        peers=list(options.peers),
+        bind=options.bind,
+        port=options.port,
+        trackers=not options.no_trackers,
+    )
 
 
 async def _run_mounted(torrent: Torrent, mountpoint: Path, ready: Callable[[], None]) -> None:

@@ -50,12 +50,14 @@ class Received:
 class _Progress:
     """The blocks of one piece being downloaded: who holds each request, since when."""
 
-    __slots__ = ("free", "holders", "received", "remaining", "requested_at")
+    __slots__ = ("free", "holders", "received", "remaining", "requested_at", "stale")
 
     def __init__(self, blocks: int) -> None:
         self.holders: list[list[bytes]] = [[] for _ in range(blocks)]
         self.requested_at = [0.0] * blocks
         self.received = bytearray(blocks)
+        # Held longer than the request timeout: counted in `free`, open to another peer.
+        self.stale = bytearray(blocks)
         self.remaining = blocks
         self.free = blocks
 
@@ -92,6 +94,7 @@ class Picker:
         self._order: list[int] = []
         self._order_dirty = True
         self._order_built = float("-inf")
+        self._next_expiry = float("inf")
 
     # Facts about the torrent -----------------------------------------------------------
 
@@ -188,12 +191,17 @@ class Picker:
             progress = self.in_progress.get(block.piece)
             if progress is None:
                 continue
-            index = block.begin // self.block_size
+            index, misaligned = divmod(block.begin, self.block_size)
+            if misaligned or not 0 <= index < len(progress.holders):
+                continue
             holders = progress.holders[index]
             if key in holders:
                 holders.remove(key)
                 if not holders and not progress.received[index]:
-                    progress.free += 1
+                    if progress.stale[index]:
+                        progress.stale[index] = 0
+                    else:
+                        progress.free += 1
 
     def held_by(self, key: bytes) -> set[Block]:
         return self._held.get(key, set())
@@ -206,7 +214,7 @@ class Picker:
         if (
             progress is None
             or misaligned
-            or index >= len(progress.received)
+            or not 0 <= index < len(progress.received)
             or block != self.block(block.piece, index)
         ):
             self.release(key, [block])
@@ -221,8 +229,9 @@ class Picker:
             return Received(False, False, [])
         progress.received[index] = 1
         progress.remaining -= 1
-        if not holders:
+        if not holders or progress.stale[index]:
             progress.free -= 1
+            progress.stale[index] = 0
         cancel = [k for k in holders if k != key]
         for other in cancel:
             other_held = self._held.get(other)
@@ -238,6 +247,8 @@ class Picker:
         out: list[Block] = []
         if count <= 0:
             return out
+        if now >= self._next_expiry:
+            self.expire(now)
         if self.deadlines:
             for piece in sorted(self.deadlines, key=self.deadlines.__getitem__):
                 if piece in has:
@@ -278,17 +289,17 @@ class Picker:
                 return
             if received[index] or key in holders:
                 continue
-            if holders:
-                age = now - progress.requested_at[index]
-                late = age >= self.request_timeout or (
-                    urgent and age >= self.urgent_after and len(holders) < URGENT_COPIES
-                )
-                if not late:
-                    continue
-            else:
+            if not holders:
                 progress.free -= 1
+            elif progress.stale[index]:
+                progress.stale[index] = 0
+                progress.free -= 1
+            elif not (urgent and len(holders) < URGENT_COPIES
+                      and now - progress.requested_at[index] >= self.urgent_after):
+                continue
             holders.append(key)
             progress.requested_at[index] = now
+            self._next_expiry = min(self._next_expiry, now + self.request_timeout)
             block = self.block(piece, index)
             held.add(block)
             out.append(block)
@@ -298,19 +309,40 @@ class Picker:
     ) -> None:
         held = self._held.setdefault(key, set())
         for piece, progress in self.in_progress.items():
-            if piece not in has:
+            if piece not in has or not self.wanted(piece):
                 continue
             for index, holders in enumerate(progress.holders):
                 if len(out) >= count:
                     return
                 if progress.received[index] or key in holders or len(holders) >= ENDGAME_COPIES:
                     continue
-                if not holders:
+                if not holders or progress.stale[index]:
                     progress.free -= 1
+                    progress.stale[index] = 0
+                    progress.requested_at[index] = now
+                    self._next_expiry = min(self._next_expiry, now + self.request_timeout)
                 holders.append(key)
                 block = self.block(piece, index)
                 held.add(block)
                 out.append(block)
+
+    def expire(self, now: float) -> None:
+        """Open blocks held past `request_timeout` to other peers (the holder may still send)."""
+        limit = now - self.request_timeout
+        oldest = float("inf")
+        for progress in self.in_progress.values():
+            if progress.free == len(progress.holders):
+                continue
+            for index, holders in enumerate(progress.holders):
+                if not holders or progress.stale[index] or progress.received[index]:
+                    continue
+                at = progress.requested_at[index]
+                if at <= limit:
+                    progress.stale[index] = 1
+                    progress.free += 1
+                elif at < oldest:
+                    oldest = at
+        self._next_expiry = oldest + self.request_timeout
 
     def _all_requested(self) -> bool:
         """No wanted piece has a block that nobody has been asked for."""

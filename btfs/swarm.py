@@ -119,6 +119,7 @@ class Swarm:
         torrent.on_urgent = self._urgent
         torrent.on_readahead = self._readahead
         torrent.on_verified = self._verified
+        torrent.network_attributes = self.attributes
 
     # Hooks from the torrent (reads) ------------------------------------------------------
 
@@ -284,6 +285,17 @@ class Swarm:
             "uploaded": self.torrent.counters.uploaded,
             "verified": len(self.torrent.verified),
             "pieces": self.info.num_pieces,
+        }
+
+    def attributes(self) -> dict[str, str]:
+        s = self.stats()
+        return {
+            "peers": str(int(s["peers"])),
+            "download_rate": str(int(s["download_rate"])),
+            "upload_rate": str(int(s["upload_rate"])),
+            "downloaded": str(int(s["downloaded"])),
+            "uploaded": str(int(s["uploaded"])),
+            "listen_port": str(self.listen_port),
         }
 
     def transfer_totals(self) -> tuple[int, int, int]:

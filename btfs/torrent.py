@@ -71,6 +71,8 @@ class Torrent:
         self.on_urgent: Callable[[list[int]], None] = lambda pieces: None
         self.on_readahead: Callable[[int, range], None] = lambda stream, pieces: None
         self.on_verified: Callable[[int], None] = lambda piece: None
+        # Set by the swarm: its figures (peers, rates) for the whole torrent's xattrs.
+        self.network_attributes: Callable[[], dict[str, str]] = dict
 
     @property
     def info(self) -> Info:
@@ -205,7 +207,8 @@ class Torrent:
                 for p in pieces if p in self.verified
             )
         progress = have / total if total else 1.0
-        return {
+        extra = self.network_attributes() if file_index is None else {}
+        return extra | {
             "progress": f"{progress:.4f}",
             "verified_bytes": str(have),
             "size": str(total),

@@ -67,11 +67,6 @@ def test_error_names_the_input() -> None:
         parse_peer("nowhere:0")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the port goes through int(), which accepts a sign, '_' separators and non-ASCII "
-    "digits, so these non-numeric port texts are taken as 6881",
-)
 @pytest.mark.parametrize(
     "text",
     ["127.0.0.1:6_881", "127.0.0.1:+6881", "127.0.0.1:\uff16\uff18\uff18\uff11"],

@@ -8,7 +8,7 @@ from btfs.bencode import MAX_DEPTH, decode, decode_prefix, decode_with_spans, en
 from btfs.errors import BencodeError
 
 values = st.recursive(
-    st.integers() | st.binary(max_size=40),
+    st.integers(min_value=-(10**36), max_value=10**36) | st.binary(max_size=40),
     lambda children: st.lists(children, max_size=5)
     | st.dictionaries(st.binary(max_size=10), children, max_size=5),
     max_leaves=30,

@@ -1,0 +1,616 @@
+"""The tracker: announces per second and memory per peer, ours against opentracker.
+
+Both trackers run in the same invocation on loopback, under the same load generators:
+
+- HTTP: `wrk -t1 -c50 -d10s` with a Lua script that sends /announce requests for one
+  torrent over keep-alive connections, each from a different peer (percent-encoded 20-byte
+  info_hash and peer_id, a distinct port per peer; opentracker tells peers apart by
+  address and port, ours by peer_id), cycling through a pool of distinct peers.
+- UDP (BEP 15): a generator in this file (a child process) keeps one request in flight on
+  each of 50 sockets and does connect + announce for each peer.  It is Python: its own CPU
+  use is printed, and when it is near 100% the figure is the generator's limit, not the
+  tracker's.
+- Memory: a fresh tracker, RSS (VmRSS) before and after N distinct peers announce once
+  over UDP (sources spread over 127.0.1.x so that opentracker sees distinct peers too).
+
+    .venv/bin/python bench/tracker.py [--duration 10] [--connections 50] [--threads 1]
+        [--pool 50000] [--peers 100000] [--only http,udp,memory]
+        [--trackers ours,opentracker] [--profile FILE.prof]
+
+Needs: wrk and opentracker (Debian packages). The machine has 2 cores: the load generator
+and the tracker share them, so figures are relative; compare the ratios of one run.
+`--profile` runs ours under cProfile (HTTP and UDP runs: FILE.http.prof, FILE.udp.prof)
+and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+INFO_HASH = hashlib.sha1(b"btfs bench/tracker.py").digest()
+HOST = "127.0.0.1"
+MAX_POOL = 64000  # peers are told apart by port (opentracker): 1024 + index
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+PROTOCOL_ID = 0x41727101980
+_CONNECT = struct.Struct("!QI4s")
+_ANNOUNCE = struct.Struct("!8sI4s20s20sqqqI4sIiH")
+_REPLY_HEAD = struct.Struct("!I4s")
+_ANNOUNCE_REPLY = struct.Struct("!I4sIII")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def pct(data: bytes) -> str:
+    return "".join(f"%{b:02X}" for b in data)
+
+
+def peer_id(index: int) -> bytes:
+    return b"-BB0001-" + index.to_bytes(12, "big")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def http_announce(port: int, index: int, numwant: int = 0) -> bytes:
+    """One announce over HTTP (a fresh connection); the raw bencoded body."""
+    query = (
+        f"info_hash={pct(INFO_HASH)}&peer_id={pct(peer_id(index))}&port={1024 + index}"
+        f"&uploaded=0&downloaded=0&left=1000&compact=1&numwant={numwant}"
+    )
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        s.sendall(f"GET /announce?{query} HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks).partition(b"\r\n\r\n")[2]
+
+
+def swarm_size(body: bytes) -> int:
+    """complete + incomplete of a bencoded announce answer (-1 on a failure)."""
+    complete = re.search(rb"8:completei(\d+)e", body)
+    incomplete = re.search(rb"10:incompletei(\d+)e", body)
+    if complete is None or incomplete is None:
+        return -1
+    return int(complete.group(1)) + int(incomplete.group(1))
+
+
+# ------------------------------------------------------------------ trackers
+
+
+@dataclass
+class Tracker:
+    name: str
+    proc: subprocess.Popen[bytes]
+    http_port: int | None = None
+    udp_port: int | None = None
+    log: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_ours(work: Path, http: bool, udp: bool, profile: Path | None = None) -> Tracker:
+    cmd = [sys.executable]
+    if profile is not None:
+        cmd += ["-m", "cProfile", "-o", str(profile)]
+    cmd += [
+        "-m", "tracker",
+        "--http", f"{HOST}:0" if http else "off",
+        "--udp", f"{HOST}:0" if udp else "off",
+        "--max-peers-per-torrent", "10000000", "--max-peers", "10000000",
+        "--log-level", "warning",
+    ]
+    log = work / "ours.log"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=log.open("ab"))
+    tracker = Tracker("ours", proc, log=log)
+    assert proc.stdout is not None
+    for _ in range(int(http) + int(udp)):
+        line = proc.stdout.readline().decode().split()
+        if not line:
+            raise RuntimeError(f"ours did not start: {log.read_text()[-2000:]}")
+        port = int(line[1].rpartition(":")[2])
+        if line[0] == "http":
+            tracker.http_port = port
+        else:
+            tracker.udp_port = port
+    return tracker
+
+
+def start_opentracker(work: Path) -> Tracker:
+    http_port = free_port()
+    udp_port = free_port(socket.SOCK_DGRAM)
+    whitelist = work / "whitelist"  # read as nobody after it drops privileges
+    whitelist.write_text(INFO_HASH.hex() + "\n")
+    whitelist.chmod(0o644)
+    log = work / "opentracker.log"
+    proc = subprocess.Popen(
+        ["opentracker", "-i", HOST, "-p", str(http_port), "-P", str(udp_port),
+         "-w", str(whitelist)],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+    tracker = Tracker("opentracker", proc, http_port, udp_port, log)
+    deadline = time.monotonic() + 15
+    while True:  # it answers before the whitelist is loaded: wait for a real answer
+        try:
+            if swarm_size(http_announce(http_port, MAX_POOL + 1)) >= 0:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            tracker.stop()
+            raise RuntimeError(f"opentracker did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    stop_probe(tracker)
+    return tracker
+
+
+def stop_probe(tracker: Tracker) -> None:
+    """Take the probe peer out again (an announce with event=stopped)."""
+    assert tracker.http_port is not None
+    index = MAX_POOL + 1
+    query = (
+        f"info_hash={pct(INFO_HASH)}&peer_id={pct(peer_id(index))}&port={1024 + index}"
+        f"&uploaded=0&downloaded=0&left=1000&event=stopped"
+    )
+    with socket.create_connection((HOST, tracker.http_port), timeout=5) as s:
+        s.sendall(f"GET /announce?{query} HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        while s.recv(65536):
+            pass
+
+
+# ------------------------------------------------------------------ HTTP: wrk
+
+WRK_LUA = r"""
+-- Announces for one torrent, each from the next peer of a pool of distinct peers.
+local info_hash = "@INFO_HASH@"
+local pool = @POOL@
+local nthreads = @THREADS@
+local hex = {}
+for b = 0, 255 do hex[b] = string.format("%%%02X", b) end
+local prefix = "%2DBB0001%2D%00%00%00%00%00%00%00%00"  -- "-BB0001-" and 8 zero bytes
+local counter = 0
+local threads_made = 0
+
+function setup(thread)
+  thread:set("tid", threads_made)
+  threads_made = threads_made + 1
+end
+
+function request()
+  local i = (counter * nthreads + (tid or 0)) % pool
+  counter = counter + 1
+  local pid = prefix .. hex[math.floor(i / 16777216) % 256] .. hex[math.floor(i / 65536) % 256]
+              .. hex[math.floor(i / 256) % 256] .. hex[i % 256]
+  return wrk.format("GET", "/announce?info_hash=" .. info_hash .. "&peer_id=" .. pid
+                    .. "&port=" .. (1024 + i)
+                    .. "&uploaded=0&downloaded=0&left=1000&compact=1&numwant=50")
+end
+"""
+
+
+@dataclass
+class Result:
+    tracker: str
+    protocol: str
+    rate: float  # announces/s
+    cpu: float = 0.0  # tracker CPU, fraction of one core
+    gen_cpu: float | None = None  # load generator CPU, fraction of one core
+    swarm: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def run_wrk(tracker: Tracker, args: argparse.Namespace, work: Path) -> Result:
+    assert tracker.http_port is not None
+    script = work / "announce.lua"
+    script.write_text(
+        WRK_LUA.replace("@INFO_HASH@", pct(INFO_HASH))
+        .replace("@POOL@", str(args.pool))
+        .replace("@THREADS@", str(args.threads))
+    )
+    url = f"http://{HOST}:{tracker.http_port}/"
+    base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-s", str(script)]
+    if args.warmup > 0:
+        subprocess.run([*base, "-d", f"{args.warmup:g}s", url], check=True, capture_output=True)
+    cpu0 = cpu_seconds(tracker.pid)
+    gen0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    out = subprocess.run([*base, "-d", f"{args.duration:g}s", url], check=True,
+                         capture_output=True, text=True).stdout
+    wall = time.monotonic() - t0
+    gen1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_seconds(tracker.pid) - cpu0) / wall
+    match = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if match is None:
+        raise RuntimeError(f"no Requests/sec in wrk output:\n{out}")
+    result = Result(tracker.name, "http", float(match.group(1)), cpu,
+                    (gen1.ru_utime + gen1.ru_stime - gen0.ru_utime - gen0.ru_stime) / wall)
+    for pattern in (r"Non-2xx or 3xx responses: \d+", r"Socket errors: [^\n]+"):
+        found = re.search(pattern, out)
+        if found:
+            result.notes.append(found.group(0))
+    result.swarm = swarm_size(http_announce(tracker.http_port, MAX_POOL + 1)) - 1
+    stop_probe(tracker)
+    if args.verbose:
+        print(out)
+    return result
+
+
+# ------------------------------------------------------------------ UDP generator
+
+
+class _Flow:
+    """One socket with one request in flight: connect, then announce, for each peer."""
+
+    __slots__ = ("conn_id", "peers", "port", "sent", "sock", "source", "txid", "want")
+
+    def __init__(self, sock: socket.socket, peers: Iterator[int]) -> None:
+        self.sock = sock
+        self.peers = peers
+        self.conn_id = b""
+        self.txid = b""
+        self.want = 0  # the action whose reply we wait for
+        self.port = 0  # peer index being announced
+        self.sent = 0.0
+        self.source = sock.getsockname()
+
+
+def udpgen(host: str, port: int, duration: float, jobs: list[tuple[str, Iterator[int]]],
+           reuse: bool) -> dict[str, Any]:
+    """Drive BEP 15 connect + announce on one socket per job until `duration` passes or
+    every job's peers are done. A job is (source ip, iterator of peer indexes)."""
+    ep = select.epoll()
+    flows: dict[int, _Flow] = {}
+    counter = 0
+    announces = connects = timeouts = errors = 0
+    swarm = 0
+    announce = _ANNOUNCE.pack
+    connect = _CONNECT.pack
+    monotonic = time.monotonic
+
+    def send_connect(flow: _Flow) -> None:
+        nonlocal counter
+        counter += 1
+        flow.txid = counter.to_bytes(4, "big")
+        flow.want = 0
+        flow.sent = monotonic()
+        flow.sock.send(connect(PROTOCOL_ID, 0, flow.txid))
+
+    def send_announce(flow: _Flow) -> None:
+        nonlocal counter
+        counter += 1
+        flow.txid = counter.to_bytes(4, "big")
+        flow.want = 1
+        flow.sent = monotonic()
+        i = flow.port
+        flow.sock.send(announce(flow.conn_id, 1, flow.txid, INFO_HASH, peer_id(i),
+                                0, 1000, 0, 0, b"\0\0\0\0", 0, 50, 1024 + i % MAX_POOL))
+
+    def next_peer(flow: _Flow) -> bool:
+        nxt = next(flow.peers, None)
+        if nxt is None:
+            ep.unregister(flow.sock.fileno())
+            del flows[flow.sock.fileno()]
+            return False
+        flow.port = nxt
+        if reuse and flow.conn_id:
+            send_announce(flow)
+        else:
+            send_connect(flow)
+        return True
+
+    for source, peers in jobs:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((source, 0))
+        sock.connect((host, port))
+        sock.setblocking(False)
+        flow = _Flow(sock, peers)
+        flows[sock.fileno()] = flow
+        ep.register(sock.fileno(), select.EPOLLIN)
+    for flow in list(flows.values()):
+        next_peer(flow)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    deadline = t0 + duration
+    next_check = t0 + 0.5
+    poll = ep.poll
+    unpack_head = _REPLY_HEAD.unpack_from
+    while flows:
+        for fd, _ in poll(0.1):
+            flow = flows.get(fd)
+            if flow is None:
+                continue
+            try:
+                data = flow.sock.recv(2048)
+            except BlockingIOError:
+                continue
+            except ConnectionRefusedError:
+                errors += 1
+                continue
+            action, txid = unpack_head(data)
+            if txid != flow.txid:
+                continue  # a late answer to a resent request
+            if action == 0 and flow.want == 0:
+                connects += 1
+                flow.conn_id = data[8:16]
+                send_announce(flow)
+            elif action == 1 and flow.want == 1:
+                announces += 1
+                _, _, _, leechers, seeders = _ANNOUNCE_REPLY.unpack_from(data)
+                if leechers + seeders > swarm:
+                    swarm = leechers + seeders
+                next_peer(flow)
+            else:
+                errors += 1
+                flow.conn_id = b""
+                send_connect(flow)  # and then the announce again
+        now = time.monotonic()
+        if now >= next_check:
+            if now >= deadline:
+                break
+            next_check = now + 0.5
+            for flow in list(flows.values()):
+                if flow.sent < now - 2:
+                    timeouts += 1
+                    flow.conn_id = b""
+                    send_connect(flow)
+    wall = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "announces": announces, "connects": connects, "timeouts": timeouts, "errors": errors,
+        "wall": wall, "swarm": swarm,
+        "cpu": (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / wall,
+    }
+
+
+def _cycle(start: int, step: int, pool: int) -> Iterator[int]:
+    i = start
+    while True:
+        yield i % pool
+        i += step
+
+
+def udpgen_main(argv: list[str]) -> int:
+    """The child process: `tracker.py udpgen PORT DURATION SOCKETS POOL REUSE|EACH` (a
+    timed run over a pool) or `... fill PORT SOCKETS FIRST COUNT` (each peer once)."""
+    mode = argv[0]
+    if mode == "run":
+        port, duration, nsock, pool = int(argv[1]), float(argv[2]), int(argv[3]), int(argv[4])
+        jobs = [(HOST, _cycle(k, nsock, pool)) for k in range(nsock)]
+        out = udpgen(HOST, port, duration, jobs, reuse=argv[5] == "reuse")
+    else:
+        port, nsock, first, count = int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
+        # Peer i comes from 127.0.1.(1 + i // MAX_POOL), port field 1024 + i % MAX_POOL.
+        jobs = []
+        for group in range(first // MAX_POOL, (first + count - 1) // MAX_POOL + 1):
+            lo = max(first, group * MAX_POOL)
+            hi = min(first + count, (group + 1) * MAX_POOL)
+            source = f"127.0.1.{1 + group}"
+            jobs += [(source, iter(range(lo + k, hi, nsock))) for k in range(nsock)]
+        out = udpgen(HOST, port, 3600, jobs, reuse=True)
+    print(json.dumps(out))
+    return 0
+
+
+def run_udpgen(tracker: Tracker, *argv: object) -> dict[str, Any]:
+    assert tracker.udp_port is not None
+    cmd = [sys.executable, __file__, "udpgen", str(argv[0]), str(tracker.udp_port),
+           *map(str, argv[1:])]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(out))
+
+
+def run_udp(tracker: Tracker, args: argparse.Namespace) -> Result:
+    mode = "reuse" if args.udp_reuse else "each"
+    if args.warmup > 0:
+        run_udpgen(tracker, "run", args.warmup, args.connections, args.pool, mode)
+    cpu0 = cpu_seconds(tracker.pid)
+    t0 = time.monotonic()
+    out = run_udpgen(tracker, "run", args.duration, args.connections, args.pool, mode)
+    wall = time.monotonic() - t0
+    cpu = (cpu_seconds(tracker.pid) - cpu0) / wall
+    result = Result(tracker.name, "udp", out["announces"] / out["wall"], cpu, out["cpu"],
+                    out["swarm"])
+    if out["timeouts"] or out["errors"]:
+        result.notes.append(f"timeouts {out['timeouts']}, errors {out['errors']}")
+    return result
+
+
+def run_memory(tracker: Tracker, args: argparse.Namespace) -> tuple[int, int, int, int]:
+    """(RSS before, RSS after, peers in the swarm, peers announced)."""
+    warm = 1000
+    run_udpgen(tracker, "fill", args.connections, 0, warm)
+    time.sleep(0.5)
+    before = rss_bytes(tracker.pid)
+    out = run_udpgen(tracker, "fill", args.connections, warm, args.peers)
+    time.sleep(0.5)
+    after = rss_bytes(tracker.pid)
+    return before, after, int(out["swarm"]), args.peers
+
+
+# ------------------------------------------------------------------ main
+
+
+def print_profile(path: Path, label: str) -> None:
+    import pstats
+
+    print(f"\n--- cProfile of ours, {label} (top 25 by own time) ---")
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime").print_stats(25)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["udpgen"]:
+        return udpgen_main(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds before each run")
+    parser.add_argument("--connections", type=int, default=50,
+                        help="wrk connections / UDP sockets (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--pool", type=int, default=50000,
+                        help=f"distinct peers cycled through, at most {MAX_POOL}")
+    parser.add_argument("--peers", type=int, default=100_000,
+                        help="peers announced for the memory figure")
+    parser.add_argument("--only", default="http,udp,memory")
+    parser.add_argument("--trackers", default="ours,opentracker")
+    parser.add_argument("--udp-reuse", action="store_true",
+                        help="UDP: one connect per socket, then announces (default: a "
+                        "connect before every announce)")
+    parser.add_argument("--profile", type=Path, help="run ours under cProfile")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if not 0 < args.pool <= MAX_POOL:
+        parser.error(f"--pool must be 1..{MAX_POOL}")
+    only = set(args.only.split(","))
+    names = args.trackers.split(",")
+    if shutil.which("wrk") is None and "http" in only:
+        parser.error("wrk is missing: apt-get install wrk")
+    if shutil.which("opentracker") is None and "opentracker" in names:
+        parser.error("opentracker is missing: apt-get install opentracker")
+
+    work = Path(tempfile.mkdtemp(prefix="btfs-bench-tracker-"))
+    work.chmod(0o755)  # opentracker reads the whitelist as nobody
+    results: list[Result] = []
+    memory: dict[str, tuple[int, int, int, int]] = {}
+    print(f"one torrent, {args.pool} distinct peers cycled, {args.connections} connections, "
+          f"{args.duration:g} s per run after {args.warmup:g} s warm-up, "
+          f"{os.cpu_count()} CPUs; generator and tracker share the CPUs", flush=True)
+    try:
+        for name in names:
+            if "http" in only:
+                prof = args.profile.with_suffix(".http.prof") if args.profile else None
+                t = (start_ours(work, True, False, prof) if name == "ours"
+                     else start_opentracker(work))
+                try:
+                    results.append(run_wrk(t, args, work))
+                finally:
+                    t.stop()
+                print(f"  {name} http done", flush=True)
+            if "udp" in only:
+                prof = args.profile.with_suffix(".udp.prof") if args.profile else None
+                t = (start_ours(work, False, True, prof) if name == "ours"
+                     else start_opentracker(work))
+                try:
+                    results.append(run_udp(t, args))
+                finally:
+                    t.stop()
+                print(f"  {name} udp done", flush=True)
+            if "memory" in only:
+                t = (start_ours(work, False, True) if name == "ours"
+                     else start_opentracker(work))
+                try:
+                    memory[name] = run_memory(t, args)
+                finally:
+                    t.stop()
+                print(f"  {name} memory done", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    report(results, memory, args)
+    if args.profile:
+        for proto in ("http", "udp"):
+            path = args.profile.with_suffix(f".{proto}.prof")
+            if path.exists():
+                print_profile(path, proto)
+    return 0
+
+
+def report(results: list[Result], memory: dict[str, tuple[int, int, int, int]],
+           args: argparse.Namespace) -> None:
+    by = {(r.tracker, r.protocol): r for r in results}
+    if results:
+        print()
+        print(f"{'tracker':<12} {'protocol':<8} {'announces/s':>12} {'vs opentracker':>15} "
+              f"{'tracker CPU':>12} {'CPU us/ann':>11} {'generator CPU':>14} {'swarm':>7}")
+        for r in results:
+            other = by.get(("opentracker", r.protocol))
+            ratio = f"{r.rate / other.rate:.2f}x" if other and other.rate else "-"
+            us = f"{r.cpu / r.rate * 1e6:.0f}" if r.rate else "-"
+            gen = f"{r.gen_cpu:.0%}" if r.gen_cpu is not None else "-"
+            print(f"{r.tracker:<12} {r.protocol:<8} {r.rate:>12,.0f} {ratio:>15} "
+                  f"{r.cpu:>12.0%} {us:>11} {gen:>14} {r.swarm:>7}")
+            for note in r.notes:
+                print(f"{'':<22}{note}")
+    if memory:
+        print()
+        print(f"{'tracker':<12} {'RSS before':>12} {'RSS after':>12} {'peers':>8} "
+              f"{'bytes/peer':>11}")
+        for name, (before, after, swarm, peers) in memory.items():
+            print(f"{name:<12} {before / 2**20:>10.1f}Mi {after / 2**20:>10.1f}Mi "
+                  f"{swarm:>8} {(after - before) / peers:>11.0f}")
+    print()
+    print("goals:")
+    http = by.get(("ours", "http"))
+    ot_http = by.get(("opentracker", "http"))
+    udp = by.get(("ours", "udp"))
+    ot_udp = by.get(("opentracker", "udp"))
+    if http and ot_http:
+        ratio = http.rate / ot_http.rate
+        print(f"  HTTP ours >= 0.5x opentracker: {ratio:.2f}x "
+              f"{'met' if ratio >= 0.5 else 'NOT met'}")
+    if http and udp:
+        ratio = udp.rate / http.rate
+        print(f"  UDP ours >= 1x ours over HTTP: {ratio:.2f}x "
+              f"{'met' if ratio >= 1 else 'NOT met'}")
+    if udp and ot_udp:
+        print(f"  (UDP ours / opentracker: {udp.rate / ot_udp.rate:.2f}x)")
+    for r in results:
+        if r.protocol == "udp" and r.gen_cpu is not None and r.gen_cpu > 0.85:
+            print(f"  note: the UDP generator used {r.gen_cpu:.0%} of a core against "
+                  f"{r.tracker}: that figure is the generator's limit, not the tracker's")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
