@@ -324,6 +324,7 @@ class PeerConnection:
         picker.peer_bitfield(have)
         self.update_interest()
         if have.all() and self.swarm.torrent.complete:
+            self.swarm.known_seeds.add(self.address)
             raise PeerError("both sides are seeds")
 
     def update_interest(self, candidates: Iterable[int] | None = None) -> None:
@@ -503,13 +504,16 @@ async def open_connection(
 
 async def connect(
     swarm: Swarm, address: tuple[str, int], on_connected: Callable[[], None] = lambda: None
-) -> None:
-    """Dial a peer, exchange handshakes and run the connection until it ends."""
+) -> bool:
+    """Dial a peer, exchange handshakes and run the connection until it ends.
+
+    False if no connection was made (refused, timed out, failed handshake).
+    """
     try:
         stream = await open_connection(address[0], address[1], swarm.config.bind)
     except (OSError, trio.TooSlowError) as exc:
         log.debug("cannot connect to %s:%d: %s", *address, exc)
-        return
+        return False
     try:
         await stream.send_all(our_handshake(swarm).encode())
         reader = wire.MessageReader(num_pieces=swarm.info.num_pieces)
@@ -521,9 +525,10 @@ async def connect(
     except _HANDSHAKE_ERRORS as exc:
         log.debug("handshake with %s:%d failed: %s", *address, exc)
         await stream.aclose()
-        return
+        return False
     on_connected()
     await _run_peer(swarm, stream, address, theirs, reader)
+    return True
 
 
 async def serve_incoming(stream: trio.SocketStream, lookup: dict[bytes, Swarm]) -> None:

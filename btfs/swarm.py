@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 RECHOKE_INTERVAL = 10.0
 CONNECT_INTERVAL = 1.0
-RETRY_AFTER = 30.0
+RETRY_AFTER_SESSION = 5.0   # a peer whose connection ended: dial again after this
+RETRY_FIRST = 2.0           # a failed dial: 2 s, then 3x longer each time, up to a minute
+RETRY_MAX = 60.0
 MAX_HALF_OPEN = 8
 
 
@@ -113,7 +115,9 @@ class Swarm:
         self.nursery: trio.Nursery | None = None
         self.listen_port = 0
         self.tracker_session: TrackerSession | None = None
-        self._last_try: dict[tuple[str, int], float] = {}
+        self._next_try: dict[tuple[str, int], float] = {}
+        self._failures: dict[tuple[str, int], int] = {}
+        self.known_seeds: set[tuple[str, int]] = set()  # not worth dialling once complete
         self._rechoke_soon = trio.Event()
         self.add_candidates(config.peers)
         torrent.on_urgent = self._urgent
@@ -153,6 +157,7 @@ class Swarm:
                 self.tracker_session.completed()
             for peer in list(self.peers.values()):
                 if peer.peer_is_seed:
+                    self.known_seeds.add(peer.address)
                     peer.close()
 
     def kick_all(self) -> None:
@@ -366,19 +371,30 @@ class Swarm:
                 continue
             if address[0] in self.banned:
                 continue
-            if now - self._last_try.get(address, -RETRY_AFTER) < RETRY_AFTER:
+            if address in self.known_seeds and self.torrent.complete:
                 continue
-            self._last_try[address] = now
+            if now < self._next_try.get(address, now):
+                continue
+            self._next_try[address] = float("inf")  # until this dial ends
             self.connecting.add(address)
             assert self.nursery is not None
             self.nursery.start_soon(self._dial, address)
             room -= 1
 
     async def _dial(self, address: tuple[str, int]) -> None:
+        connected = False
         try:
-            await connect(self, address, on_connected=lambda: self.connecting.discard(address))
+            connected = await connect(self, address,
+                                      on_connected=lambda: self.connecting.discard(address))
         finally:
             self.connecting.discard(address)
+            if connected:
+                self._failures.pop(address, None)
+                delay = RETRY_AFTER_SESSION
+            else:
+                failures = self._failures[address] = self._failures.get(address, 0) + 1
+                delay = min(RETRY_MAX, RETRY_FIRST * 3 ** (failures - 1))
+            self._next_try[address] = trio.current_time() + delay
 
 
 async def open_listeners(bind: str | None, port: int) -> list[trio.SocketListener]:

@@ -1,0 +1,186 @@
+"""`btfs mount` on a real swarm: reads fetch from a libtorrent seeder, the mount seeds back.
+
+Each test mounts through the CLI in a child process (pyfuse3 allows one session per
+process), with a libtorrent seeder on its own loopback address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.data import make_media_mp4
+from tests.support.env import require_fuse, require_tool
+from tests.support.net import free_port, next_loopback_ipv4
+from tests.support.procs import Mounts, Processes, is_mounted, pid_alive, wait_for
+from tests.support.swarm import Shared, share, start_lt_seed, tree_digest
+
+pytestmark = [pytest.mark.fuse, pytest.mark.interop]
+
+TREE = {
+    "Season 1/e01.mkv": 1_500_001,
+    "Season 1/e02.mkv": 700_000,
+    "notes.txt": 1234,
+    "Season 1/extras/ä b.bin": 65_536,
+    "empty.dat": 0,
+}
+
+
+def btfs(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def seeded(tmp_path: Path, procs: Processes, layout: dict[str, int] | int,
+           piece_length: int = 32768) -> tuple[Shared, str]:
+    pytest.importorskip("libtorrent")
+    shared = share(tmp_path, layout, piece_length=piece_length)
+    host = next_loopback_ipv4()
+    port = free_port(host)
+    start_lt_seed(procs, shared, host, port)
+    return shared, f"{host}:{port}"
+
+
+def mount(mounts: Mounts, torrent: Path, mnt: Path, *extra: str | Path) -> int:
+    require_fuse()
+    mnt.mkdir(exist_ok=True)
+    mounts.add(mnt)
+    r = btfs("mount", torrent, mnt, "--bind", next_loopback_ipv4(), "--no-trackers", *extra)
+    assert r.returncode == 0, r.stderr
+    assert is_mounted(mnt)
+    pid = mounts.remember_pid(mnt)
+    assert pid is not None
+    return pid
+
+
+def xattr(path: Path, name: str) -> str:
+    return os.getxattr(path, f"user.btfs.{name}").decode()
+
+
+@pytest.mark.parametrize("layout", [3_000_001, TREE], ids=["single-file", "multi-file"])
+def test_files_and_random_reads_match_the_original(tmp_path: Path, procs: Processes,
+                                                   mounts: Mounts,
+                                                   layout: dict[str, int] | int) -> None:
+    shared, peer = seeded(tmp_path, procs, layout)
+    mnt = tmp_path / "mnt"
+    mount(mounts, shared.torrent, mnt, "--peer", peer, "--lazy")
+    name = shared.data.name
+    rng = random.Random(5)
+    files = ([Path(name)] if isinstance(layout, int)
+             else [Path(name) / rel for rel in sorted(layout)])
+    # 200 random reads first, while little is fetched: offsets and sizes across pieces
+    for _ in range(200):
+        rel = rng.choice(files)
+        original = (shared.data.parent / rel).read_bytes()
+        if not original:
+            continue
+        offset = rng.randrange(len(original))
+        size = rng.choice([1, 100, 4096, 32768, 32769, 200_000])
+        with open(mnt / rel, "rb") as f:
+            f.seek(offset)
+            assert f.read(size) == original[offset : offset + size], (rel, offset, size)
+    assert tree_digest(mnt / name) == tree_digest(shared.data)
+
+
+def test_media_plays_from_the_middle_while_little_is_fetched(tmp_path: Path, procs: Processes,
+                                                              mounts: Mounts) -> None:
+    ffprobe = require_tool("ffprobe", "ffmpeg")
+    ffmpeg = require_tool("ffmpeg", "ffmpeg")
+    pytest.importorskip("libtorrent")
+    media = make_media_mp4(tmp_path / "origin" / "movie.mp4", seconds=40, size="640x360")
+    from btfs.create import CreateOptions, make_torrent
+
+    torrent = tmp_path / "movie.torrent"
+    torrent.write_bytes(make_torrent(media, CreateOptions(piece_length=32768)))
+    shared = Shared(torrent, media, media.stat().st_size)
+    host = next_loopback_ipv4()
+    port = free_port(host)
+    start_lt_seed(procs, shared, host, port)
+    mnt = tmp_path / "mnt"
+    mount(mounts, torrent, mnt, "--peer", f"{host}:{port}", "--lazy", "--readahead", "256K")
+    movie = mnt / "movie.mp4"
+
+    probe = subprocess.run([ffprobe, "-v", "error", "-show_entries", "format=duration",
+                            "-of", "default=nw=1:nk=1", str(movie)],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    assert abs(float(probe.stdout) - 40) < 1
+    after_probe = float(xattr(mnt, "progress"))
+
+    decode = subprocess.run([ffmpeg, "-v", "error", "-ss", "20", "-i", str(movie), "-t", "5",
+                             "-f", "null", "-"], capture_output=True, text=True, timeout=60)
+    assert decode.returncode == 0, decode.stderr
+    after_decode = float(xattr(mnt, "progress"))
+    print(f"fetched after ffprobe: {after_probe:.1%}, after decoding 5 s from the middle: "
+          f"{after_decode:.1%} of {shared.size} bytes")
+    assert after_probe < 0.25
+    assert after_decode < 0.5
+
+
+def test_finished_mount_seeds_a_libtorrent_leecher(tmp_path: Path, procs: Processes,
+                                                   mounts: Mounts) -> None:
+    shared, peer = seeded(tmp_path, procs, TREE)
+    mnt = tmp_path / "mnt"
+    host = next_loopback_ipv4()
+    port = free_port(host)
+    r = btfs("mount", shared.torrent, mnt.mkdir() or mnt, "--peer", peer, "--no-trackers",
+             "--bind", host, "--port", str(port))
+    mounts.add(mnt)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: xattr(mnt, "progress") == "1.0000", 60, "the mount to finish")
+    # the original seeder leaves: the leecher can only get the data from the mount
+    for proc, _ in procs.started:
+        procs.stop(proc)
+    leech = tmp_path / "leech"
+    leech.mkdir()
+    leecher = procs.start([sys.executable, "-m", "tests.support.ltpeer", "leech",
+                           shared.torrent, leech, "--listen", f"{next_loopback_ipv4()}:0",
+                           "--peer", f"{host}:{port}", "--exit-when-done"], name="lt-leech")
+    leecher.wait(60)
+    assert leecher.returncode == 0, procs.output(leecher)[-2000:]
+    assert tree_digest(leech / shared.data.name) == tree_digest(shared.data)
+    assert int(xattr(mnt, "uploaded")) >= shared.size
+
+
+def test_keep_then_remount_reads_everything_without_downloading(tmp_path: Path,
+                                                                 procs: Processes,
+                                                                 mounts: Mounts) -> None:
+    shared, peer = seeded(tmp_path, procs, 2_000_000)
+    cache = tmp_path / "cache"
+    mnt = tmp_path / "mnt"
+    mount(mounts, shared.torrent, mnt, "--peer", peer, "--keep", "--cache-dir", cache)
+    wait_for(lambda: xattr(mnt, "progress") == "1.0000", 60, "the mount to finish")
+    assert btfs("unmount", mnt).returncode == 0
+    for proc, _ in procs.started:
+        procs.stop(proc)
+    mount(mounts, shared.torrent, mnt, "--keep", "--cache-dir", cache)
+    assert xattr(mnt, "progress") == "1.0000"
+    assert hashlib.sha256((mnt / shared.data.name).read_bytes()).digest() == \
+        hashlib.sha256(shared.data.read_bytes()).digest()
+    assert xattr(mnt, "downloaded") == "0"
+
+
+def test_unmount_while_a_read_waits_for_an_absent_seeder(tmp_path: Path, procs: Processes,
+                                                         mounts: Mounts) -> None:
+    shared = share(tmp_path, 1_000_000, piece_length=32768)
+    nobody = next_loopback_ipv4()
+    mnt = tmp_path / "mnt"
+    pid = mount(mounts, shared.torrent, mnt, "--peer", f"{nobody}:{free_port(nobody)}")
+    reader = subprocess.Popen([sys.executable, "-c", f"open({str(mnt / shared.data.name)!r}, "
+                               "'rb').read(10)"], stderr=subprocess.PIPE)
+    time.sleep(1)
+    assert reader.poll() is None, "the read should be waiting for a piece"
+    started = time.monotonic()
+    assert btfs("unmount", mnt).returncode == 0
+    wait_for(lambda: not pid_alive(pid), 5, "the mount process to exit")
+    assert time.monotonic() - started < 5
+    assert not is_mounted(mnt)
+    reader.wait(5)
+    assert reader.returncode != 0
