@@ -46,6 +46,10 @@ def command_line(unit: Path, env: dict[str, str], instance: str = "") -> list[st
     line = unit_value(unit, "ExecStart").replace("%i", instance)
     words = []
     for word in shlex.split(line):
+        whole = re.fullmatch(r"\$(\w+)", word)
+        if whole:  # systemd: a bare $VAR word becomes the value's words, none if empty
+            words += env.get(whole.group(1), "").split()
+            continue
         word = re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), word)
         words.append(word)
     program = Path(words[0]).name
@@ -148,3 +152,97 @@ def test_install_units(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "btfs", "install-units", "--prefix", str(tmp_path)],
                    check=True, capture_output=True, timeout=60)
     assert default.read_text() == "HTTP=127.0.0.1:1\n", "an edited config was overwritten"
+
+
+def test_tracker_unit_runs_as_systemd_would(tmp_path: Path, procs: Processes) -> None:
+    """ExecStart of btfs-tracker.service: READY=1, serves, saves its swarms on SIGTERM."""
+    import urllib.request
+    from urllib.parse import quote_from_bytes
+
+    from btfs.bencode import decode
+    from tests.support.net import next_loopback_ipv4
+
+    host = next_loopback_ipv4()
+    env = read_environment_file(UNITS / "btfs-tracker.default")
+    env.update(HTTP=f"{host}:0", UDP=f"{host}:0")
+    state_dir = tmp_path / "state"
+    (state_dir / "btfs-tracker").mkdir(parents=True)
+    unit = UNITS / "btfs-tracker.service"
+    info_hash = bytes(range(20))
+
+    def announce(http: str, peer_id: bytes, port: int) -> dict[bytes, object]:
+        url = (f"http://{http}/announce?info_hash={quote_from_bytes(info_hash)}"
+               f"&peer_id={quote_from_bytes(peer_id)}&port={port}&uploaded=0&downloaded=0"
+               f"&left=100&compact=1&event=started")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = decode(response.read())
+        assert isinstance(answer, dict) and b"failure reason" not in answer, answer
+        return answer
+
+    def start() -> tuple[subprocess.Popen[bytes], NotifySocket, str]:
+        notify = NotifySocket(tmp_path / f"notify{len(procs.started)}")
+        args = [a.replace("%S", str(state_dir)) for a in command_line(unit, env)]
+        proc = procs.start(args, env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+                           name="btfs-tracker")
+        wait_for(lambda: notify.received("READY=1") or proc.poll() is not None, 30, "READY=1")
+        assert notify.received("READY=1"), procs.output(proc)
+        match = re.search(r"^http (\S+)$", procs.output(proc), re.M)
+        assert match, procs.output(proc)
+        return proc, notify, match.group(1)
+
+    proc, notify, http = start()
+    try:
+        first = announce(http, b"-AA0001-aaaaaaaaaaaa", 6881)
+        assert first[b"peers"] == b""
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0, procs.output(proc)
+        assert notify.received("STOPPING=1")
+        assert (state_dir / "btfs-tracker" / "swarms.json").exists()
+    finally:
+        notify.close()
+    proc, notify, http = start()
+    try:
+        second = announce(http, b"-BB0001-bbbbbbbbbbbb", 6882)
+        # the restarted tracker still knows the first peer: host and port 6881
+        peers = second[b"peers"]
+        assert isinstance(peers, bytes) and len(peers) == 6
+        assert peers[-2:] == (6881).to_bytes(2, "big")
+    finally:
+        notify.close()
+        procs.stop(proc)
+
+
+def test_mount_t_fuse_btfs_from_a_libtorrent_seeder(
+    tmp_path: Path, procs: Processes, mounts: Mounts
+) -> None:
+    """`mount -t fuse.btfs -o peer=HOST:PORT movie.torrent /mnt/x`, then `umount`."""
+    require_fuse()
+    mount_cmd = require_tool("mount", "mount")
+    pytest.importorskip("libtorrent")
+    from tests.support.net import free_port, next_loopback_ipv4
+    from tests.support.procs import pid_alive
+    from tests.support.swarm import share, start_lt_seed
+
+    shared = share(tmp_path, 3_000_000, piece_length=65536, name="movie")
+    host = next_loopback_ipv4()
+    port = free_port(host)
+    start_lt_seed(procs, shared, host, port)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "btfs"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m btfs "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    mnt = mounts.add(tmp_path / "mnt")
+    mnt.mkdir()
+    r = subprocess.run([mount_cmd, "-t", "fuse.btfs", "-o", f"peer={host}:{port}",
+                        str(shared.torrent), str(mnt)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    pid = mounts.remember_pid(mnt)
+    assert pid is not None
+    assert sha256(mnt / "movie.bin") == sha256(shared.data)
+    subprocess.run(["umount", str(mnt)], check=True, timeout=30)
+    wait_for(lambda: not pid_alive(pid), 5, "the btfs process to exit after umount")
+    assert not is_mounted(mnt)
