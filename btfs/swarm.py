@@ -119,6 +119,7 @@ class Swarm:
         self._failures: dict[tuple[str, int], int] = {}
         self.known_seeds: set[tuple[str, int]] = set()  # not worth dialling once complete
         self._rechoke_soon = trio.Event()
+        self._dial_soon = trio.Event()
         self.add_candidates(config.peers)
         torrent.on_urgent = self._urgent
         torrent.on_readahead = self._readahead
@@ -240,6 +241,7 @@ class Swarm:
                 self.candidates.add(address)
         if len(self.candidates) > 2000:
             self.candidates = set(self.rng.sample(sorted(self.candidates), 1000))
+        self._dial_soon.set()
 
     def peer_connected(self, peer: PeerConnection) -> bool:
         if peer.key in self.peers or peer.address[0] in self.banned:
@@ -252,6 +254,7 @@ class Swarm:
     def peer_gone(self, peer: PeerConnection) -> None:
         if self.peers.get(peer.key) is peer:
             del self.peers[peer.key]
+            self._dial_soon.set()
             self.picker.peer_gone(peer.key, peer.have)
             self.kick_all()
             if peer.am_choking is False:
@@ -355,8 +358,10 @@ class Swarm:
     async def _connect_loop(self) -> None:
         """Keep dialling known peers while there is room; retry failed ones later."""
         while True:
+            self._dial_soon = trio.Event()
             self._dial_some()
-            await trio.sleep(CONNECT_INTERVAL)
+            with trio.move_on_after(CONNECT_INTERVAL):
+                await self._dial_soon.wait()
 
     def _dial_some(self) -> None:
         if self.torrent.complete and not self.config.seed:
