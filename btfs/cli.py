@@ -30,6 +30,7 @@ from btfs.units import parse_size
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 PROGRESS_MIN_BYTES = 64 << 20
+MAGNET_MOUNT_TIMEOUT = 120.0  # a mount of a magnet waits this long for the metadata
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         "that read needs first. Returns once the mount is live and keeps running in the "
         "background. Also callable as 'btfs SOURCE MOUNTPOINT -o OPTIONS' (mount helper).",
     )
-    mount.add_argument("source", metavar="SOURCE", help="a .torrent file")
+    mount.add_argument("source", metavar="SOURCE",
+                       help="a .torrent file or a magnet URI (its metadata is fetched from "
+                       "peers first, for up to 2 minutes)")
     mount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path,
                        help="an empty directory")
     mount.add_argument("-f", "--foreground", action="store_true",
@@ -126,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "0 when complete. Interrupted or killed, the same command resumes where it stopped "
         "(a resume log DIR/.NAME.btfs-resume lists the verified pieces until completion).",
     )
-    download.add_argument("source", metavar="SOURCE", help="a .torrent file")
+    download.add_argument("source", metavar="SOURCE", help="a .torrent file or a magnet URI")
     download.add_argument("-o", "--output", metavar="DIR", type=Path, default=Path("."),
                           help="folder to download into (default: the current folder)")
     download.add_argument("--seed-after", action="store_true",
@@ -304,10 +307,14 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_torrent_source(source: str, what: str) -> Metainfo:
+def load_torrent_source(source: str, net: NetworkOptions,
+                        timeout: float | None = None) -> Metainfo:
+    """The torrent: read from a file, or, for a magnet URI, its metadata fetched from peers."""
+    from btfs.transfer import resolve_magnet
+
     loaded = load_source(source)
     if isinstance(loaded, Magnet):
-        raise BtfsError(f"{what} from a magnet URI is not supported yet: use a .torrent file")
+        return resolve_magnet(loaded, net, timeout)
     return loaded
 
 
@@ -315,24 +322,25 @@ def cmd_download(args: argparse.Namespace) -> int:
     from btfs.transfer import download
 
     configure_logging(args.verbose)
-    meta = load_torrent_source(args.source, "downloading")
-    return download(meta, args.output, network_options(args), seed_after=args.seed_after)
+    net = network_options(args)
+    meta = load_torrent_source(args.source, net)
+    return download(meta, args.output, net, seed_after=args.seed_after)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
     from btfs.transfer import seed
 
     configure_logging(args.verbose)
-    meta = load_torrent_source(args.source, "seeding")
-    return seed(meta, args.path, network_options(args))
+    source = load_source(args.source)
+    if isinstance(source, Magnet):
+        raise BtfsError("seeding needs the .torrent file: a magnet URI does not say what "
+                        "the data should be")
+    return seed(source, args.path, network_options(args))
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from btfs.mount import MountOptions, mount
 
-    source = load_source(args.source)
-    if isinstance(source, Magnet):
-        raise BtfsError("mounting a magnet URI is not supported yet: use a .torrent file")
     options = MountOptions(
         mountpoint=args.mountpoint,
         foreground=args.foreground,
@@ -352,7 +360,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
     )
     for group in args.options:
         apply_mount_options(options, group)
-    return mount(source, options)
+    loaded = load_source(args.source)
+    if isinstance(loaded, Magnet):
+        from btfs.transfer import resolve_magnet
+
+        net = NetworkOptions(peers=options.peers, bind=options.bind,
+                             no_trackers=options.no_trackers)
+        loaded = resolve_magnet(loaded, net, timeout=MAGNET_MOUNT_TIMEOUT)
+    return mount(loaded, options)
 
 
 # Options mount(8) and systemd use for themselves; a mount helper must accept and ignore them.

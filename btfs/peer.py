@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from btfs import __version__, mse, wire
+from btfs import __version__, metadata, mse, wire
 from btfs.bitfield import Bitfield, BitfieldError
 from btfs.errors import BtfsError, first_leaf
 from btfs.picker import Block
@@ -73,6 +73,7 @@ class PeerConnection:
         reader.fast = self.fast
         reader.set_num_pieces(swarm.info.num_pieces)
         self.client = ""
+        self.their_metadata_id = 0
         self.have = Bitfield(swarm.info.num_pieces)
         self.am_choking = True
         self.am_interested = False
@@ -198,8 +199,10 @@ class PeerConnection:
             except ValueError:
                 pass
             ext = wire.ExtensionHandshake(
+                extensions={"ut_metadata": metadata.OUR_EXTENSION_ID},
                 client=CLIENT_NAME, reqq=MAX_PEER_REQUESTS,
                 listen_port=swarm.listen_port or None, yourip=yourip,
+                metadata_size=len(swarm.meta.raw_info),
             )
             self.queue(wire.Extended(0, ext.encode()))
 
@@ -305,12 +308,30 @@ class PeerConnection:
             if 0 <= m.index < num_pieces:
                 self.allowed_fast.add(m.index)
                 self.kick()
-        elif isinstance(m, wire.Extended) and m.ext_id == 0:
+        elif isinstance(m, wire.Extended):
+            self._on_extended(m)
+
+    def _on_extended(self, m: wire.Extended) -> None:
+        if m.ext_id == 0:
             ext = wire.ExtensionHandshake.decode(m.payload)
             if ext.client:
                 self.client = ext.client
             if ext.reqq:
                 self.peer_reqq = max(1, min(ext.reqq, MAX_PIPELINE))
+            self.their_metadata_id = ext.extensions.get("ut_metadata", 0)
+        elif m.ext_id == metadata.OUR_EXTENSION_ID and self.their_metadata_id:
+            try:
+                request = metadata.parse_message(m.payload)
+            except metadata.MetadataError as exc:
+                raise PeerError(str(exc)) from exc
+            if request.kind != metadata.REQUEST:
+                return
+            raw = self.swarm.meta.raw_info
+            if request.piece * metadata.PIECE_SIZE < len(raw):
+                reply = metadata.encode_data(request.piece, raw)
+            else:
+                reply = metadata.encode_reject(request.piece)
+            self.queue(wire.Extended(self.their_metadata_id, reply))
 
     def _check_index(self, index: int) -> None:
         if not 0 <= index < self.swarm.info.num_pieces:

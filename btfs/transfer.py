@@ -16,11 +16,13 @@ import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import trio
 
+from btfs.addresses import parse_peer
 from btfs.errors import BtfsError, first_leaf
+from btfs.magnet import Magnet
 from btfs.metainfo import Metainfo
 from btfs.progress import ProgressBar
 from btfs.storage import ResumeLog, Storage
@@ -29,6 +31,7 @@ from btfs.torrent import Torrent
 from btfs.units import format_duration, format_size
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,6 +65,33 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+def resolve_magnet(magnet: Magnet, net: NetworkOptions, timeout: float | None = None) -> Metainfo:
+    """Fetch a magnet's info dictionary from peers (BEP 9); BtfsError after `timeout` s."""
+    from btfs.metadata import fetch_metadata
+    from btfs.swarm import make_peer_id
+
+    print(f"btfs: fetching the metadata of {magnet.display_name or magnet.info_hash_hex} "
+          "from peers", file=sys.stderr, flush=True)
+
+    async def fetch() -> Metainfo:
+        with trio.move_on_after(timeout if timeout is not None else float("inf")):
+            return await fetch_metadata(magnet, make_peer_id(), net.peers, bind=net.bind,
+                                        use_trackers=not net.no_trackers)
+        raise BtfsError(f"no peer gave the torrent's metadata within {timeout:.0f} s")
+
+    for text in magnet.peers:  # x.pe: peers the magnet names, for the download too
+        try:
+            address = parse_peer(text)
+        except BtfsError:
+            continue
+        if address not in net.peers:
+            net.peers.append(address)
+    meta = run_trio(fetch())
+    print(f"btfs: got the metadata: {meta.info.name}, {format_size(meta.info.total_length)}",
+          file=sys.stderr, flush=True)
+    return meta
+
+
 def resume_path(meta: Metainfo, out_dir: Path) -> Path:
     return out_dir / f".{meta.info.name}.btfs-resume"
 
@@ -84,18 +114,22 @@ def seed(meta: Metainfo, path: Path, net: NetworkOptions) -> int:
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
-    async def wrapper() -> int:
+    try:
+        return run_trio(main)
+    except Interrupted as exc:
+        return 128 + exc.signum
+
+
+def run_trio(main: Coroutine[Any, Any, T]) -> T:
+    """trio.run of a coroutine; a project error inside exception groups comes out alone."""
+    async def wrapper() -> T:
         return await main
 
     try:
         return trio.run(wrapper)
-    except Interrupted as exc:
-        return 128 + exc.signum
     except BaseExceptionGroup as group:
         leaf = first_leaf(group)
-        if isinstance(leaf, Interrupted):
-            return 128 + leaf.signum
-        if isinstance(leaf, BtfsError | OSError):
+        if isinstance(leaf, Interrupted | BtfsError | OSError | KeyboardInterrupt):
             raise leaf from None
         raise
 

@@ -37,7 +37,8 @@ TREE = {
 }
 
 
-def download(procs: Processes, torrent: Path, out: Path, *args: str) -> subprocess.Popen[bytes]:
+def download(procs: Processes, torrent: Path | str, out: Path,
+             *args: str) -> subprocess.Popen[bytes]:
     out.mkdir(parents=True, exist_ok=True)
     return procs.start_btfs("download", torrent, "-o", out, "--bind",
                             next_loopback_ipv4(), *args)
@@ -217,3 +218,36 @@ def test_one_seed_five_downloads_trade_among_themselves(tmp_path: Path,
     procs.stop(seed)
     uploaded = uploaded_bytes(procs.output(seed))
     assert uploaded < 2 * size, f"the seed uploaded {uploaded} bytes for a {size}-byte torrent"
+
+
+def magnet_of(torrent: Path, *extra: str) -> str:
+    from btfs.metainfo import load_torrent
+
+    return f"magnet:?xt=urn:btih:{load_torrent(torrent).info_hash_hex}" + "".join(
+        f"&{e}" for e in extra)
+
+
+def test_download_a_magnet_from_libtorrent(tmp_path: Path, procs: Processes) -> None:
+    """BEP 9: the info dictionary comes from the peer, checked against the info-hash."""
+    pytest.importorskip("libtorrent")
+    shared = share(tmp_path, TREE, piece_length=32768)
+    host = next_loopback_ipv4()
+    port = free_port(host)
+    start_lt_seed(procs, shared, host, port)
+    out = tmp_path / "out"
+    proc = download(procs, magnet_of(shared.torrent), out, "--peer", f"{host}:{port}",
+                    "--no-trackers")
+    output = finish(procs, proc)
+    assert "got the metadata" in output
+    assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
+
+
+def test_download_a_magnet_from_its_x_pe_peer(tmp_path: Path, procs: Processes) -> None:
+    shared = share(tmp_path, 1_000_000, piece_length=32768)
+    host = next_loopback_ipv4()
+    port = start_seed(procs, shared, host)
+    out = tmp_path / "out"
+    proc = download(procs, magnet_of(shared.torrent, f"x.pe={host}:{port}"), out,
+                    "--no-trackers")
+    finish(procs, proc)
+    assert tree_digest(out / shared.data.name) == tree_digest(shared.data)

@@ -48,7 +48,7 @@ def seeded(tmp_path: Path, procs: Processes, layout: dict[str, int] | int,
     return shared, f"{host}:{port}"
 
 
-def mount(mounts: Mounts, torrent: Path, mnt: Path, *extra: str | Path) -> int:
+def mount(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Path) -> int:
     require_fuse()
     mnt.mkdir(exist_ok=True)
     mounts.add(mnt)
@@ -184,3 +184,14 @@ def test_unmount_while_a_read_waits_for_an_absent_seeder(tmp_path: Path, procs: 
     assert not is_mounted(mnt)
     reader.wait(5)
     assert reader.returncode != 0
+
+
+def test_mount_a_magnet(tmp_path: Path, procs: Processes, mounts: Mounts) -> None:
+    """The metadata is fetched from the peer before the mount goes live."""
+    from btfs.metainfo import load_torrent
+
+    shared, peer = seeded(tmp_path, procs, TREE)
+    magnet = f"magnet:?xt=urn:btih:{load_torrent(shared.torrent).info_hash_hex}"
+    mnt = tmp_path / "mnt"
+    mount(mounts, magnet, mnt, "--peer", peer)
+    assert tree_digest(mnt / shared.data.name) == tree_digest(shared.data)
