@@ -407,6 +407,18 @@ class PeerConnection:
             with trio.move_on_after(1.0):
                 await self._wake.wait()
 
+    def request_urgent(self, blocks: int) -> None:
+        """Ask now for blocks a read waits on, past the pipeline target if need be."""
+        if not self.am_interested or (self.peer_choking and not self.allowed_fast):
+            return
+        room = min(blocks, self.peer_reqq - len(self.in_flight))
+        has = self.have if not self.peer_choking else _Only(self.have, self.allowed_fast)
+        picked = self.swarm.picker.pick(self.key, has, room, trio.current_time(),
+                                        urgent_only=True)
+        if picked:
+            self.in_flight.update(picked)
+            self.queue(*(wire.Request(b.piece, b.begin, b.length) for b in picked))
+
     def _fill_requests(self) -> None:
         if not self.am_interested:
             return

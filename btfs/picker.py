@@ -242,8 +242,12 @@ class Picker:
 
     # Choosing ------------------------------------------------------------------------------
 
-    def pick(self, key: bytes, has: Container[int], count: int, now: float) -> list[Block]:
-        """Up to `count` blocks to request from peer `key`, which has the pieces in `has`."""
+    def pick(self, key: bytes, has: Container[int], count: int, now: float,
+             *, urgent_only: bool = False) -> list[Block]:
+        """Up to `count` blocks to request from peer `key`, which has the pieces in `has`.
+
+        `urgent_only`: blocks of pieces a read waits on, nothing else.
+        """
         out: list[Block] = []
         if count <= 0:
             return out
@@ -255,6 +259,8 @@ class Picker:
                     self._take(piece, key, out, count, now, urgent=True)
                     if len(out) >= count:
                         return out
+        if urgent_only:
+            return out
         for window in list(self.readahead.values()):
             for piece in window:
                 if piece not in self.verified and piece in has:

@@ -129,12 +129,17 @@ class Swarm:
     # Hooks from the torrent (reads) ------------------------------------------------------
 
     def _urgent(self, pieces: list[int]) -> None:
+        """A read waits on `pieces`: request them now, from the fastest peers first."""
         now = trio.current_time()
         for piece in pieces:
             self.picker.set_deadline(piece, now)
-        for peer in list(self.peers.values()):
+        blocks = sum(self.picker.blocks_in(p) for p in pieces)
+        fastest_first = sorted(self.peers.values(),
+                               key=lambda p: p.download_meter.value(now), reverse=True)
+        for peer in fastest_first:
             if not peer.am_interested:
                 peer.update_interest(pieces)
+            peer.request_urgent(blocks)
         self.kick_all()
 
     def _readahead(self, stream: int, pieces: range) -> None:

@@ -789,3 +789,12 @@ def test_simulated_swarm(seed: int, num_pieces: int, blocks_per_piece: int, num_
     assert picker.verified == set(range(num_pieces))
     assert all(n == 1 for n in verified.values()), verified
     assert sum(verified.values()) == num_pieces
+
+
+def test_urgent_only_picks_nothing_but_pieces_a_read_waits_on() -> None:
+    picker = make(4, 2)
+    assert picker.pick(A_, range(4), 100, 0.0, urgent_only=True) == []
+    picker.set_deadline(2, 0.0)
+    picker.set_readahead(0, range(3, 4))
+    got = picker.pick(A_, range(4), 100, 0.0, urgent_only=True)
+    assert {b.piece for b in got} == {2} and len(got) == 2
