@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from btfs.errors import BtfsError
+from btfs.errors import BtfsError, first_leaf
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
 from btfs.storage import ResumeLog, Storage
@@ -215,11 +215,24 @@ def _serve_and_report(
 ) -> int:
     try:
         trio.run(serve, meta, options, ready)
-    except BtfsError as exc:
-        if error_pipe >= 0:
-            os.write(error_pipe, str(exc).encode())
+    except BaseException as raised:  # reported (and logged), then the process ends
+        exc = first_leaf(raised)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            return 1
+        if isinstance(exc, BtfsError | OSError):
+            message = str(exc) if isinstance(exc, BtfsError) else (
+                f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
         else:
-            print(f"btfs: error: {exc}", file=sys.stderr)
+            log.error("internal error", exc_info=exc)
+            message = f"internal error: {exc!r}"
+        if error_pipe >= 0:
+            log.error("%s", message)
+            try:
+                os.write(error_pipe, message.encode())
+            except OSError:
+                pass
+        else:
+            print(f"btfs: error: {message}", file=sys.stderr)
         return 1
     return 0
 
@@ -247,10 +260,7 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
             log.info("checked the data in %s: %d of %d pieces good", data_root, n, total)
         swarm = Swarm(meta, torrent, swarm_config(options))
         async with trio.open_nursery() as nursery:
-            try:
-                await nursery.start(swarm.run)
-            except OSError as exc:
-                raise MountError(f"cannot listen for peers: {exc.strerror or exc}") from exc
+            await nursery.start(swarm.run)
             fs = TorrentFS([(torrent, meta.creation_date)])
             try:
                 pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options))

@@ -23,6 +23,7 @@ import trio
 
 from btfs import __version__
 from btfs.choker import Choker, PeerRates
+from btfs.errors import BtfsError
 from btfs.metainfo import Metainfo
 from btfs.peer import PeerConnection, connect, serve_incoming
 from btfs.picker import Block, Picker, Priority
@@ -323,7 +324,12 @@ class Swarm:
         """Listen, announce, connect and rechoke until cancelled; starts with the port."""
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            listeners = await open_listeners(self.config.bind, self.config.port)
+            try:
+                listeners = await open_listeners(self.config.bind, self.config.port)
+            except OSError as exc:
+                where = f"{self.config.bind or 'all addresses'} port {self.config.port}"
+                raise BtfsError(f"cannot listen for peers on {where}: "
+                                f"{exc.strerror or exc}") from None
             self.listen_port = listeners[0].socket.getsockname()[1]
             lookup = {self.meta.info_hash: self}
             nursery.start_soon(trio.serve_listeners,

@@ -251,3 +251,31 @@ def test_download_a_magnet_from_its_x_pe_peer(tmp_path: Path, procs: Processes) 
                     "--no-trackers")
     finish(procs, proc)
     assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
+
+
+def run_btfs(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
+    shared = share(tmp_path, 100_000, piece_length=16384)
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"x" * 100_000)
+    cases = [
+        (("download", shared.torrent, "-o", tmp_path / "missing"), "is not a directory"),
+        (("download", shared.torrent, "--peer", "nowhere"), "HOST:PORT"),
+        (("download", shared.torrent, "--port", "70000"), "port must be"),
+        (("download", shared.torrent, "--bind", "10.255.255.1", "--no-trackers"),
+         "cannot listen for peers on 10.255.255.1"),
+        (("download", tmp_path / "none.torrent"), "none.torrent"),
+        (("download", "magnet:?xt=urn:btih:zz"), "magnet"),
+        (("seed", shared.torrent, tmp_path / "absent"), "does not exist"),
+        (("seed", shared.torrent, other, "--no-trackers"), "matches the torrent"),
+        (("seed", shared.torrent, tmp_path), "is a folder"),
+    ]
+    for args, message in cases:
+        r = run_btfs(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 or "usage:" in r.stderr, r.stderr
