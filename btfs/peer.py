@@ -536,28 +536,36 @@ async def open_connection(
 
 
 async def connect(
-    swarm: Swarm, address: tuple[str, int], on_connected: Callable[[], None] = lambda: None
+    swarm: Swarm, address: tuple[str, int], on_connected: Callable[[], None] = lambda: None,
+    *, encrypted: bool = False,
 ) -> bool:
     """Dial a peer, exchange handshakes and run the connection until it ends.
 
-    False if no connection was made (refused, timed out, failed handshake).
+    `encrypted`: open with MSE (for peers that refuse plain text; the swarm tries it
+    when a plain handshake fails). False if no connection was made.
     """
     try:
-        stream = await open_connection(address[0], address[1], swarm.config.bind)
+        socket_stream = await open_connection(address[0], address[1], swarm.config.bind)
     except (OSError, trio.TooSlowError) as exc:
         log.debug("cannot connect to %s:%d: %s", *address, exc)
         return False
+    stream: trio.abc.Stream = socket_stream
     try:
-        await stream.send_all(our_handshake(swarm).encode())
+        hello = our_handshake(swarm).encode()
+        if encrypted:
+            stream, _ = await mse.initiate(socket_stream, swarm.meta.info_hash, hello)
+        else:
+            await stream.send_all(hello)
         reader = wire.MessageReader(num_pieces=swarm.info.num_pieces)
         theirs = await read_handshake(stream, reader)
         if theirs.info_hash != swarm.meta.info_hash:
             raise PeerError("the peer answered for another torrent")
         if theirs.peer_id == swarm.peer_id:
             raise PeerError("connected to ourselves")
-    except _HANDSHAKE_ERRORS as exc:
-        log.debug("handshake with %s:%d failed: %s", *address, exc)
-        await stream.aclose()
+    except (*_HANDSHAKE_ERRORS, mse.MSEError) as exc:
+        log.debug("%s handshake with %s:%d failed: %s",
+                  "encrypted" if encrypted else "plain", *address, exc)
+        await socket_stream.aclose()
         return False
     on_connected()
     await _run_peer(swarm, stream, address, theirs, reader)

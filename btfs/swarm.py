@@ -30,6 +30,7 @@ from btfs.picker import Block, Picker, Priority
 from btfs.rates import RateMeter, TokenBucket
 from btfs.torrent import Torrent
 from btfs.trackers import TrackerSession
+from btfs.trackers import local_address as tracker_local_address
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class Swarm:
         self.tracker_session: TrackerSession | None = None
         self._next_try: dict[tuple[str, int], float] = {}
         self._failures: dict[tuple[str, int], int] = {}
+        self._encrypt: set[tuple[str, int]] = set()  # next dial of these uses MSE
         self.known_seeds: set[tuple[str, int]] = set()  # not worth dialling once complete
         self._rechoke_soon = trio.Event()
         self._dial_soon = trio.Event()
@@ -337,6 +339,7 @@ class Swarm:
             nursery.start_soon(self._connect_loop)
             nursery.start_soon(self._rechoke_loop)
             if self.config.trackers and self.meta.trackers:
+                tracker_local_address.set(self.config.bind)
                 self.tracker_session = TrackerSession(
                     tiers=[list(t) for t in self.meta.trackers],
                     info_hash=self.meta.info_hash,
@@ -398,10 +401,13 @@ class Swarm:
             room -= 1
 
     async def _dial(self, address: tuple[str, int]) -> None:
+        """Plain text first; after a failed plain handshake, MSE, and so on alternately."""
         connected = False
+        encrypted = address in self._encrypt
         try:
             connected = await connect(self, address,
-                                      on_connected=lambda: self.connecting.discard(address))
+                                      on_connected=lambda: self.connecting.discard(address),
+                                      encrypted=encrypted)
         finally:
             self.connecting.discard(address)
             if connected:
@@ -410,6 +416,9 @@ class Swarm:
             else:
                 failures = self._failures[address] = self._failures.get(address, 0) + 1
                 delay = min(RETRY_MAX, RETRY_FIRST * 3 ** (failures - 1))
+                self._encrypt ^= {address}
+                if not encrypted:
+                    delay = min(delay, RETRY_FIRST)
             self._next_try[address] = trio.current_time() + delay
 
 

@@ -11,6 +11,7 @@ BEP 15 (UDP trackers), BEP 23 (compact peers), BEP 48 (scrape).
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import logging
 import math
@@ -513,13 +514,37 @@ async def _http_get(url: str) -> tuple[int, bytes]:
     raise TrackerError("too many HTTP redirects")
 
 
+# The address a torrent's peers listen on (`--bind`): announces go out from it, so the
+# tracker, which takes a peer's address from its connection, hands out one that works.
+# Set by the swarm for its own tasks (a context variable follows trio's task tree).
+local_address: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "btfs_tracker_local_address", default=None)
+
+
+def _local_address_for(host: str) -> str | None:
+    """The bind address, if there is one and it is of the same family as `host`."""
+    bind = local_address.get()
+    if not bind:
+        return None
+    try:
+        ours = ipaddress.ip_address(bind).version
+    except ValueError:
+        return None
+    try:
+        theirs = ipaddress.ip_address(host).version
+    except ValueError:
+        theirs = 4  # a host name: the IPv4 bind suits its IPv4 addresses
+    return bind if ours == theirs else None
+
+
 async def _http_fetch(parts: SplitResult) -> tuple[int, str | None, bytes]:
     """One HTTP/1.1 GET over a fresh connection: status, Location header, body."""
     https = parts.scheme.lower() == "https"
     host = parts.hostname or ""
     port = parts.port or (443 if https else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    stream: trio.abc.Stream = await trio.open_tcp_stream(
+        host, port, local_address=_local_address_for(host))
     try:
         if https:
             stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=host)
@@ -606,6 +631,9 @@ async def _udp_request(
     family, _, _, _, sockaddr = infos[0]
     key = (host, port)
     with trio.socket.socket(family, trio.socket.SOCK_DGRAM) as sock:
+        local = _local_address_for(str(sockaddr[0]))
+        if local is not None:
+            await sock.bind((local, 0))
         await sock.connect(sockaddr)
         while True:
             cached = _connection_ids.get(key)
