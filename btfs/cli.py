@@ -15,17 +15,18 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from btfs import __version__
 from btfs.addresses import parse_peer
-from btfs.create import CreateOptions, make_torrent
-from btfs.describe import describe, render_text
 from btfs.errors import BtfsError
 from btfs.magnet import Magnet, is_magnet, parse_magnet
 from btfs.metainfo import Metainfo, load_torrent, parse_torrent
 from btfs.progress import ProgressBar
-from btfs.transfer import NetworkOptions
 from btfs.units import parse_size
+
+if TYPE_CHECKING:
+    from btfs.transfer import NetworkOptions
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -205,6 +206,8 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
 
 
 def network_options(args: argparse.Namespace) -> NetworkOptions:
+    from btfs.transfer import NetworkOptions
+
     return NetworkOptions(
         peers=list(args.peers),
         bind=args.bind,
@@ -256,6 +259,8 @@ def load_source(source: str) -> Metainfo | Magnet:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from btfs.describe import describe, render_text
+
     d = describe(load_source(args.source))
     if args.json:
         print(json.dumps(d, indent=2, ensure_ascii=False))
@@ -266,6 +271,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_create(args: argparse.Namespace) -> int:
     tiers = [[u.strip() for u in flag.split(",") if u.strip()] for flag in args.tracker]
+    from btfs.create import CreateOptions, make_torrent
+
     options = CreateOptions(
         trackers=[t for t in tiers if t],
         web_seeds=args.web_seed,
@@ -362,7 +369,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         apply_mount_options(options, group)
     loaded = load_source(args.source)
     if isinstance(loaded, Magnet):
-        from btfs.transfer import resolve_magnet
+        from btfs.transfer import NetworkOptions, resolve_magnet
 
         net = NetworkOptions(peers=options.peers, bind=options.bind,
                              no_trackers=options.no_trackers)

@@ -22,12 +22,14 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import trio
-from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext
 
 from btfs.errors import BtfsError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import CipherContext
 
 P = int(
     "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74"
@@ -53,6 +55,10 @@ def _sha1(*parts: bytes) -> bytes:
 
 
 def _rc4(key: bytes) -> CipherContext:
+    # Imported here: most connections are plain, and the import costs start-up time.
+    from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
+    from cryptography.hazmat.primitives.ciphers import Cipher
+
     cipher = Cipher(ARC4(key), mode=None).encryptor()
     cipher.update(bytes(1024))
     return cipher
