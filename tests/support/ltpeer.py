@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from types import FrameType
+from typing import Any
 
 
 def main() -> None:
@@ -52,6 +53,9 @@ def main() -> None:
         "upload_rate_limit": args.upload_limit,
         "download_rate_limit": args.download_limit,
         "min_reconnect_time": 1,
+        # TCP only, as btfs speaks: libtorrent's uTP (LEDBAT) crawls on loopback.
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
         "peer_connect_timeout": 3,
         "tracker_completion_timeout": 10,
         "tracker_receive_timeout": 5,
@@ -107,8 +111,23 @@ def main() -> None:
             if stop:
                 break
             time.sleep(0.1)
-    ses.pause()
+    say_stopped(lt, ses, handle)
     sys.exit(0)
+
+
+def say_stopped(lt: Any, ses: Any, handle: Any, timeout: float = 2.0) -> None:
+    """Pause, and wait (bounded) for the trackers to answer the `stopped` announce: exiting
+    at once would cut off UDP trackers' (the session's destructor does not wait for them)."""
+    trackers = len(handle.trackers())
+    ses.apply_settings({"alert_mask": int(lt.alert.category_t.tracker_notification)})
+    ses.pause()
+    answered = 0
+    deadline = time.monotonic() + timeout
+    while trackers and answered < trackers and time.monotonic() < deadline:
+        ses.wait_for_alert(100)
+        for alert in ses.pop_alerts():
+            if isinstance(alert, lt.tracker_reply_alert | lt.tracker_error_alert):
+                answered += 1
 
 
 if __name__ == "__main__":
