@@ -9,10 +9,10 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # fuse3 + libfuse3-dev + pkg-config: pyfuse3 builds against libfuse3 and mounts with fusermount3.
 # The others are real peers and tools the tests run against, attr for getfattr, and
-# Debian's btfs (C++, libtorrent) which bench/stream.py measures ours against.
+# Debian's btfs (C++, libtorrent) and wrk, which bench/stream.py and bench/tracker.py use.
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
-    ffmpeg transmission-cli mktorrent aria2 opentracker attr ca-certificates btfs \
+    ffmpeg transmission-cli mktorrent aria2 opentracker attr ca-certificates btfs wrk \
     systemd rsync
 
 if [ ! -x .venv/bin/python ]; then

@@ -358,6 +358,7 @@ class Swarm:
         for peer in list(self.peers.values()):
             peer.close()
         if self.tracker_session is not None:
+            tracker_local_address.set(self.config.bind)  # this task's context, too
             with trio.move_on_after(grace):
                 await self.tracker_session.stop(timeout=grace)
 

@@ -22,7 +22,7 @@ import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, quote_from_bytes, urljoin, urlsplit, urlunsplit
 
@@ -736,6 +736,7 @@ class TrackerSession:
         self._stats = stats
         self._on_peers = on_peers
         self._started: set[str] = set()  # URLs told "started" and not yet "stopped"
+        self._in_flight: set[str] = set()  # an announce sent, its answer not yet read
         self._states = [_TierState(i, retry_initial) for i in range(len(self.tiers))]
 
     async def run(self) -> None:
@@ -764,18 +765,28 @@ class TrackerSession:
 
         Shielded, so it can be awaited in a `finally` of a cancelled task.
         """
-        urls = [url for url in self.tiers.urls() if url in self._started]
+        urls = [url for url in self.tiers.urls()
+                if url in self._started or url in self._in_flight]
         if not urls:
             return
         uploaded, downloaded, left = self._stats()
         params = self._params("stopped", uploaded, downloaded, left)
+        # A download that ends as it completes has not told its trackers "completed" yet.
+        unreported = {
+            url for state in self._states if left == 0 and not state.done_reported
+            for url in self.tiers.tiers[state.index]
+        }
         with trio.CancelScope(shield=True), trio.move_on_after(timeout):
             async with trio.open_nursery() as nursery:
                 for url in urls:
-                    nursery.start_soon(self._stop_one, url, params, timeout)
+                    nursery.start_soon(self._stop_one, url, params, timeout,
+                                       url in unreported)
 
-    async def _stop_one(self, url: str, params: AnnounceParams, seconds: float) -> None:
+    async def _stop_one(self, url: str, params: AnnounceParams, seconds: float,
+                        completed_first: bool) -> None:
         try:
+            if completed_first:
+                await announce(url, replace(params, event="completed"), timeout=seconds)
             await announce(url, params, timeout=seconds)
         except (TrackerError, OSError) as exc:
             log.debug("tracker %s: stopped announce failed: %s", url, exc)
@@ -837,6 +848,7 @@ class TrackerSession:
                 event = "completed"
             else:
                 event = ""
+            self._in_flight.add(url)
             try:
                 result = await announce(
                     url, self._params(event, uploaded, downloaded, left), timeout=self.timeout
@@ -847,6 +859,8 @@ class TrackerSession:
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 log.log(level, "tracker %s: %s (failure %d)", url, exc, failures)
                 continue
+            finally:
+                self._in_flight.discard(url)
             self.failures[url] = 0
             self.last_error[url] = None
             self.last_result[url] = result

@@ -151,7 +151,11 @@ async def _download(meta: Metainfo, out_dir: Path, net: NetworkOptions, seed_aft
             return 0
         swarm = Swarm(meta, torrent, net.swarm_config(seed=seed_after))
         started = trio.current_time()
-        swarm.on_complete = lambda: _report_complete(swarm, started)
+        def on_complete() -> None:
+            storage.create_empty_files()  # zero-length files: no piece ever writes them
+            _report_complete(swarm, started)
+
+        swarm.on_complete = on_complete
         status = await _serve(swarm, show_progress=True, until_complete=not seed_after)
         if torrent.complete:
             await trio.to_thread.run_sync(storage.create_empty_files)

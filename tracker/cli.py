@@ -322,23 +322,25 @@ class Service:
 
     async def housekeeping(self) -> None:
         """Expire silent peers every minute; save the state every --save-every seconds."""
-        next_expire = time.monotonic() + EXPIRE_EVERY
-        next_save = time.monotonic() + self.args.save_every
+        now = trio.current_time()  # trio's clock: deadlines for trio.sleep_until
+        next_expire = now + EXPIRE_EVERY
+        next_save = now + self.args.save_every
         while True:
             await trio.sleep_until(min(next_expire, next_save))
-            now = time.monotonic()
+            now = trio.current_time()
             if now >= next_expire:
                 dropped = self.store.expire(time.time())
                 if dropped:
                     log.debug("expired %d peers", dropped)
                 next_expire = now + EXPIRE_EVERY
-            if now >= next_save and self.args.state is not None:
-                data = self.store.to_json()
-                try:
-                    await trio.to_thread.run_sync(write_state, self.args.state, data)
-                except OSError as exc:
-                    log.error("cannot save state to %s: %s", self.args.state, exc)
-                next_save = time.monotonic() + self.args.save_every
+            if now >= next_save:
+                if self.args.state is not None:
+                    data = self.store.to_json()
+                    try:
+                        await trio.to_thread.run_sync(write_state, self.args.state, data)
+                    except OSError as exc:
+                        log.error("cannot save state to %s: %s", self.args.state, exc)
+                next_save = trio.current_time() + self.args.save_every
 
     def save(self) -> None:
         try:
