@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="show a mount's progress, peers and rates",
         description="Per torrent and per file: progress, pieces, pieces that reads wait on "
-        "(and, once the swarm runs, peers and rates). Without MOUNTPOINT: every btfs mount. "
+        "and, for the torrent, peers and rates. Without MOUNTPOINT: every btfs mount. "
         "--json prints a list with one object per mount.",
     )
     status.add_argument("mountpoints", metavar="MOUNTPOINT", type=Path, nargs="*")
