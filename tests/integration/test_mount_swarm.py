@@ -195,3 +195,30 @@ def test_mount_a_magnet(tmp_path: Path, procs: Processes, mounts: Mounts) -> Non
     mnt = tmp_path / "mnt"
     mount(mounts, magnet, mnt, "--peer", peer)
     assert tree_digest(mnt / shared.data.name) == tree_digest(shared.data)
+
+
+@pytest.mark.parametrize("scheme", ["http", "udp"])
+def test_mount_finds_a_btfs_seed_through_btfs_tracker(tmp_path: Path, procs: Processes,
+                                                      mounts: Mounts, scheme: str) -> None:
+    """No --peer: the mount and the seed meet through our tracker, then the mount is
+    counted as a seed once it has everything."""
+    from tests.support.clients import info_hash, start_btfs_tracker
+
+    tracker = start_btfs_tracker(procs, next_loopback_ipv4(), "--interval", "60")
+    shared = share(tmp_path, TREE, piece_length=32768, trackers=[tracker.url(scheme)])
+    seed = procs.start_btfs("seed", shared.torrent, shared.data, "--bind",
+                            next_loopback_ipv4())
+    from tests.support.swarm import wait_for_line
+
+    wait_for_line(procs, seed, r"listening on port")
+    wait_for(lambda: tracker.scrape(info_hash(shared.torrent))["complete"] == 1, 20,
+             "the seed's announce")
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounts.add(mnt)
+    r = btfs("mount", shared.torrent, mnt, "--bind", next_loopback_ipv4())
+    assert r.returncode == 0, r.stderr
+    assert tree_digest(mnt / shared.data.name) == tree_digest(shared.data)
+    wait_for(lambda: tracker.scrape(info_hash(shared.torrent))["complete"] == 2, 20,
+             "the mount to announce 'completed'")
