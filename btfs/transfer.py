@@ -169,6 +169,8 @@ async def _download(meta: Metainfo, out_dir: Path, net: NetworkOptions, seed_aft
 
 def _report_complete(swarm: Swarm, started: float) -> None:
     """One line on stderr when the download completes (exact bytes, for scripts too)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")  # over the progress line
     elapsed = max(trio.current_time() - started, 1e-6)
     got = swarm.torrent.counters.downloaded
     print(f"btfs: {swarm.info.name}: complete, {format_size(swarm.info.total_length)}; "
@@ -269,5 +271,5 @@ async def _show_progress(swarm: Swarm, stream: TextIO) -> None:
                 break
             await trio.sleep(0.5)
     finally:
-        stream.write("\n")
+        stream.write("\r\x1b[K")  # the summary line or the error takes its place
         stream.flush()

@@ -279,3 +279,21 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 or "usage:" in r.stderr, r.stderr
+
+
+def test_progress_line_on_a_terminal(tmp_path: Path, procs: Processes) -> None:
+    from tests.integration.test_cli_create_info import run_in_pty
+
+    shared = share(tmp_path, 4_000_000, piece_length=32768)
+    host = next_loopback_ipv4()
+    port = start_seed(procs, shared, host, "--max-upload-rate", "2M")
+    out = tmp_path / "out"
+    out.mkdir()
+    code, screen = run_in_pty(["download", str(shared.torrent), "-o", str(out), "--bind",
+                               next_loopback_ipv4(), "--peer", f"{host}:{port}",
+                               "--no-trackers"])
+    assert code == 0, screen
+    assert "pieces" in screen and "ETA" in screen and "peers" in screen
+    # the summary replaces the progress line instead of running on after it
+    assert "\r\x1b[Kbtfs: payload.bin: complete" in screen
+    assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
