@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("-o", metavar="OPTIONS", dest="options", action="append", default=[],
                        help="comma-separated mount options: keep, lazy, readahead=SIZE, "
                        "cache_dir=DIR, log=FILE, peer=HOST:PORT (repeatable), bind=ADDR, "
-                       "port=N, max_download_rate=RATE, max_upload_rate=RATE, no_trackers, "
+                       "port=N, max_download_rate=RATE, max_upload_rate=RATE, max_peers=N, "
+                       "no_trackers, "
                        "allow_other, allow_root, and FUSE options (nodev, nosuid, noexec, "
                        "noatime, ...); fstab-only options such as _netdev, noauto, nofail "
                        "and x-systemd.* are ignored")
@@ -197,7 +198,7 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
                      help="bytes per second, with K/M suffixes (default: unlimited)")
     net.add_argument("--max-upload-rate", metavar="RATE", type=size_argument, default=0,
                      help="bytes per second, with K/M suffixes (default: unlimited)")
-    net.add_argument("--max-peers", metavar="N", type=int, default=60,
+    net.add_argument("--max-peers", metavar="N", type=positive_int, default=60,
                      help="most peer connections at once (default 60)")
     net.add_argument("--no-trackers", action="store_true",
                      help="do not announce to the torrent's trackers (use --peer)")
@@ -230,6 +231,12 @@ def peer_argument(text: str) -> tuple[str, int]:
         return parse_peer(text)
     except BtfsError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return int(text)
 
 
 def port_argument(text: str) -> int:
@@ -363,6 +370,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         max_download_rate=args.max_download_rate,
         max_upload_rate=args.max_upload_rate,
         no_trackers=args.no_trackers,
+        max_peers=args.max_peers,
         verbose=args.verbose,
     )
     for group in args.options:
@@ -431,6 +439,11 @@ def apply_mount_options(options: object, text: str) -> None:
             options.max_download_rate = parse_size(value)
         elif key == "max_upload_rate" and value:
             options.max_upload_rate = parse_size(value)
+        elif key == "max_peers" and has_value:
+            try:
+                options.max_peers = positive_int(value)
+            except argparse.ArgumentTypeError as exc:
+                raise BtfsError(f"max_peers: {exc}") from None
         else:
             raise BtfsError(f"unknown mount option {item!r}")
 

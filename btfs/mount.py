@@ -55,6 +55,7 @@ class MountOptions:
     max_download_rate: int = 0
     max_upload_rate: int = 0
     no_trackers: bool = False
+    max_peers: int = 60
     log_file: Path | None = None
     verbose: int = 0
 
@@ -285,6 +286,7 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
 
 def swarm_config(options: MountOptions) -> SwarmConfig:
     return SwarmConfig(
+        max_peers=options.max_peers,
         max_upload_rate=options.max_upload_rate,
         max_download_rate=options.max_download_rate,
         lazy=options.lazy,
