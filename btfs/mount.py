@@ -20,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from btfs.cachelock import LOCK_NAME, lock_folder, note_owner
 from btfs.errors import BtfsError, first_leaf
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
@@ -58,6 +59,7 @@ class MountOptions:
     max_peers: int = 60
     log_file: Path | None = None
     verbose: int = 0
+    lock_fd: int = -1
 
 
 def default_cache_dir(info_hash_hex: str) -> Path:
@@ -149,6 +151,7 @@ def mount(meta: Metainfo, options: MountOptions) -> int:
     options.mountpoint = check_mountpoint(options.mountpoint)
     if options.cache_dir is None:
         options.cache_dir = default_cache_dir(meta.info_hash_hex)
+    options.lock_fd = lock_folder(options.cache_dir, what="--cache-dir")
     if options.foreground:
         _configure_logging(sys.stderr, options.log_file, options.verbose)
         return _serve_and_report(meta, options, ready=lambda: None)
@@ -174,6 +177,8 @@ def _daemonize(meta: Metainfo, options: MountOptions) -> int:
     # The child: its own session, no terminal, reports readiness or the error on the pipe.
     os.close(read_end)
     os.setsid()
+    if options.lock_fd >= 0:
+        note_owner(options.lock_fd)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -341,7 +346,7 @@ async def _run_mounted(torrent: Torrent, mountpoint: Path, ready: Callable[[], N
 def _remove_cache(storage: Storage, resume: ResumeLog, cache: Path) -> None:
     """Delete only what this torrent put there, then the folders it leaves empty."""
     folders: set[Path] = {cache}
-    for path in [*storage.paths, resume.path]:
+    for path in [*storage.paths, resume.path, cache / LOCK_NAME]:
         if path is None:
             continue
         try:

@@ -11,6 +11,7 @@ and serves the pieces that match until SIGINT or SIGTERM.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -21,6 +22,7 @@ from typing import Any, TextIO, TypeVar
 import trio
 
 from btfs.addresses import parse_peer
+from btfs.cachelock import lock_folder
 from btfs.errors import BtfsError, first_leaf
 from btfs.magnet import Magnet
 from btfs.metainfo import Metainfo
@@ -99,7 +101,13 @@ def resume_path(meta: Metainfo, out_dir: Path) -> Path:
 def download(meta: Metainfo, out_dir: Path, net: NetworkOptions, *, seed_after: bool) -> int:
     if not out_dir.is_dir():
         raise BtfsError(f"{out_dir} is not a directory")
-    return _run(_download(meta, out_dir, net, seed_after))
+    lock = out_dir / f".{meta.info.name}.btfs-lock"
+    fd = lock_folder(out_dir, name=lock.name, what="-o")
+    try:
+        return _run(_download(meta, out_dir, net, seed_after))
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def seed(meta: Metainfo, path: Path, net: NetworkOptions) -> int:

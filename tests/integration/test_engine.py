@@ -297,3 +297,21 @@ def test_progress_line_on_a_terminal(tmp_path: Path, procs: Processes) -> None:
     # the summary replaces the progress line instead of running on after it
     assert "\r\x1b[Kbtfs: payload.bin: complete" in screen
     assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
+
+
+def test_a_second_download_into_the_same_folder_is_refused(tmp_path: Path,
+                                                           procs: Processes) -> None:
+    shared = share(tmp_path, 1_000_000, piece_length=16384)
+    out = tmp_path / "out"
+    nobody = next_loopback_ipv4()
+    first = download(procs, shared.torrent, out, "--no-trackers",
+                     "--peer", f"{nobody}:{free_port(nobody)}")
+    lock = out / f".{shared.data.name}.btfs-lock"
+    deadline = time.monotonic() + 10
+    while not lock.exists():
+        assert time.monotonic() < deadline and first.poll() is None, procs.output(first)
+        time.sleep(0.05)
+    r = run_btfs("download", shared.torrent, "-o", out, "--no-trackers")
+    assert r.returncode == 2 and f"in use by process {first.pid}" in r.stderr, r.stderr
+    procs.stop(first)
+    assert not list(out.glob(".*.btfs-lock"))

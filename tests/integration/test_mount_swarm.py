@@ -222,3 +222,20 @@ def test_mount_finds_a_btfs_seed_through_btfs_tracker(tmp_path: Path, procs: Pro
     assert tree_digest(mnt / shared.data.name) == tree_digest(shared.data)
     wait_for(lambda: tracker.scrape(info_hash(shared.torrent))["complete"] == 2, 20,
              "the mount to announce 'completed'")
+
+
+def test_a_second_mount_of_the_same_cache_is_refused(tmp_path: Path, procs: Processes,
+                                                     mounts: Mounts) -> None:
+    """Two processes must never write (or, at unmount, delete) each other's data."""
+    shared = share(tmp_path, 100_000, piece_length=16384)
+    cache = tmp_path / "cache"
+    first = tmp_path / "one"
+    pid = mount(mounts, shared.torrent, first, "--cache-dir", cache)
+    second = tmp_path / "two"
+    second.mkdir()
+    r = btfs("mount", shared.torrent, second, "--cache-dir", cache, "--no-trackers")
+    assert r.returncode != 0
+    assert f"in use by process {pid}" in r.stderr and "--cache-dir" in r.stderr, r.stderr
+    assert not is_mounted(second)
+    assert btfs("unmount", first).returncode == 0
+    assert not cache.exists(), "the cache, lock included, is removed without --keep"
