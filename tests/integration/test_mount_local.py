@@ -323,6 +323,17 @@ def test_status_command(tmp_path: Path, mounts: Mounts) -> None:
     assert r.returncode == 2 and "not mounted" in r.stderr
 
 
+def btfs_on_path(tmp_path: Path) -> dict[str, str]:
+    """An environment where `btfs` (as mount.fuse3 runs it, from PATH) is this checkout's."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "btfs"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m btfs "$@"\n')
+    wrapper.chmod(0o755)
+    return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
 def test_mount_t_fuse_btfs_and_umount(tmp_path: Path, mounts: Mounts) -> None:
     """What /etc/fstab does: mount(8) runs mount.fuse3, which runs `btfs` from PATH."""
     require_fuse()
@@ -330,13 +341,7 @@ def test_mount_t_fuse_btfs_and_umount(tmp_path: Path, mounts: Mounts) -> None:
     torrent, root = make_torrent(tmp_path)
     cache = tmp_path / "cache"
     place_in_cache(root, cache)
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    wrapper = bindir / "btfs"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m btfs "$@"\n')
-    wrapper.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = btfs_on_path(tmp_path)
     mnt = mounts.add(tmp_path / "mnt")
     mnt.mkdir()
     r = subprocess.run([mount_cmd, "-t", "fuse.btfs", "-o",

@@ -18,7 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_mount_local import make_torrent, place_in_cache, sha256
+from tests.integration.test_mount_local import (
+    btfs_on_path,
+    make_torrent,
+    place_in_cache,
+    sha256,
+)
 from tests.support.env import require_fuse, require_tool
 from tests.support.procs import Mounts, Processes, is_mounted, wait_for
 
@@ -227,13 +232,7 @@ def test_mount_t_fuse_btfs_from_a_libtorrent_seeder(
     host = next_loopback_ipv4()
     port = free_port(host)
     start_lt_seed(procs, shared, host, port)
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    wrapper = bindir / "btfs"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m btfs "$@"\n')
-    wrapper.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = btfs_on_path(tmp_path)
     mnt = mounts.add(tmp_path / "mnt")
     mnt.mkdir()
     r = subprocess.run([mount_cmd, "-t", "fuse.btfs", "-o", f"peer={host}:{port}",

@@ -13,17 +13,11 @@ from __future__ import annotations
 import functools
 import os
 import random
-import shutil
 import socket
 import struct
-import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote_from_bytes
 
 import pytest
 import trio
@@ -37,7 +31,8 @@ from btfs.trackers import (
     announce,
     scrape,
 )
-from tests.support import env, net
+from tests.support import net
+from tests.support.clients import start_opentracker
 from tests.support.procs import Processes
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,43 +54,10 @@ class Opentracker:
 
 
 @pytest.fixture
-def opentracker(
-    procs: Processes, loopback: str, free_port: Any, request: pytest.FixtureRequest
-) -> Iterator[Opentracker]:
-    binary = env.require_tool("opentracker", "opentracker")
-    info_hashes = [os.urandom(20) for _ in range(7)]
-    # Run as root it chdirs to "/" and becomes "nobody" before it reads the whitelist, so
-    # the file needs an absolute path that "nobody" can reach; pytest's tmp_path is 0700.
-    root = Path(tempfile.mkdtemp(prefix="btfs-opentracker-"))
-    root.chmod(0o755)
-    request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
-    whitelist = root / "whitelist"
-    whitelist.write_text("".join(h.hex() + "\n" for h in info_hashes))
-    whitelist.chmod(0o644)
-    port = free_port(loopback)
-    proc = procs.start(
-        [binary, "-i", loopback, "-p", str(port), "-P", str(port), "-w", str(whitelist)],
-        cwd=root,
-    )
-    # It listens before its whitelist is loaded: wait until a whitelisted probe torrent of
-    # its own is accepted ("stopped" would not do: it is answered without the check).
-    probe = quote_from_bytes(info_hashes.pop(), safe="")
-    url = (
-        f"http://{loopback}:{port}/announce?info_hash={probe}&peer_id={'p' * 20}&port=1"
-        "&uploaded=0&downloaded=0&left=0&event=started&compact=1"
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        assert proc.poll() is None, procs.output(proc)
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if b"failure reason" not in response.read():
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "opentracker did not start serving"
-        time.sleep(0.05)
-    yield Opentracker(loopback, port, info_hashes)
+def opentracker(procs: Processes, loopback: str, free_port: Any) -> Iterator[Opentracker]:
+    info_hashes = [os.urandom(20) for _ in range(6)]
+    tracker = start_opentracker(procs, loopback, free_port(loopback), info_hashes)
+    yield Opentracker(loopback, tracker.http_port, info_hashes)
 
 
 def peer(
