@@ -26,7 +26,7 @@ from btfs.progress import ProgressBar
 from btfs.units import parse_size
 
 if TYPE_CHECKING:
-    from btfs.transfer import NetworkOptions
+    from btfs.swarm import SwarmConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -206,16 +206,17 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
                         help="log what happens to standard error (-vv: more)")
 
 
-def network_options(args: argparse.Namespace) -> NetworkOptions:
-    from btfs.transfer import NetworkOptions
+def network_options(args: argparse.Namespace) -> SwarmConfig:
+    """The swarm's settings from the network options every networked command shares."""
+    from btfs.swarm import SwarmConfig
 
-    return NetworkOptions(
+    return SwarmConfig(
         peers=list(args.peers),
         bind=args.bind,
         port=args.port,
         max_download_rate=args.max_download_rate,
         max_upload_rate=args.max_upload_rate,
-        no_trackers=args.no_trackers,
+        trackers=not args.no_trackers,
         max_peers=args.max_peers,
     )
 
@@ -321,7 +322,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_torrent_source(source: str, net: NetworkOptions,
+def load_torrent_source(source: str, net: SwarmConfig,
                         timeout: float | None = None) -> Metainfo:
     """The torrent: read from a file, or, for a magnet URI, its metadata fetched from peers."""
     from btfs.transfer import resolve_magnet
@@ -361,28 +362,16 @@ def cmd_mount(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         keep=args.keep,
         readahead=args.readahead,
-        lazy=args.lazy,
         allow_other=args.allow_other,
         log_file=args.log_file,
-        peers=list(args.peers),
-        bind=args.bind,
-        port=args.port,
-        max_download_rate=args.max_download_rate,
-        max_upload_rate=args.max_upload_rate,
-        no_trackers=args.no_trackers,
-        max_peers=args.max_peers,
+        network=network_options(args),
         verbose=args.verbose,
     )
+    options.network.lazy = args.lazy
     for group in args.options:
         apply_mount_options(options, group)
-    loaded = load_source(args.source)
-    if isinstance(loaded, Magnet):
-        from btfs.transfer import NetworkOptions, resolve_magnet
-
-        net = NetworkOptions(peers=options.peers, bind=options.bind,
-                             no_trackers=options.no_trackers)
-        loaded = resolve_magnet(loaded, net, timeout=MAGNET_MOUNT_TIMEOUT)
-    return mount(loaded, options)
+    meta = load_torrent_source(args.source, options.network, timeout=MAGNET_MOUNT_TIMEOUT)
+    return mount(meta, options)
 
 
 # Options mount(8) and systemd use for themselves; a mount helper must accept and ignore them.
@@ -423,25 +412,25 @@ def apply_mount_options(options: object, text: str) -> None:
         elif key == "log" and value:
             options.log_file = Path(value)
         elif key == "lazy" and not has_value:
-            options.lazy = True
+            options.network.lazy = True
         elif key == "no_trackers" and not has_value:
-            options.no_trackers = True
+            options.network.trackers = False
         elif key == "peer" and value:
-            options.peers.append(parse_peer(value))
+            options.network.peers.append(parse_peer(value))
         elif key == "bind" and value:
-            options.bind = value
+            options.network.bind = value
         elif key == "port" and value:
             try:
-                options.port = port_argument(value)
+                options.network.port = port_argument(value)
             except argparse.ArgumentTypeError as exc:
                 raise BtfsError(str(exc)) from None
         elif key == "max_download_rate" and value:
-            options.max_download_rate = parse_size(value)
+            options.network.max_download_rate = parse_size(value)
         elif key == "max_upload_rate" and value:
-            options.max_upload_rate = parse_size(value)
+            options.network.max_upload_rate = parse_size(value)
         elif key == "max_peers" and has_value:
             try:
-                options.max_peers = positive_int(value)
+                options.network.max_peers = positive_int(value)
             except argparse.ArgumentTypeError as exc:
                 raise BtfsError(f"max_peers: {exc}") from None
         else:

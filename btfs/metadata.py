@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import trio
 
 from btfs import bencode, wire
-from btfs.addresses import parse_peer
 from btfs.errors import BencodeError, BtfsError, MetainfoError
 from btfs.magnet import Magnet
 from btfs.metainfo import Metainfo, parse_info
@@ -129,7 +128,11 @@ async def fetch_metadata(
     use_trackers: bool = True,
     on_status: Callable[[str], None] = lambda text: None,
 ) -> Metainfo:
-    """Ask peers for the torrent's info dictionary until one gives a verified copy."""
+    """Ask peers for the torrent's info dictionary until one gives a verified copy.
+
+    `peers` (the caller's, with the magnet's `x.pe` ones) and, with `use_trackers`, those
+    the magnet's trackers name.
+    """
     from btfs.peer import open_connection
     from btfs.trackers import TrackerSession
 
@@ -167,11 +170,6 @@ async def fetch_metadata(
             return
 
     async with trio.open_nursery() as nursery:
-        for text in magnet.peers:
-            try:
-                candidates.append(parse_peer(text))
-            except BtfsError:
-                log.info("ignoring the magnet's peer %r: not HOST:PORT", text)
         if use_trackers and magnet.trackers:
             session = TrackerSession(
                 tiers=[list(t) for t in magnet.trackers], info_hash=magnet.info_hash,

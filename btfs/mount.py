@@ -46,17 +46,10 @@ class MountOptions:
     cache_dir: Path | None = None
     keep: bool = False
     readahead: int = 8 << 20
-    lazy: bool = False
     allow_other: bool = False
     allow_root: bool = False
     fuse_options: list[str] = field(default_factory=list)
-    peers: list[tuple[str, int]] = field(default_factory=list)
-    bind: str | None = None
-    port: int = 0
-    max_download_rate: int = 0
-    max_upload_rate: int = 0
-    no_trackers: bool = False
-    max_peers: int = 60
+    network: SwarmConfig = field(default_factory=SwarmConfig)  # peers, rates, --lazy...
     log_file: Path | None = None
     verbose: int = 0
     lock_fd: int = -1
@@ -264,7 +257,7 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
         elif await trio.Path(data_root).exists():
             n = await torrent.check_data()
             log.info("checked the data in %s: %d of %d pieces good", data_root, n, total)
-        swarm = Swarm(meta, torrent, swarm_config(options))
+        swarm = Swarm(meta, torrent, options.network)
         async with trio.open_nursery() as nursery:
             await nursery.start(swarm.run)
             fs = TorrentFS([(torrent, meta.creation_date)])
@@ -287,19 +280,6 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
         if not options.keep:
             _remove_cache(storage, resume, cache)
         notify("STOPPING=1")
-
-
-def swarm_config(options: MountOptions) -> SwarmConfig:
-    return SwarmConfig(
-        max_peers=options.max_peers,
-        max_upload_rate=options.max_upload_rate,
-        max_download_rate=options.max_download_rate,
-        lazy=options.lazy,
-        peers=list(options.peers),
-        bind=options.bind,
-        port=options.port,
-        trackers=not options.no_trackers,
-    )
 
 
 async def _run_mounted(torrent: Torrent, mountpoint: Path, ready: Callable[[], None]) -> None:

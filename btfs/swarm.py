@@ -50,6 +50,8 @@ def make_peer_id() -> bytes:
 
 @dataclass
 class SwarmConfig:
+    """What a swarm may do: the network options of download, seed and mount, and more."""
+
     max_peers: int = 60
     max_upload_rate: int = 0
     max_download_rate: int = 0

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -36,29 +36,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass
-class NetworkOptions:
-    peers: list[tuple[str, int]] = field(default_factory=list)
-    bind: str | None = None
-    port: int = 0
-    max_download_rate: int = 0
-    max_upload_rate: int = 0
-    no_trackers: bool = False
-    max_peers: int = 60
-
-    def swarm_config(self, *, seed: bool) -> SwarmConfig:
-        return SwarmConfig(
-            max_peers=self.max_peers,
-            max_upload_rate=self.max_upload_rate,
-            max_download_rate=self.max_download_rate,
-            seed=seed,
-            peers=list(self.peers),
-            bind=self.bind,
-            port=self.port,
-            trackers=not self.no_trackers,
-        )
-
-
 class Interrupted(Exception):
     """A signal ended the run; carries the signal number for the exit status."""
 
@@ -67,7 +44,7 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-def resolve_magnet(magnet: Magnet, net: NetworkOptions, timeout: float | None = None) -> Metainfo:
+def resolve_magnet(magnet: Magnet, net: SwarmConfig, timeout: float | None = None) -> Metainfo:
     """Fetch a magnet's info dictionary from peers (BEP 9); BtfsError after `timeout` s."""
     from btfs.metadata import fetch_metadata
     from btfs.swarm import make_peer_id
@@ -78,13 +55,14 @@ def resolve_magnet(magnet: Magnet, net: NetworkOptions, timeout: float | None = 
     async def fetch() -> Metainfo:
         with trio.move_on_after(timeout if timeout is not None else float("inf")):
             return await fetch_metadata(magnet, make_peer_id(), net.peers, bind=net.bind,
-                                        use_trackers=not net.no_trackers)
+                                        use_trackers=net.trackers)
         raise BtfsError(f"no peer gave the torrent's metadata within {timeout:.0f} s")
 
     for text in magnet.peers:  # x.pe: peers the magnet names, for the download too
         try:
             address = parse_peer(text)
         except BtfsError:
+            log.info("ignoring the magnet's peer %r: not HOST:PORT", text)
             continue
         if address not in net.peers:
             net.peers.append(address)
@@ -98,7 +76,7 @@ def resume_path(meta: Metainfo, out_dir: Path) -> Path:
     return out_dir / f".{meta.info.name}.btfs-resume"
 
 
-def download(meta: Metainfo, out_dir: Path, net: NetworkOptions, *, seed_after: bool) -> int:
+def download(meta: Metainfo, out_dir: Path, net: SwarmConfig, *, seed_after: bool) -> int:
     if not out_dir.is_dir():
         raise BtfsError(f"{out_dir} is not a directory")
     lock = out_dir / f".{meta.info.name}.btfs-lock"
@@ -110,7 +88,7 @@ def download(meta: Metainfo, out_dir: Path, net: NetworkOptions, *, seed_after: 
         os.close(fd)
 
 
-def seed(meta: Metainfo, path: Path, net: NetworkOptions) -> int:
+def seed(meta: Metainfo, path: Path, net: SwarmConfig) -> int:
     info = meta.info
     if not path.exists():
         raise BtfsError(f"{path} does not exist")
@@ -142,7 +120,7 @@ def run_trio(main: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-async def _download(meta: Metainfo, out_dir: Path, net: NetworkOptions, seed_after: bool) -> int:
+async def _download(meta: Metainfo, out_dir: Path, net: SwarmConfig, seed_after: bool) -> int:
     info = meta.info
     storage = Storage(info, out_dir)
     resume = ResumeLog(resume_path(meta, out_dir), info.num_pieces)
@@ -157,7 +135,7 @@ async def _download(meta: Metainfo, out_dir: Path, net: NetworkOptions, seed_aft
             await trio.to_thread.run_sync(storage.create_empty_files)
             print(f"btfs: {info.name}: already complete", file=sys.stderr)
             return 0
-        swarm = Swarm(meta, torrent, net.swarm_config(seed=seed_after))
+        swarm = Swarm(meta, torrent, replace(net, seed=seed_after))
         started = trio.current_time()
         def on_complete() -> None:
             storage.create_empty_files()  # zero-length files: no piece ever writes them
@@ -190,7 +168,7 @@ def _any_exists(storage: Storage) -> bool:
     return any(p is not None and p.exists() for p in storage.paths)
 
 
-async def _seed(meta: Metainfo, path: Path, net: NetworkOptions) -> int:
+async def _seed(meta: Metainfo, path: Path, net: SwarmConfig) -> int:
     info = meta.info
     storage = Storage(info, path.parent, read_only=True, data_path=path)
     torrent = Torrent(meta, storage, None, readahead=0)
@@ -201,7 +179,7 @@ async def _seed(meta: Metainfo, path: Path, net: NetworkOptions) -> int:
         if good < info.num_pieces:
             print(f"btfs: warning: only {good} of {info.num_pieces} pieces at {path} match; "
                   "serving those", file=sys.stderr)
-        swarm = Swarm(meta, torrent, net.swarm_config(seed=True))
+        swarm = Swarm(meta, torrent, replace(net, seed=True))
         swarm.on_listening = lambda port: print(
             f"btfs: seeding {info.name} ({good}/{info.num_pieces} pieces), "
             f"listening on port {port}", file=sys.stderr, flush=True)
