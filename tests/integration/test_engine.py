@@ -20,7 +20,9 @@ from tests.support.net import free_port, ipv6_loopback_available, next_loopback_
 from tests.support.procs import Processes
 from tests.support.swarm import (
     downloaded_bytes,
+    finish,
     share,
+    start_download,
     start_lt_seed,
     start_seed,
     tree_digest,
@@ -37,24 +39,6 @@ TREE = {
 }
 
 
-def download(procs: Processes, torrent: Path | str, out: Path,
-             *args: str) -> subprocess.Popen[bytes]:
-    out.mkdir(parents=True, exist_ok=True)
-    return procs.start_btfs("download", torrent, "-o", out, "--bind",
-                            next_loopback_ipv4(), *args)
-
-
-def finish(procs: Processes, proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"download did not finish in {timeout} s:\n"
-                             f"{procs.output(proc)[-3000:]}") from None
-    output = procs.output(proc)
-    assert proc.returncode == 0, output[-3000:]
-    return output
-
-
 @pytest.mark.parametrize("layout", [3_000_000, TREE], ids=["single-file", "multi-file"])
 def test_download_from_btfs_seed(tmp_path: Path, procs: Processes,
                                  layout: dict[str, int] | int) -> None:
@@ -64,7 +48,7 @@ def test_download_from_btfs_seed(tmp_path: Path, procs: Processes,
     host = next_loopback_ipv4()
     port = start_seed(procs, shared, host)
     out = tmp_path / "out"
-    proc = download(procs, shared.torrent, out, "--peer", f"{host}:{port}", "--no-trackers")
+    proc = start_download(procs, shared.torrent, out, "--peer", f"{host}:{port}", "--no-trackers")
     output = finish(procs, proc)
     assert tree_digest(out / shared.data.name) == before
     assert downloaded_bytes(output) >= shared.size
@@ -81,7 +65,7 @@ def test_download_from_libtorrent_seed(tmp_path: Path, procs: Processes,
     port = free_port(host)
     start_lt_seed(procs, shared, host, port)
     out = tmp_path / "out"
-    proc = download(procs, shared.torrent, out, "--peer", f"{host}:{port}", "--no-trackers")
+    proc = start_download(procs, shared.torrent, out, "--peer", f"{host}:{port}", "--no-trackers")
     finish(procs, proc)
     assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
 
@@ -125,7 +109,7 @@ def test_corrupt_peer_is_banned_and_download_correct(tmp_path: Path, procs: Proc
     host = next_loopback_ipv4()
     port = start_seed(procs, shared, host, "--max-upload-rate", "2M")
     out = tmp_path / "out"
-    proc = download(procs, shared.torrent, out, "--no-trackers", "-v",
+    proc = start_download(procs, shared.torrent, out, "--no-trackers", "-v",
                     "--peer", f"{liar_host}:{liar_port}", "--peer", f"{host}:{port}")
     output = finish(procs, proc)
     assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
@@ -143,7 +127,7 @@ def test_peer_hanging_up_mid_piece(tmp_path: Path, procs: Processes) -> None:
     host = next_loopback_ipv4()
     port = start_seed(procs, shared, host, "--max-upload-rate", "1M")
     out = tmp_path / "out"
-    proc = download(procs, shared.torrent, out, "--no-trackers",
+    proc = start_download(procs, shared.torrent, out, "--no-trackers",
                     "--peer", f"{flaky_host}:{flaky_port}", "--peer", f"{host}:{port}")
     finish(procs, proc)
     assert "served 5" in procs.output(flaky), "the flaky peer never hung up mid-piece"
@@ -158,7 +142,7 @@ def test_tracker_down_does_not_stop_download(tmp_path: Path, procs: Processes) -
     host = next_loopback_ipv4()
     port = start_seed(procs, shared, host)
     out = tmp_path / "out"
-    proc = download(procs, shared.torrent, out, "--peer", f"{host}:{port}")
+    proc = start_download(procs, shared.torrent, out, "--peer", f"{host}:{port}")
     finish(procs, proc)
     assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
 
@@ -170,7 +154,7 @@ def test_kill_9_then_resume_fetches_only_the_rest(tmp_path: Path, procs: Process
     host = next_loopback_ipv4()
     port = start_seed(procs, shared, host)
     out = tmp_path / "out"
-    proc = download(procs, shared.torrent, out, "--no-trackers", "--peer", f"{host}:{port}",
+    proc = start_download(procs, shared.torrent, out, "--no-trackers", "--peer", f"{host}:{port}",
                     "--max-download-rate", "3M")
     log = out / f".{shared.data.name}.btfs-resume"
     deadline = time.monotonic() + 30
@@ -181,7 +165,7 @@ def test_kill_9_then_resume_fetches_only_the_rest(tmp_path: Path, procs: Process
     proc.wait(5)
     verified = log.stat().st_size // 4
     assert verified < pieces
-    proc = download(procs, shared.torrent, out, "--no-trackers", "--peer", f"{host}:{port}")
+    proc = start_download(procs, shared.torrent, out, "--no-trackers", "--peer", f"{host}:{port}")
     again = downloaded_bytes(finish(procs, proc))
     missing = (pieces - verified) * plen
     assert again <= missing + size // 10, (again, missing)
@@ -235,7 +219,7 @@ def test_download_a_magnet_from_libtorrent(tmp_path: Path, procs: Processes) -> 
     port = free_port(host)
     start_lt_seed(procs, shared, host, port)
     out = tmp_path / "out"
-    proc = download(procs, magnet_of(shared.torrent), out, "--peer", f"{host}:{port}",
+    proc = start_download(procs, magnet_of(shared.torrent), out, "--peer", f"{host}:{port}",
                     "--no-trackers")
     output = finish(procs, proc)
     assert "got the metadata" in output
@@ -247,7 +231,7 @@ def test_download_a_magnet_from_its_x_pe_peer(tmp_path: Path, procs: Processes) 
     host = next_loopback_ipv4()
     port = start_seed(procs, shared, host)
     out = tmp_path / "out"
-    proc = download(procs, magnet_of(shared.torrent, f"x.pe={host}:{port}"), out,
+    proc = start_download(procs, magnet_of(shared.torrent, f"x.pe={host}:{port}"), out,
                     "--no-trackers")
     finish(procs, proc)
     assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
@@ -304,7 +288,7 @@ def test_a_second_download_into_the_same_folder_is_refused(tmp_path: Path,
     shared = share(tmp_path, 1_000_000, piece_length=16384)
     out = tmp_path / "out"
     nobody = next_loopback_ipv4()
-    first = download(procs, shared.torrent, out, "--no-trackers",
+    first = start_download(procs, shared.torrent, out, "--no-trackers",
                      "--peer", f"{nobody}:{free_port(nobody)}")
     lock = out / f".{shared.data.name}.btfs-lock"
     deadline = time.monotonic() + 10

@@ -38,7 +38,9 @@ from tests.support.procs import Processes, wait_for
 from tests.support.swarm import (
     Shared,
     downloaded_bytes,
+    finish,
     share,
+    start_download,
     tree_digest,
     uploaded_bytes,
     wait_for_line,
@@ -88,24 +90,6 @@ def wait_for_swarm(tracker: Tracker, shared: Shared, *, seeders: int = 0, leeche
              f"{tracker.host}", interval=0.2)
 
 
-def btfs_download(procs: Processes, shared: Shared, out: Path,
-                  *args: str) -> subprocess.Popen[bytes]:
-    out.mkdir(parents=True, exist_ok=True)
-    return procs.start_btfs("download", shared.torrent, "-o", out, "--bind",
-                            next_loopback_ipv4(), *args)
-
-
-def finish(procs: Processes, proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"did not finish in {timeout} s:\n"
-                             f"{procs.output(proc)[-3000:]}") from None
-    output = procs.output(proc)
-    assert proc.returncode == 0, output[-3000:]
-    return output
-
-
 def start_client_seed(procs: Processes, client: str, shared: Shared, tmp: Path,
                       scheme: str) -> subprocess.Popen[bytes]:
     """A third-party seeder of `shared`, its data the original's folder (only read)."""
@@ -144,7 +128,7 @@ def test_download_from_client_seed(tmp_path: Path, procs: Processes, client: str
     start_client_seed(procs, client, shared, tmp_path, scheme)
     wait_for_swarm(tracker, shared, seeders=1)
     out = tmp_path / "out"
-    output = finish(procs, btfs_download(procs, shared, out))
+    output = finish(procs, start_download(procs, shared.torrent, out))
     assert tree_digest(out / shared.data.name) == before
     assert downloaded_bytes(output) >= shared.size
     assert tree_digest(shared.data) == before
@@ -301,7 +285,7 @@ def test_btfs_download_and_seed_find_each_other_through_our_tracker(
     seed = start_btfs_seed(procs, shared)
     wait_for_swarm(tracker, shared, seeders=1)
     out = tmp_path / "out"
-    downloader = btfs_download(procs, shared, out, "--seed-after")
+    downloader = start_download(procs, shared.torrent, out, "--seed-after")
     wait_for_line(procs, downloader, r"downloaded \d+ bytes", timeout=60)
     expected = tree_digest(shared.data)
     # (Its zero-length files appear only at exit: see test_seed_after_has_every_file.)
@@ -325,7 +309,7 @@ def test_btfs_download_announces_completed(tmp_path: Path, procs: Processes,
     shared, tracker = tracked_share(procs, tmp_path, "btfs-tracker", scheme, 1_000_000)
     start_btfs_seed(procs, shared)
     wait_for_swarm(tracker, shared, seeders=1)
-    finish(procs, btfs_download(procs, shared, tmp_path / "out"))
+    finish(procs, start_download(procs, shared.torrent, tmp_path / "out"))
     counts = tracker.scrape(info_hash(shared.torrent))
     assert counts == {"complete": 1, "downloaded": 1, "incomplete": 0}
 
@@ -335,7 +319,7 @@ def test_seed_after_has_every_file_when_complete(tmp_path: Path, procs: Processe
     start_btfs_seed(procs, shared)
     wait_for_swarm(tracker, shared, seeders=1)
     out = tmp_path / "out"
-    downloader = btfs_download(procs, shared, out, "--seed-after")
+    downloader = start_download(procs, shared.torrent, out, "--seed-after")
     wait_for_line(procs, downloader, r"downloaded \d+ bytes", timeout=60)
     time.sleep(1)
     assert tree_digest(out / shared.data.name) == tree_digest(shared.data)

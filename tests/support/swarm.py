@@ -79,6 +79,28 @@ def start_lt_seed(procs: Processes, shared: Shared, host: str,
     return proc
 
 
+def start_download(procs: Processes, torrent: Path | str, out: Path,
+                   *args: str) -> subprocess.Popen[bytes]:
+    """`btfs download` into `out` from its own loopback address."""
+    from tests.support.net import next_loopback_ipv4
+
+    out.mkdir(parents=True, exist_ok=True)
+    return procs.start_btfs("download", torrent, "-o", out, "--bind",
+                            next_loopback_ipv4(), *args)
+
+
+def finish(procs: Processes, proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
+    """Wait for a command that must succeed; its output."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"did not finish in {timeout} s:\n"
+                             f"{procs.output(proc)[-3000:]}") from None
+    output = procs.output(proc)
+    assert proc.returncode == 0, output[-3000:]
+    return output
+
+
 def tree_digest(path: Path) -> dict[str, str]:
     """SHA-256 of every file under `path` (or of `path` itself), by relative name."""
     if path.is_file():
