@@ -21,6 +21,7 @@ from tests.support.procs import Processes
 from tests.support.swarm import (
     downloaded_bytes,
     finish,
+    lt_leech,
     share,
     start_download,
     start_lt_seed,
@@ -76,13 +77,7 @@ def test_seed_serves_libtorrent_leecher(tmp_path: Path, procs: Processes) -> Non
     host = next_loopback_ipv4()
     port = start_seed(procs, shared, host)
     leech_dir = tmp_path / "lt-leech"
-    leech_dir.mkdir()
-    leech_host = next_loopback_ipv4()
-    leecher = procs.start([sys.executable, "-m", "tests.support.ltpeer", "leech",
-                           shared.torrent, leech_dir, "--listen", f"{leech_host}:0",
-                           "--peer", f"{host}:{port}", "--exit-when-done"], name="lt-leech")
-    leecher.wait(60)
-    assert leecher.returncode == 0, procs.output(leecher)[-3000:]
+    lt_leech(procs, shared.torrent, leech_dir, f"{host}:{port}")
     assert tree_digest(leech_dir / shared.data.name) == tree_digest(shared.data)
 
 

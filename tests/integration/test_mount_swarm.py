@@ -20,7 +20,7 @@ from tests.support.data import make_media_mp4
 from tests.support.env import require_fuse, require_tool
 from tests.support.net import free_port, next_loopback_ipv4
 from tests.support.procs import Mounts, Processes, is_mounted, pid_alive, wait_for
-from tests.support.swarm import Shared, share, start_lt_seed, tree_digest
+from tests.support.swarm import Shared, lt_leech, share, start_lt_seed, tree_digest
 
 pytestmark = [pytest.mark.fuse, pytest.mark.interop]
 
@@ -139,12 +139,7 @@ def test_finished_mount_seeds_a_libtorrent_leecher(tmp_path: Path, procs: Proces
     for proc, _ in procs.started:
         procs.stop(proc)
     leech = tmp_path / "leech"
-    leech.mkdir()
-    leecher = procs.start([sys.executable, "-m", "tests.support.ltpeer", "leech",
-                           shared.torrent, leech, "--listen", f"{next_loopback_ipv4()}:0",
-                           "--peer", f"{host}:{port}", "--exit-when-done"], name="lt-leech")
-    leecher.wait(60)
-    assert leecher.returncode == 0, procs.output(leecher)[-2000:]
+    lt_leech(procs, shared.torrent, leech, f"{host}:{port}")
     assert tree_digest(leech / shared.data.name) == tree_digest(shared.data)
     assert int(xattr(mnt, "uploaded")) >= shared.size
 

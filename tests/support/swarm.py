@@ -79,6 +79,19 @@ def start_lt_seed(procs: Processes, shared: Shared, host: str,
     return proc
 
 
+def lt_leech(procs: Processes, torrent: Path, out: Path, peer: str,
+             timeout: float = 60) -> None:
+    """A libtorrent leecher that gets the whole torrent from `peer` (HOST:PORT) into `out`."""
+    from tests.support.net import next_loopback_ipv4
+
+    out.mkdir(exist_ok=True)
+    leecher = procs.start([sys.executable, "-m", "tests.support.ltpeer", "leech", torrent, out,
+                           "--listen", f"{next_loopback_ipv4()}:0", "--peer", peer,
+                           "--exit-when-done"], name="lt-leech")
+    leecher.wait(timeout)
+    assert leecher.returncode == 0, procs.output(leecher)[-3000:]
+
+
 def start_download(procs: Processes, torrent: Path | str, out: Path,
                    *args: str) -> subprocess.Popen[bytes]:
     """`btfs download` into `out` from its own loopback address."""
