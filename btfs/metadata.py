@@ -173,7 +173,7 @@ async def fetch_metadata(
         if use_trackers and magnet.trackers:
             session = TrackerSession(
                 tiers=[list(t) for t in magnet.trackers], info_hash=magnet.info_hash,
-                peer_id=peer_id, port=6881, stats=lambda: (0, 0, 1), on_peers=add,
+                peer_id=peer_id, port=6881, stats=lambda: (0, 0, 1), on_peers=add, bind=bind,
             )
             nursery.start_soon(session.run)
         on_status("looking for peers that have the torrent's metadata")

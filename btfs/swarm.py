@@ -30,7 +30,6 @@ from btfs.picker import Block, Picker, Priority
 from btfs.rates import RateMeter, TokenBucket
 from btfs.torrent import Torrent
 from btfs.trackers import TrackerSession
-from btfs.trackers import local_address as tracker_local_address
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +340,6 @@ class Swarm:
             nursery.start_soon(self._connect_loop)
             nursery.start_soon(self._rechoke_loop)
             if self.config.trackers and self.meta.trackers:
-                tracker_local_address.set(self.config.bind)
                 self.tracker_session = TrackerSession(
                     tiers=[list(t) for t in self.meta.trackers],
                     info_hash=self.meta.info_hash,
@@ -349,6 +347,7 @@ class Swarm:
                     port=self.listen_port,
                     stats=self.transfer_totals,
                     on_peers=self.add_candidates,
+                    bind=self.config.bind,
                 )
                 nursery.start_soon(self.tracker_session.run)
             log.info("listening on port %d", self.listen_port)
@@ -360,7 +359,6 @@ class Swarm:
         for peer in list(self.peers.values()):
             peer.close()
         if self.tracker_session is not None:
-            tracker_local_address.set(self.config.bind)  # this task's context, too
             with trio.move_on_after(grace):
                 await self.tracker_session.stop(timeout=grace)
 

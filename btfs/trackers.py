@@ -11,7 +11,6 @@ BEP 15 (UDP trackers), BEP 23 (compact peers), BEP 48 (scrape).
 
 from __future__ import annotations
 
-import contextvars
 import ipaddress
 import logging
 import math
@@ -442,28 +441,35 @@ def _scheme(url: str) -> str:
 
 
 async def announce(
-    url: str, params: AnnounceParams, *, timeout: float = 15  # noqa: ASYNC109 (the API)
+    url: str, params: AnnounceParams, *, timeout: float = 15,  # noqa: ASYNC109 (the API)
+    bind: str | None = None,
 ) -> AnnounceResult:
-    """Announce to one tracker; every failure (network or answer) is a TrackerError."""
+    """Announce to one tracker; every failure (network or answer) is a TrackerError.
+
+    `bind`: the address our peers listen on. The announce leaves from it, since a tracker
+    takes a peer's address from the connection and would otherwise hand out one where
+    nobody listens.
+    """
     scheme = _scheme(url)
     if scheme in ("http", "https"):
-        return await _guard(timeout, _http_announce(url, params))
+        return await _guard(timeout, _http_announce(url, params, bind))
     if scheme == "udp":
-        return await _guard(timeout, _udp_announce(url, params, timeout))
+        return await _guard(timeout, _udp_announce(url, params, timeout, bind))
     raise TrackerError(f"unsupported tracker URL {url!r}")
 
 
 async def scrape(
-    url: str, info_hashes: Sequence[bytes], *, timeout: float = 15  # noqa: ASYNC109
+    url: str, info_hashes: Sequence[bytes], *, timeout: float = 15,  # noqa: ASYNC109
+    bind: str | None = None,
 ) -> dict[bytes, ScrapeResult]:
     """Scrape one tracker for the given torrents."""
     target = scrape_url(url)
     if target is None:
         raise TrackerError(f"tracker {url} has no scrape URL")
     if _scheme(url) == "udp":
-        return await _guard(timeout, _udp_scrape(url, list(info_hashes), timeout))
+        return await _guard(timeout, _udp_scrape(url, list(info_hashes), timeout, bind))
     query = "&".join("info_hash=" + _quote(h) for h in info_hashes)
-    return await _guard(timeout, _http_scrape(_add_query(target, query), info_hashes))
+    return await _guard(timeout, _http_scrape(_add_query(target, query), info_hashes, bind))
 
 
 async def _guard(seconds: float, work: Awaitable[T]) -> T:
@@ -478,13 +484,15 @@ async def _guard(seconds: float, work: Awaitable[T]) -> T:
         raise TrackerError(str(exc) or type(exc).__name__) from exc
 
 
-async def _http_announce(url: str, params: AnnounceParams) -> AnnounceResult:
-    status, body = await _http_get(http_announce_url(url, params))
+async def _http_announce(url: str, params: AnnounceParams, bind: str | None) -> AnnounceResult:
+    status, body = await _http_get(http_announce_url(url, params), bind)
     return _http_answer(status, body, parse_http_announce)
 
 
-async def _http_scrape(url: str, info_hashes: Sequence[bytes]) -> dict[bytes, ScrapeResult]:
-    status, body = await _http_get(url)
+async def _http_scrape(
+    url: str, info_hashes: Sequence[bytes], bind: str | None
+) -> dict[bytes, ScrapeResult]:
+    status, body = await _http_get(url, bind)
     return _http_answer(status, body, lambda b: parse_http_scrape(b, info_hashes))
 
 
@@ -500,13 +508,13 @@ def _http_answer(status: int, body: bytes, parse: Callable[[bytes], T]) -> T:
     raise TrackerError(f"HTTP status {status}")
 
 
-async def _http_get(url: str) -> tuple[int, bytes]:
+async def _http_get(url: str, bind: str | None) -> tuple[int, bytes]:
     """GET `url`, following up to MAX_REDIRECTS redirects; returns status and body."""
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise TrackerError(f"not an HTTP URL: {url!r}")
-        status, location, body = await _http_fetch(parts)
+        status, location, body = await _http_fetch(parts, bind)
         if status in (301, 302, 303, 307, 308) and location:
             url = urljoin(url, location)
             continue
@@ -514,16 +522,8 @@ async def _http_get(url: str) -> tuple[int, bytes]:
     raise TrackerError("too many HTTP redirects")
 
 
-# The address a torrent's peers listen on (`--bind`): announces go out from it, so the
-# tracker, which takes a peer's address from its connection, hands out one that works.
-# Set by the swarm for its own tasks (a context variable follows trio's task tree).
-local_address: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "btfs_tracker_local_address", default=None)
-
-
-def _local_address_for(host: str) -> str | None:
+def _local_address_for(host: str, bind: str | None) -> str | None:
     """The bind address, if there is one and it is of the same family as `host`."""
-    bind = local_address.get()
     if not bind:
         return None
     try:
@@ -537,14 +537,14 @@ def _local_address_for(host: str) -> str | None:
     return bind if ours == theirs else None
 
 
-async def _http_fetch(parts: SplitResult) -> tuple[int, str | None, bytes]:
+async def _http_fetch(parts: SplitResult, bind: str | None) -> tuple[int, str | None, bytes]:
     """One HTTP/1.1 GET over a fresh connection: status, Location header, body."""
     https = parts.scheme.lower() == "https"
     host = parts.hostname or ""
     port = parts.port or (443 if https else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     stream: trio.abc.Stream = await trio.open_tcp_stream(
-        host, port, local_address=_local_address_for(host))
+        host, port, local_address=_local_address_for(host, bind))
     try:
         if https:
             stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=host)
@@ -583,26 +583,30 @@ async def _http_fetch(parts: SplitResult) -> tuple[int, str | None, bytes]:
         await trio.aclose_forcefully(stream)
 
 
-# UDP: connection ids per (host, port), with their expiry on the time.monotonic() clock
+# UDP: connection ids per (host, port, our address), with their expiry on the time.monotonic() clock
 # (trio's clock differs between trio.run calls).
-_connection_ids: dict[tuple[str, int], tuple[int, float]] = {}
+_connection_ids: dict[tuple[str, int, str | None], tuple[int, float]] = {}
 
 
-async def _udp_announce(url: str, params: AnnounceParams, budget: float) -> AnnounceResult:
+async def _udp_announce(
+    url: str, params: AnnounceParams, budget: float, bind: str | None
+) -> AnnounceResult:
     return await _udp_request(
         url,
         budget,
+        bind,
         lambda conn, tid: udp_announce_request(conn, tid, params),
         lambda data, tid, ipv6: parse_udp_announce_response(data, tid, ipv6=ipv6),
     )
 
 
 async def _udp_scrape(
-    url: str, info_hashes: list[bytes], budget: float
+    url: str, info_hashes: list[bytes], budget: float, bind: str | None
 ) -> dict[bytes, ScrapeResult]:
     return await _udp_request(
         url,
         budget,
+        bind,
         lambda conn, tid: udp_scrape_request(conn, tid, info_hashes),
         lambda data, tid, _ipv6: parse_udp_scrape_response(data, tid, info_hashes),
     )
@@ -611,6 +615,7 @@ async def _udp_scrape(
 async def _udp_request(
     url: str,
     budget: float,
+    bind: str | None,
     build: Callable[[int, int], bytes],
     parse: Callable[[bytes, int, bool], T],
 ) -> T:
@@ -629,9 +634,9 @@ async def _udp_request(
     if not infos:
         raise TrackerError(f"cannot resolve {host}")
     family, _, _, _, sockaddr = infos[0]
-    key = (host, port)
+    key = (host, port, bind)  # a connection id belongs to our address too
     with trio.socket.socket(family, trio.socket.SOCK_DGRAM) as sock:
-        local = _local_address_for(str(sockaddr[0]))
+        local = _local_address_for(str(sockaddr[0]), bind)
         if local is not None:
             await sock.bind((local, 0))
         await sock.connect(sockaddr)
@@ -718,8 +723,10 @@ class TrackerSession:
         retry_initial: float = 5.0,
         retry_max: float = 300.0,
         min_reannounce: float = 30.0,
+        bind: str | None = None,
     ) -> None:
         rng = rng or random.Random()
+        self.bind = bind  # announces leave from it (see `announce`)
         self.tiers = TrackerTiers(tiers, rng)
         self.info_hash = info_hash
         self.peer_id = peer_id
@@ -786,8 +793,9 @@ class TrackerSession:
                         completed_first: bool) -> None:
         try:
             if completed_first:
-                await announce(url, replace(params, event="completed"), timeout=seconds)
-            await announce(url, params, timeout=seconds)
+                await announce(url, replace(params, event="completed"), timeout=seconds,
+                               bind=self.bind)
+            await announce(url, params, timeout=seconds, bind=self.bind)
         except (TrackerError, OSError) as exc:
             log.debug("tracker %s: stopped announce failed: %s", url, exc)
         self._started.discard(url)
@@ -851,7 +859,8 @@ class TrackerSession:
             self._in_flight.add(url)
             try:
                 result = await announce(
-                    url, self._params(event, uploaded, downloaded, left), timeout=self.timeout
+                    url, self._params(event, uploaded, downloaded, left), timeout=self.timeout,
+                    bind=self.bind,
                 )
             except (TrackerError, OSError) as exc:
                 failures = self.failures[url] = self.failures.get(url, 0) + 1

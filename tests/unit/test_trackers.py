@@ -401,11 +401,14 @@ class FakeTrackers:
         self.interval = interval
         self.min_interval: float | None = None
         self.calls: list[tuple[float, str, str, int]] = []
+        self.binds: set[str | None] = set()
 
     async def announce(
-        self, url: str, params: AnnounceParams, *, timeout: float  # noqa: ASYNC109
+        self, url: str, params: AnnounceParams, *, timeout: float,  # noqa: ASYNC109
+        bind: str | None = None,
     ) -> AnnounceResult:
         self.calls.append((trio.current_time(), url, params.event, params.left))
+        self.binds.add(bind)
         await trio.sleep(0.01)
         if url in self.dead:
             raise TrackerError("connection refused")
@@ -426,6 +429,20 @@ def session(fake: FakeTrackers, monkeypatch: pytest.MonkeyPatch, tiers: list[lis
     monkeypatch.setattr(trackers, "announce", fake.announce)
     return TrackerSession(tiers, IH, PID, 6881, torrent.stats, torrent.peers.extend,
                           rng=NoShuffle(), **kw)  # type: ignore[arg-type]
+
+
+async def test_session_announces_from_its_bind_address_stopped_included(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    fake, torrent = FakeTrackers(), Torrent()
+    s = session(fake, monkeypatch, [["http://a/announce"]], torrent, bind="127.0.0.9")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(s.run)
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    await s.stop()  # from another task than run(), as the swarm does
+    assert [c[2] for c in fake.calls] == ["started", "stopped"]
+    assert fake.binds == {"127.0.0.9"}
 
 
 async def test_session_events_interval_completed_and_stop(
