@@ -54,6 +54,11 @@ def _sha1(*parts: bytes) -> bytes:
     return hashlib.sha1(b"".join(parts)).digest()
 
 
+def _padding() -> bytes:
+    """Random padding after our public key (0-63 bytes; MSE allows up to 512)."""
+    return os.urandom(int.from_bytes(os.urandom(1)) % 64)
+
+
 def _rc4(key: bytes) -> CipherContext:
     # Imported here: most connections are plain, and the import costs start-up time.
     from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
@@ -154,7 +159,7 @@ async def accept(
         incoming = _Incoming(stream, initial)
         ya = await incoming.take(KEY_BYTES)
         ours = KeyPair()
-        await stream.send_all(ours.public + os.urandom(int.from_bytes(os.urandom(1)) % 64))
+        await stream.send_all(ours.public + _padding())
         secret = ours.shared(ya)
         await incoming.skip_to(_sha1(b"req1", secret), MAX_PAD)
         mask = await incoming.take(20)
@@ -204,7 +209,7 @@ async def initiate(
     """
     with trio.fail_after(HANDSHAKE_TIMEOUT):
         ours = KeyPair()
-        await stream.send_all(ours.public + os.urandom(int.from_bytes(os.urandom(1)) % 64))
+        await stream.send_all(ours.public + _padding())
         incoming = _Incoming(stream, b"")
         secret = ours.shared(await incoming.take(KEY_BYTES))
         encrypt = _rc4(_sha1(b"keyA", secret, info_hash))

@@ -351,8 +351,8 @@ class PeerConnection:
     def update_interest(self, candidates: Iterable[int] | None = None) -> None:
         """Tell the peer whether it has a piece we want (all its pieces, or `candidates`)."""
         picker = self.swarm.picker
-        pieces = self.have if candidates is None else candidates
-        wanted = any(p in self.have and picker.wanted(p) for p in pieces)
+        pieces = self.have if candidates is None else (p for p in candidates if p in self.have)
+        wanted = any(picker.wanted(p) for p in pieces)
         if candidates is not None and not wanted and self.am_interested:
             return
         if wanted != self.am_interested:

@@ -131,20 +131,23 @@ async def _download(meta: Metainfo, out_dir: Path, net: SwarmConfig, seed_after:
             log.info("resuming: %d of %d pieces already verified", count, info.num_pieces)
         elif await trio.to_thread.run_sync(_any_exists, storage):
             await _check(torrent, "checking existing data")
-        if torrent.complete and not seed_after:
+        # Zero-length files: no piece ever writes them. Made when the data is complete,
+        # already at start or as the last piece arrives (on_complete).
+        if torrent.complete:
             await trio.to_thread.run_sync(storage.create_empty_files)
-            print(f"btfs: {info.name}: already complete", file=sys.stderr)
-            return 0
+            if not seed_after:
+                print(f"btfs: {info.name}: already complete", file=sys.stderr)
+                return 0
         swarm = Swarm(meta, torrent, replace(net, seed=seed_after))
         started = trio.current_time()
+
         def on_complete() -> None:
-            storage.create_empty_files()  # zero-length files: no piece ever writes them
+            storage.create_empty_files()
             _report_complete(swarm, started)
 
         swarm.on_complete = on_complete
         status = await _serve(swarm, show_progress=True, until_complete=not seed_after)
         if torrent.complete:
-            await trio.to_thread.run_sync(storage.create_empty_files)
             resume.close()
             resume.path.unlink(missing_ok=True)
         return status
