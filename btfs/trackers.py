@@ -744,6 +744,7 @@ class TrackerSession:
         self._on_peers = on_peers
         self._started: set[str] = set()  # URLs told "started" and not yet "stopped"
         self._in_flight: set[str] = set()  # an announce sent, its answer not yet read
+        self._download_finished = False  # completed() was called: a seed never calls it
         self._states = [_TierState(i, retry_initial) for i in range(len(self.tiers))]
 
     async def run(self) -> None:
@@ -757,6 +758,7 @@ class TrackerSession:
 
     def completed(self) -> None:
         """The download has just finished: tell every tier now."""
+        self._download_finished = True
         for state in self._states:
             state.urgent = True
             state.wake.set()
@@ -780,7 +782,8 @@ class TrackerSession:
         params = self._params("stopped", uploaded, downloaded, left)
         # A download that ends as it completes has not told its trackers "completed" yet.
         unreported = {
-            url for state in self._states if left == 0 and not state.done_reported
+            url for state in self._states
+            if self._download_finished and left == 0 and not state.done_reported
             for url in self.tiers.tiers[state.index]
         }
         with trio.CancelScope(shield=True), trio.move_on_after(timeout):
@@ -856,6 +859,8 @@ class TrackerSession:
                 event = "completed"
             else:
                 event = ""
+            # Until its answer is read: if the session is cancelled meanwhile (the tracker
+            # may have counted us already), stop() still says "stopped" to it.
             self._in_flight.add(url)
             try:
                 result = await announce(
@@ -863,13 +868,13 @@ class TrackerSession:
                     bind=self.bind,
                 )
             except (TrackerError, OSError) as exc:
+                self._in_flight.discard(url)
                 failures = self.failures[url] = self.failures.get(url, 0) + 1
                 self.last_error[url] = str(exc) or type(exc).__name__
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 log.log(level, "tracker %s: %s (failure %d)", url, exc, failures)
                 continue
-            finally:
-                self._in_flight.discard(url)
+            self._in_flight.discard(url)
             self.failures[url] = 0
             self.last_error[url] = None
             self.last_result[url] = result

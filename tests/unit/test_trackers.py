@@ -445,6 +445,21 @@ async def test_session_announces_from_its_bind_address_stopped_included(
     assert fake.binds == {"127.0.0.9"}
 
 
+async def test_stopped_reaches_a_tracker_whose_started_answer_was_cut_off(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    """Cancelled while `started` is in flight (the tracker may have counted us): a seed
+    still says `stopped` at stop(), and never `completed`."""
+    fake, torrent = FakeTrackers(), Torrent(left=0)
+    s = session(fake, monkeypatch, [["http://a/announce"]], torrent)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(s.run)
+        await trio.sleep(0.005)  # the fake answers after 0.01 s
+        nursery.cancel_scope.cancel()
+    await s.stop()
+    assert [c[2] for c in fake.calls] == ["started", "stopped"]
+
+
 async def test_session_events_interval_completed_and_stop(
     monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
 ) -> None:
