@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class PeerRates:
-    key: bytes
+    peer_id: bytes
     interested: bool
     download_rate: float  # what the peer sends us, bytes/s
     upload_rate: float    # what we send the peer, bytes/s
@@ -40,24 +40,24 @@ class Choker:
         self._first_seen: dict[bytes, float] = {}
 
     def rechoke(self, now: float, peers: list[PeerRates], we_are_seed: bool) -> set[bytes]:
-        """The keys of the peers to unchoke now; every other peer is choked."""
-        present = {p.key for p in peers}
-        for key in list(self._first_seen):
-            if key not in present:
-                del self._first_seen[key]
+        """The ids of the peers to unchoke now; every other peer is choked."""
+        present = {p.peer_id for p in peers}
+        for peer_id in list(self._first_seen):
+            if peer_id not in present:
+                del self._first_seen[peer_id]
         for p in peers:
-            self._first_seen.setdefault(p.key, now)
+            self._first_seen.setdefault(p.peer_id, now)
 
         candidates = [p for p in peers if p.interested and not p.is_seed]
         if we_are_seed:
             ranked = sorted(candidates, key=lambda p: p.upload_rate, reverse=True)
         else:
             ranked = sorted(candidates, key=lambda p: p.download_rate, reverse=True)
-        regular = {p.key for p in ranked[: self.slots - 1]}
+        regular = {p.peer_id for p in ranked[: self.slots - 1]}
 
-        rest = [p for p in candidates if p.key not in regular]
+        rest = [p for p in candidates if p.peer_id not in regular]
         if (
-            self.optimistic not in {p.key for p in rest}
+            self.optimistic not in {p.peer_id for p in rest}
             or now - self._optimistic_since >= self.optimistic_interval
         ):
             self.optimistic = self._choose_optimistic(rest, now)
@@ -70,8 +70,7 @@ class Choker:
     def _choose_optimistic(self, rest: list[PeerRates], now: float) -> bytes | None:
         if not rest:
             return None
-        weights = [
-            3.0 if now - self._first_seen.get(p.key, now) < self.optimistic_interval * 2 else 1.0
-            for p in rest
-        ]
-        return self.rng.choices(rest, weights=weights)[0].key
+        young = self.optimistic_interval * 2
+        weights = [3.0 if now - self._first_seen.get(p.peer_id, now) < young else 1.0
+                   for p in rest]
+        return self.rng.choices(rest, weights=weights)[0].peer_id

@@ -126,8 +126,8 @@ class Picker:
 
     def _forget_holders(self, piece: int, progress: _Progress) -> None:
         for index, holders in enumerate(progress.holders):
-            for key in holders:
-                held = self._held.get(key)
+            for peer_id in holders:
+                held = self._held.get(peer_id)
                 if held is not None:
                     held.discard(self.block(piece, index))
 
@@ -178,13 +178,13 @@ class Picker:
             availability[piece] -= 1
         self._order_dirty = True
 
-    def peer_gone(self, key: bytes, pieces: Iterable[int]) -> None:
+    def peer_gone(self, peer_id: bytes, pieces: Iterable[int]) -> None:
         self.forget_pieces(pieces)
-        self.release(key, list(self._held.pop(key, ())))
+        self.release(peer_id, list(self._held.pop(peer_id, ())))
 
-    def release(self, key: bytes, blocks: Iterable[Block]) -> None:
-        """`key` will not deliver these blocks (choked, rejected, gone): free them."""
-        held = self._held.get(key)
+    def release(self, peer_id: bytes, blocks: Iterable[Block]) -> None:
+        """`peer_id` will not deliver these blocks (choked, rejected, gone): free them."""
+        held = self._held.get(peer_id)
         for block in blocks:
             if held is not None:
                 held.discard(block)
@@ -195,20 +195,20 @@ class Picker:
             if misaligned or not 0 <= index < len(progress.holders):
                 continue
             holders = progress.holders[index]
-            if key in holders:
-                holders.remove(key)
+            if peer_id in holders:
+                holders.remove(peer_id)
                 if not holders and not progress.received[index]:
                     if progress.stale[index]:
                         progress.stale[index] = 0
                     else:
                         progress.free += 1
 
-    def held_by(self, key: bytes) -> set[Block]:
-        return self._held.get(key, set())
+    def held_by(self, peer_id: bytes) -> set[Block]:
+        return self._held.get(peer_id, set())
 
     # Blocks arriving -------------------------------------------------------------------------
 
-    def block_received(self, key: bytes, block: Block) -> Received:
+    def block_received(self, peer_id: bytes, block: Block) -> Received:
         progress = self.in_progress.get(block.piece)
         index, misaligned = divmod(block.begin, self.block_size)
         if (
@@ -217,22 +217,22 @@ class Picker:
             or not 0 <= index < len(progress.received)
             or block != self.block(block.piece, index)
         ):
-            self.release(key, [block])
+            self.release(peer_id, [block])
             return Received(False, False, [])
-        held = self._held.get(key)
+        held = self._held.get(peer_id)
         if held is not None:
             held.discard(block)
         holders = progress.holders[index]
         if progress.received[index]:
-            if key in holders:
-                holders.remove(key)
+            if peer_id in holders:
+                holders.remove(peer_id)
             return Received(False, False, [])
         progress.received[index] = 1
         progress.remaining -= 1
         if not holders or progress.stale[index]:
             progress.free -= 1
             progress.stale[index] = 0
-        cancel = [k for k in holders if k != key]
+        cancel = [k for k in holders if k != peer_id]
         for other in cancel:
             other_held = self._held.get(other)
             if other_held is not None:
@@ -242,9 +242,9 @@ class Picker:
 
     # Choosing ------------------------------------------------------------------------------
 
-    def pick(self, key: bytes, has: Container[int], count: int, now: float,
+    def pick(self, peer_id: bytes, has: Container[int], count: int, now: float,
              *, urgent_only: bool = False) -> list[Block]:
-        """Up to `count` blocks to request from peer `key`, which has the pieces in `has`.
+        """Up to `count` blocks to request from peer `peer_id`, which has the pieces in `has`.
 
         `urgent_only`: blocks of pieces a read waits on, nothing else.
         """
@@ -256,7 +256,7 @@ class Picker:
         if self.deadlines:
             for piece in sorted(self.deadlines, key=self.deadlines.__getitem__):
                 if piece in has:
-                    self._take(piece, key, out, count, now, urgent=True)
+                    self._take(piece, peer_id, out, count, now, urgent=True)
                     if len(out) >= count:
                         return out
         if urgent_only:
@@ -264,36 +264,36 @@ class Picker:
         for window in list(self.readahead.values()):
             for piece in window:
                 if piece not in self.verified and piece in has:
-                    self._take(piece, key, out, count, now)
+                    self._take(piece, peer_id, out, count, now)
                     if len(out) >= count:
                         return out
         for piece, progress in list(self.in_progress.items()):
             if progress.free and piece in has and self.wanted(piece):
-                self._take(piece, key, out, count, now)
+                self._take(piece, peer_id, out, count, now)
                 if len(out) >= count:
                     return out
         for piece in self._rarest_first(now):
             if piece in has and piece not in self.in_progress and piece not in self.verified:
-                self._take(piece, key, out, count, now)
+                self._take(piece, peer_id, out, count, now)
                 if len(out) >= count:
                     return out
         if not out and self._all_requested():
-            self._endgame(key, has, out, count, now)
+            self._endgame(peer_id, has, out, count, now)
         return out
 
     def _take(
-        self, piece: int, key: bytes, out: list[Block], count: int, now: float,
+        self, piece: int, peer_id: bytes, out: list[Block], count: int, now: float,
         *, urgent: bool = False,
     ) -> None:
         progress = self.in_progress.get(piece)
         if progress is None:
             progress = self.in_progress[piece] = _Progress(self.blocks_in(piece))
-        held = self._held.setdefault(key, set())
+        held = self._held.setdefault(peer_id, set())
         received = progress.received
         for index, holders in enumerate(progress.holders):
             if len(out) >= count:
                 return
-            if received[index] or key in holders:
+            if received[index] or peer_id in holders:
                 continue
             if not holders:
                 progress.free -= 1
@@ -303,7 +303,7 @@ class Picker:
             elif not (urgent and len(holders) < URGENT_COPIES
                       and now - progress.requested_at[index] >= self.urgent_after):
                 continue
-            holders.append(key)
+            holders.append(peer_id)
             progress.requested_at[index] = now
             self._next_expiry = min(self._next_expiry, now + self.request_timeout)
             block = self.block(piece, index)
@@ -311,23 +311,23 @@ class Picker:
             out.append(block)
 
     def _endgame(
-        self, key: bytes, has: Container[int], out: list[Block], count: int, now: float
+        self, peer_id: bytes, has: Container[int], out: list[Block], count: int, now: float
     ) -> None:
-        held = self._held.setdefault(key, set())
+        held = self._held.setdefault(peer_id, set())
         for piece, progress in self.in_progress.items():
             if piece not in has or not self.wanted(piece):
                 continue
             for index, holders in enumerate(progress.holders):
                 if len(out) >= count:
                     return
-                if progress.received[index] or key in holders or len(holders) >= ENDGAME_COPIES:
+                if progress.received[index] or peer_id in holders or len(holders) >= ENDGAME_COPIES:
                     continue
                 if not holders or progress.stale[index]:
                     progress.free -= 1
                     progress.stale[index] = 0
                     progress.requested_at[index] = now
                     self._next_expiry = min(self._next_expiry, now + self.request_timeout)
-                holders.append(key)
+                holders.append(peer_id)
                 block = self.block(piece, index)
                 held.add(block)
                 out.append(block)

@@ -16,18 +16,21 @@ import hashlib
 import logging
 import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import trio
 
-from btfs import __version__
+from btfs import __version__, dial, wire
 from btfs.choker import Choker, PeerRates
 from btfs.errors import BtfsError
 from btfs.metainfo import Metainfo
-from btfs.peer import PeerConnection, connect, serve_incoming
+from btfs.peer import PeerConnection
+from btfs.peerbook import PeerBook
+from btfs.peerstate import GotHave, GotPieces, PeerError, PeerState
 from btfs.picker import Block, Picker, Priority
 from btfs.rates import RateMeter, TokenBucket
+from btfs.storage import Storage
 from btfs.torrent import Torrent
 from btfs.trackers import TrackerSession
 
@@ -35,9 +38,6 @@ log = logging.getLogger(__name__)
 
 RECHOKE_INTERVAL = 10.0
 CONNECT_INTERVAL = 1.0
-RETRY_AFTER_SESSION = 5.0   # a peer whose connection ended: dial again after this
-RETRY_FIRST = 2.0           # a failed dial: 2 s, then 3x longer each time, up to a minute
-RETRY_MAX = 60.0
 MAX_HALF_OPEN = 8
 
 
@@ -75,17 +75,18 @@ class PartialPiece:
 class Suspect:
     """A block of a piece that failed its hash: who sent it and its digest."""
 
-    key: bytes
+    peer_id: bytes
     host: str
     digest: bytes
 
 
 class Swarm:
-    """Everything one torrent does on the network."""
+    """Everything one torrent does on the network; the `PeerHost` of its connections."""
 
     def __init__(
         self, meta: Metainfo, torrent: Torrent, config: SwarmConfig,
         peer_id: bytes | None = None,
+        open_stream: dial.OpenStream | None = None,
     ) -> None:
         self.meta = meta
         self.torrent = torrent
@@ -101,9 +102,8 @@ class Swarm:
             self.picker.set_priority(range(info.num_pieces), Priority.SKIP)
         self.choker = Choker(slots=config.upload_slots, rng=self.rng)
         self.peers: dict[bytes, PeerConnection] = {}
-        self.candidates: set[tuple[str, int]] = set()
+        self.book = PeerBook(self.rng)
         self.connecting: set[tuple[str, int]] = set()
-        self.banned: set[str] = set()
         self.partial: dict[int, PartialPiece] = {}
         self.suspects: dict[int, dict[int, list[Suspect]]] = {}
         self.download_meter = RateMeter()
@@ -118,10 +118,8 @@ class Swarm:
         self.nursery: trio.Nursery | None = None
         self.listen_port = 0
         self.tracker_session: TrackerSession | None = None
-        self._next_try: dict[tuple[str, int], float] = {}
-        self._failures: dict[tuple[str, int], int] = {}
-        self._encrypt: set[tuple[str, int]] = set()  # next dial of these uses MSE
-        self.known_seeds: set[tuple[str, int]] = set()  # not worth dialling once complete
+        self.identity = dial.Identity(meta.info_hash, self.peer_id, self._refuses)
+        self._open_stream = open_stream or dial.tcp_opener(config.bind)
         self._rechoke_soon = trio.Event()
         self._dial_soon = trio.Event()
         self.add_candidates(config.peers)
@@ -129,6 +127,10 @@ class Swarm:
         torrent.on_readahead = self._readahead
         torrent.on_verified = self._verified
         torrent.network_attributes = self.attributes
+
+    @property
+    def banned(self) -> set[str]:
+        return self.book.banned
 
     # Hooks from the torrent (reads) ------------------------------------------------------
 
@@ -141,16 +143,16 @@ class Swarm:
         fastest_first = sorted(self.peers.values(),
                                key=lambda p: p.download_meter.value(now), reverse=True)
         for peer in fastest_first:
-            if not peer.am_interested:
+            if not peer.state.am_interested:
                 peer.update_interest(pieces)
             peer.request_urgent(blocks)
         self.kick_all()
 
-    def _readahead(self, stream: int, pieces: range) -> None:
-        self.picker.set_readahead(stream, pieces)
+    def _readahead(self, reader: int, pieces: range) -> None:
+        self.picker.set_readahead(reader, pieces)
         if self.config.lazy:
             for peer in list(self.peers.values()):
-                if not peer.am_interested:
+                if not peer.state.am_interested:
                     peer.update_interest(pieces)
         self.kick_all()
 
@@ -166,19 +168,78 @@ class Swarm:
             if self.tracker_session is not None:
                 self.tracker_session.completed()
             for peer in list(self.peers.values()):
-                if peer.peer_is_seed:
-                    self.known_seeds.add(peer.address)
+                if peer.state.peer_is_seed:
+                    self.book.known_seeds.add(peer.address)
                     peer.close()
 
     def kick_all(self) -> None:
         for peer in list(self.peers.values()):
             peer.kick()
 
+    # PeerHost: what connections tell the swarm -----------------------------------------------
+
+    def pick(self, peer: PeerConnection, has: Container[int], count: int, *,
+             urgent_only: bool = False) -> list[Block]:
+        return self.picker.pick(peer.peer_id, has, count, trio.current_time(),
+                                urgent_only=urgent_only)
+
+    def pieces_changed(self, peer: PeerConnection, event: GotHave | GotPieces) -> None:
+        if isinstance(event, GotHave):
+            self.picker.peer_have(event.piece)
+            return
+        if event.old.count:
+            self.picker.forget_pieces(event.old)
+        have = peer.state.have
+        self.picker.peer_bitfield(have)
+        if have.all() and self.torrent.complete:
+            self.book.known_seeds.add(peer.address)
+            raise PeerError("both sides are seeds")
+
+    def released(self, peer: PeerConnection, blocks: Sequence[Block]) -> None:
+        self.picker.release(peer.peer_id, blocks)
+        self.kick_all()
+
+    def wasted(self, size: int) -> None:
+        self.torrent.counters.wasted += size
+
+    def interest_changed(self, peer: PeerConnection) -> None:
+        unchoked = sum(1 for p in self.peers.values() if not p.state.am_choking)
+        gained = peer.state.peer_interested and unchoked < self.config.upload_slots
+        lost = not peer.state.peer_interested and not peer.state.am_choking
+        if gained or lost:
+            self._rechoke_soon.set()
+
+    def receive_delay(self, size: int) -> float:
+        return self.download_bucket.delay(size, trio.current_time())
+
+    def send_delay(self, size: int) -> float:
+        return self.upload_bucket.delay(size, trio.current_time())
+
+    async def read_blocks(self, requests: Sequence[wire.Request]) -> list[bytes | None]:
+        storage = self.torrent.storage
+        plen = self.info.piece_length
+        return await trio.to_thread.run_sync(_read_blocks, storage, plen, list(requests))
+
+    def uploaded(self, peer: PeerConnection, size: int) -> None:
+        self.upload_meter.add(size, trio.current_time())
+        self.torrent.counters.uploaded += size
+
+    def peer_gone(self, peer: PeerConnection, closed_by_peer: bool) -> None:
+        now = trio.current_time()
+        self.book.session_ended(peer.address[0], now - peer.started, closed_by_peer, now)
+        if self.peers.get(peer.peer_id) is peer:
+            del self.peers[peer.peer_id]
+            self._dial_soon.set()
+            self.picker.peer_gone(peer.peer_id, peer.state.have)
+            self.kick_all()
+            if peer.state.am_choking is False:
+                self._rechoke_soon.set()
+
     # Blocks arriving ------------------------------------------------------------------------
 
     def block_received(self, peer: PeerConnection, block: Block, data: bytes) -> None:
         """Keep a block; when its piece is whole, verify it (in the background)."""
-        result = self.picker.block_received(peer.key, block)
+        result = self.picker.block_received(peer.peer_id, block)
         for other in result.cancel:
             conn = self.peers.get(other)
             if conn is not None:
@@ -194,7 +255,7 @@ class Swarm:
                 bytearray(self.info.piece_size(block.piece))
             )
         partial.data[block.begin : block.begin + len(data)] = data
-        partial.senders[block.begin] = peer.key
+        partial.senders[block.begin] = peer.peer_id
         if result.piece_complete:
             del self.partial[block.piece]
             assert self.nursery is not None
@@ -210,13 +271,13 @@ class Swarm:
             self._ban(next(iter(senders)), f"piece {piece} failed its hash check")
         else:
             blocks = self.suspects.setdefault(piece, {})
-            for begin, key in partial.senders.items():
-                conn = self.peers.get(key)
+            for begin, peer_id in partial.senders.items():
+                conn = self.peers.get(peer_id)
                 if conn is None:
                     continue
                 end = min(begin + self.picker.block_size, len(partial.data))
                 digest = hashlib.sha1(partial.data[begin:end]).digest()
-                blocks.setdefault(begin, []).append(Suspect(key, conn.address[0], digest))
+                blocks.setdefault(begin, []).append(Suspect(peer_id, conn.address[0], digest))
         self.kick_all()
 
     def _settle_suspects(self, piece: int) -> None:
@@ -229,68 +290,66 @@ class Swarm:
             good = hashlib.sha1(self.torrent.storage.read(piece * plen + begin, length)).digest()
             for s in suspects:
                 if s.digest != good:
-                    self._ban(s.key, f"sent a bad block of piece {piece}", host=s.host)
+                    self._ban(s.peer_id, f"sent a bad block of piece {piece}", host=s.host)
 
-    def _ban(self, key: bytes, reason: str, host: str | None = None) -> None:
-        conn = self.peers.get(key)
+    def _ban(self, peer_id: bytes, reason: str, host: str | None = None) -> None:
+        conn = self.peers.get(peer_id)
         if host is None and conn is not None:
             host = conn.address[0]
-        if host is not None and host not in self.banned:
+        if host is not None and self.book.ban(host):
             log.warning("banning %s: %s", host, reason)
-            self.banned.add(host)
-            self.candidates = {a for a in self.candidates if a[0] != host}
         if conn is not None:
             conn.close()
 
     # Peers ----------------------------------------------------------------------------------
 
     def add_candidates(self, addresses: Iterable[tuple[str, int]]) -> None:
-        for address in addresses:
-            if address[0] not in self.banned and 0 < address[1] < 65536:
-                self.candidates.add(address)
-        if len(self.candidates) > 2000:
-            self.candidates = set(self.rng.sample(sorted(self.candidates), 1000))
+        self.book.add(addresses)
         self._dial_soon.set()
 
-    def peer_connected(self, peer: PeerConnection) -> bool:
-        if peer.key in self.peers or peer.address[0] in self.banned:
+    def _refuses(self, host: str) -> bool:
+        return self.book.refused(host, trio.current_time())
+
+    def _admit(self, peer: PeerConnection) -> bool:
+        if peer.peer_id in self.peers or self._refuses(peer.address[0]):
             return False
         if len(self.peers) >= self.config.max_peers:
             return False
-        self.peers[peer.key] = peer
+        self.peers[peer.peer_id] = peer
         return True
 
-    def peer_gone(self, peer: PeerConnection) -> None:
-        if self.peers.get(peer.key) is peer:
-            del self.peers[peer.key]
-            self._dial_soon.set()
-            self.picker.peer_gone(peer.key, peer.have)
-            self.kick_all()
-            if peer.am_choking is False:
-                self._rechoke_soon.set()
+    async def run_peer(self, connection: dial.Established) -> None:
+        """Run an established connection until it ends (if there is room for it)."""
+        info = self.info
+        state = PeerState(info.num_pieces, info.piece_size, self.torrent.verified,
+                          self.picker.wanted, fast=connection.handshake.fast,
+                          now=trio.current_time(), raw_info=self.meta.raw_info)
+        peer = PeerConnection(self, state, connection)
+        if not self._admit(peer):
+            await dial.close_quietly(connection.stream)
+            return
+        await peer.run(listen_port=self.listen_port)
 
-    def peer_interest_changed(self, peer: PeerConnection) -> None:
-        unchoked = sum(1 for p in self.peers.values() if not p.am_choking)
-        gained = peer.peer_interested and unchoked < self.config.upload_slots
-        lost = not peer.peer_interested and not peer.am_choking
-        if gained or lost:
-            self._rechoke_soon.set()
+    async def _serve_incoming(self, stream: trio.SocketStream) -> None:
+        accepted = await dial.accept(stream, {self.meta.info_hash: self.identity})
+        if accepted is not None:
+            await self.run_peer(accepted[0])
 
     def rechoke(self) -> None:
         now = trio.current_time()
         rates = [
             PeerRates(
-                key=p.key,
-                interested=p.peer_interested,
+                peer_id=p.peer_id,
+                interested=p.state.peer_interested,
                 download_rate=p.download_meter.value(now),
                 upload_rate=p.upload_meter.value(now),
-                is_seed=p.peer_is_seed,
+                is_seed=p.state.peer_is_seed,
             )
             for p in self.peers.values()
         ]
         unchoke = self.choker.rechoke(now, rates, we_are_seed=self.torrent.complete)
         for peer in list(self.peers.values()):
-            peer.set_choking(peer.key not in unchoke)
+            peer.set_choking(peer.peer_id not in unchoke)
 
     def stats(self) -> dict[str, float]:
         now = trio.current_time()
@@ -334,9 +393,7 @@ class Swarm:
                 raise BtfsError(f"cannot listen for peers on {where}: "
                                 f"{exc.strerror or exc}") from None
             self.listen_port = listeners[0].socket.getsockname()[1]
-            lookup = {self.meta.info_hash: self}
-            nursery.start_soon(trio.serve_listeners,
-                               lambda stream: serve_incoming(stream, lookup), listeners)
+            nursery.start_soon(trio.serve_listeners, self._serve_incoming, listeners)
             nursery.start_soon(self._connect_loop)
             nursery.start_soon(self._rechoke_loop)
             if self.config.trackers and self.meta.trackers:
@@ -381,46 +438,35 @@ class Swarm:
     def _dial_some(self) -> None:
         if self.torrent.complete and not self.config.seed:
             return
-        now = trio.current_time()
-        room = self.config.max_peers - len(self.peers) - len(self.connecting)
-        connected = {p.address for p in self.peers.values()}
-        for address in list(self.candidates):
-            if room <= 0 or len(self.connecting) >= MAX_HALF_OPEN:
-                break
-            if address in connected or address in self.connecting:
-                continue
-            if address[0] in self.banned:
-                continue
-            if address in self.known_seeds and self.torrent.complete:
-                continue
-            if now < self._next_try.get(address, now):
-                continue
-            self._next_try[address] = float("inf")  # until this dial ends
+        room = min(self.config.max_peers - len(self.peers) - len(self.connecting),
+                   MAX_HALF_OPEN - len(self.connecting))
+        if room <= 0:
+            return
+        busy = self.connecting | {p.address for p in self.peers.values()}
+        assert self.nursery is not None
+        for address, encrypted in self.book.due(trio.current_time(), room, busy,
+                                                complete=self.torrent.complete):
             self.connecting.add(address)
-            assert self.nursery is not None
-            self.nursery.start_soon(self._dial, address)
-            room -= 1
+            self.nursery.start_soon(self._dial, address, encrypted)
 
-    async def _dial(self, address: tuple[str, int]) -> None:
-        """Plain text first; after a failed plain handshake, MSE, and so on alternately."""
-        connected = False
-        encrypted = address in self._encrypt
+    async def _dial(self, address: tuple[str, int], encrypted: bool) -> None:
+        """Dial (plain or MSE, as the book says), then run the connection until it ends."""
+        connection = None
         try:
-            connected = await connect(self, address,
-                                      on_connected=lambda: self.connecting.discard(address),
-                                      encrypted=encrypted)
+            connection = await dial.dial(address, self.identity, self._open_stream,
+                                         encrypted=encrypted)
+            self.connecting.discard(address)
+            if connection is not None:
+                await self.run_peer(connection)
         finally:
             self.connecting.discard(address)
-            if connected:
-                self._failures.pop(address, None)
-                delay = RETRY_AFTER_SESSION
-            else:
-                failures = self._failures[address] = self._failures.get(address, 0) + 1
-                delay = min(RETRY_MAX, RETRY_FIRST * 3 ** (failures - 1))
-                self._encrypt ^= {address}
-                if not encrypted:
-                    delay = min(delay, RETRY_FIRST)
-            self._next_try[address] = trio.current_time() + delay
+            self.book.dial_ended(address, connection is not None, encrypted,
+                                 trio.current_time())
+
+
+def _read_blocks(storage: Storage, piece_length: int,
+                 batch: list[wire.Request]) -> list[bytes | None]:
+    return [storage.read(r.index * piece_length + r.begin, r.length) for r in batch]
 
 
 async def open_listeners(bind: str | None, port: int) -> list[trio.SocketListener]:

@@ -1,20 +1,19 @@
-"""The peer wire protocol (BEP 3, fast extension BEP 6, extension protocol BEP 10). Pure.
+"""The peer wire protocol (BEP 3, fast extension BEP 6, BEP 10 framing). Pure.
 
 `encode(message)` gives the bytes to send; a `MessageReader` is fed the bytes that
 arrive and hands back whole messages. Nothing here touches a socket, so every case,
 including a lying or broken peer, is tested directly. A message that cannot be right
 (a length that does not fit its kind, a block over `MAX_BLOCK`, an oversized frame)
-raises `ProtocolError`; unknown message ids are skipped, as BEP 3 asks.
+raises `ProtocolError`; unknown message ids are skipped, as BEP 3 asks. What travels
+inside an extended message (BEP 10's handshake, BEP 9's metadata) is `btfs.extensions`.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from btfs import bencode
-from btfs.errors import BencodeError, BtfsError
+from btfs.errors import BtfsError
 
 PROTOCOL = b"\x13BitTorrent protocol"
 HANDSHAKE_LENGTH = 68
@@ -334,66 +333,6 @@ class MessageReader:
     def _check_fast(self, kind: int) -> None:
         if kind in _FAST_ONLY and not self.fast:
             raise ProtocolError(f"fast-extension message {kind} without the fast extension")
-
-
-# Extension protocol (BEP 10) ---------------------------------------------------------
-
-
-@dataclass
-class ExtensionHandshake:
-    """The fields of a BEP 10 handshake that btfs uses; other keys are ignored."""
-
-    extensions: dict[str, int] = field(default_factory=dict)
-    client: str | None = None
-    reqq: int | None = None
-    listen_port: int | None = None
-    yourip: bytes | None = None
-    metadata_size: int | None = None
-
-    def encode(self) -> bytes:
-        d: dict[bytes, Any] = {b"m": {k.encode(): v for k, v in self.extensions.items()}}
-        if self.client is not None:
-            d[b"v"] = self.client.encode()
-        if self.reqq is not None:
-            d[b"reqq"] = self.reqq
-        if self.listen_port is not None:
-            d[b"p"] = self.listen_port
-        if self.yourip is not None:
-            d[b"yourip"] = self.yourip
-        if self.metadata_size is not None:
-            d[b"metadata_size"] = self.metadata_size
-        return bencode.encode(d)
-
-    @classmethod
-    def decode(cls, payload: bytes) -> ExtensionHandshake:
-        try:
-            d = bencode.decode(payload)
-        except BencodeError as exc:
-            raise ProtocolError(f"bad extension handshake: {exc}") from exc
-        if not isinstance(d, dict):
-            raise ProtocolError("extension handshake is not a dictionary")
-        hs = cls()
-        m = d.get(b"m")
-        if isinstance(m, dict):
-            for key, value in m.items():
-                if isinstance(key, bytes) and isinstance(value, int) and 0 <= value < 256:
-                    hs.extensions[key.decode("utf-8", "replace")] = value
-        v = d.get(b"v")
-        if isinstance(v, bytes):
-            hs.client = v.decode("utf-8", "replace")[:64]
-        reqq = d.get(b"reqq")
-        if isinstance(reqq, int) and reqq > 0:
-            hs.reqq = reqq
-        p = d.get(b"p")
-        if isinstance(p, int) and 0 < p < 65536:
-            hs.listen_port = p
-        yourip = d.get(b"yourip")
-        if isinstance(yourip, bytes) and len(yourip) in (4, 16):
-            hs.yourip = yourip
-        size = d.get(b"metadata_size")
-        if isinstance(size, int) and size > 0:
-            hs.metadata_size = size
-        return hs
 
 
 def allowed_fast_set(info_hash: bytes, ip: str, num_pieces: int, k: int = 10) -> list[int]:

@@ -58,7 +58,7 @@ def test_at_most_slots_unchoked(slots: int, seeding: bool) -> None:
         peers = [peer(i, rng.random() * 1000, rng.random() * 1000) for i in range(20)]
         unchoked = choker.rechoke(t * 10.0, peers, we_are_seed=seeding)
         assert len(unchoked) == slots
-        assert unchoked <= {p.key for p in peers}
+        assert unchoked <= {p.peer_id for p in peers}
 
 
 def test_fewer_candidates_than_slots_all_unchoked() -> None:
@@ -143,13 +143,13 @@ def test_optimistic_replaced_at_once_when_it_leaves_or_loses_interest() -> None:
     first = choker.optimistic
     assert first is not None
     # it goes away
-    peers = [p for p in peers if p.key != first]
+    peers = [p for p in peers if p.peer_id != first]
     unchoked = choker.rechoke(1.0, peers, we_are_seed=False)
     second = choker.optimistic
     assert second is not None and second != first and second in unchoked
     assert first not in unchoked
     # it stops being interested
-    peers = [PeerRates(p.key, False, 1.0, 0.0) if p.key == second else p for p in peers]
+    peers = [PeerRates(p.peer_id, False, 1.0, 0.0) if p.peer_id == second else p for p in peers]
     unchoked = choker.rechoke(2.0, peers, we_are_seed=False)
     third = choker.optimistic
     assert third not in (first, second, None)
@@ -163,7 +163,7 @@ def test_optimistic_promoted_to_regular_gets_replaced() -> None:
     opt = choker.optimistic
     assert opt is not None
     # the optimistic peer now sends the most: it takes the regular slot
-    peers = [PeerRates(p.key, True, 5000.0, 0.0) if p.key == opt else p for p in peers]
+    peers = [PeerRates(p.peer_id, True, 5000.0, 0.0) if p.peer_id == opt else p for p in peers]
     unchoked = choker.rechoke(5.0, peers, we_are_seed=False)
     assert opt in unchoked
     assert choker.optimistic not in (opt, None)
@@ -182,10 +182,10 @@ def test_optimistic_never_among_the_regular_set() -> None:
         candidates = [p for p in peers if p.interested and not p.is_seed]
         rate = (lambda p: p.upload_rate) if seeding else (lambda p: p.download_rate)
         ranked = sorted(candidates, key=rate, reverse=True)
-        regular = {p.key for p in ranked[:3]}
+        regular = {p.peer_id for p in ranked[:3]}
         assert regular <= unchoked
         assert len(unchoked) == min(4, len(candidates))
-        assert unchoked <= {p.key for p in candidates}
+        assert unchoked <= {p.peer_id for p in candidates}
         if len(candidates) > 3:
             assert choker.optimistic is not None and choker.optimistic not in regular
 
@@ -201,7 +201,7 @@ def test_new_peers_favoured_for_the_optimistic_slot() -> None:
         newcomer = peer(100 + n % 100)
         # each newcomer is met now; old peers were met long ago
         choker.rechoke(t, [*old, newcomer], we_are_seed=False)
-        counts[b"new" if choker.optimistic == newcomer.key else b"old"] += 1
+        counts[b"new" if choker.optimistic == newcomer.peer_id else b"old"] += 1
         t += 30.0
         choker.rechoke(t, old, we_are_seed=False)  # the newcomer leaves: forgotten
         t += 30.0
@@ -220,7 +220,7 @@ def test_peer_stops_being_new_after_twice_the_interval() -> None:
     t = 200.0  # everyone, the late one included, is now old
     for _ in range(3000):
         choker.rechoke(t, [*peers, late], we_are_seed=False)
-        counts[choker.optimistic == late.key] += 1
+        counts[choker.optimistic == late.peer_id] += 1
         t += 30.0
     share = counts[True] / 3000
     assert 0.15 < share < 0.25, share  # uniform over five
@@ -232,11 +232,11 @@ def test_departed_peers_forgotten() -> None:
     choker.rechoke(0.0, peers, we_are_seed=False)
     gone = choker.optimistic
     assert gone is not None
-    remaining = [p for p in peers if p.key != gone]
+    remaining = [p for p in peers if p.peer_id != gone]
     unchoked = choker.rechoke(10.0, remaining, we_are_seed=False)
     assert gone not in unchoked and choker.optimistic != gone
     assert gone not in choker._first_seen
-    assert set(choker._first_seen) == {p.key for p in remaining}
+    assert set(choker._first_seen) == {p.peer_id for p in remaining}
     # everyone gone
     assert choker.rechoke(20.0, [], we_are_seed=False) == set()
     assert choker.optimistic is None
@@ -255,7 +255,7 @@ def test_returning_peer_counts_as_new_again() -> None:
         choker.rechoke(t, old, we_are_seed=False)          # it leaves
         t += 30.0
         choker.rechoke(t, [*old, back], we_are_seed=False)  # and returns
-        counts[choker.optimistic == back.key] += 1
+        counts[choker.optimistic == back.peer_id] += 1
         t += 30.0
     share = counts[True] / 3000
     assert 0.28 < share < 0.39, share

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from btfs.metadata import (
+from btfs.extensions import (
     DATA,
     PIECE_SIZE,
     REJECT,

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from btfs import bencode, wire
 from btfs.errors import BtfsError
+from btfs.extensions import ExtensionHandshake
 from btfs.wire import (
     HANDSHAKE_LENGTH,
     MAX_BLOCK,
@@ -20,7 +21,6 @@ from btfs.wire import (
     Cancel,
     Choke,
     Extended,
-    ExtensionHandshake,
     Handshake,
     Have,
     HaveAll,
