@@ -1,0 +1,144 @@
+"""In-process scripted peers on trio memory streams, for tests of the peer layer's shells.
+
+`RemoteSwarm` builds a real `Swarm` (real picker, choker, torrent and storage in a temp
+folder) whose dials go to `RemotePeer`s instead of TCP: each dial opens a
+`trio.testing.memory_stream_pair` and runs the peer's script on the far end, so a test
+under trio's mock clock controls exactly what every peer says and when.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from btfs import bencode, mse, wire
+from btfs.metainfo import Metainfo, parse_torrent
+from btfs.storage import Storage
+from btfs.swarm import Swarm, SwarmConfig
+from btfs.torrent import Torrent
+
+# How a remote answers one request: the bytes to send, or None to reject (BEP 6).
+Answer = Callable[[wire.Request, bytes], bytes | None]
+
+
+def honest(request: wire.Request, data: bytes) -> bytes | None:
+    return data
+
+
+def make_meta(data: bytes, piece_length: int) -> Metainfo:
+    pieces = b"".join(hashlib.sha1(data[i : i + piece_length]).digest()
+                      for i in range(0, len(data), piece_length))
+    info = {b"name": b"data.bin", b"piece length": piece_length, b"length": len(data),
+            b"pieces": pieces}
+    return parse_torrent(bencode.encode({b"info": info}))
+
+
+@dataclass
+class RemotePeer:
+    """A peer that has every piece, unchokes at once and answers requests as `answer` says.
+
+    `encrypted_only`: hangs up on a plain handshake and accepts MSE (as Transmission
+    with encryption required does). `hang_up_at_once`: hangs up on any handshake. `hang_up_after`: close the connection after that
+    many requests arrived. `silent`: take requests and never answer them.
+    """
+
+    data: bytes
+    answer: Answer = honest
+    encrypted_only: bool = False
+    hang_up_after: int | None = None
+    hang_up_at_once: bool = False
+    silent: bool = False
+    peer_id: bytes = field(default_factory=lambda: b"-RM0001-" + os.urandom(12))
+    requests: list[wire.Request] = field(default_factory=list)
+    dials: list[str] = field(default_factory=list)  # "plain" or "mse", one per dial
+    dial_times: list[float] = field(default_factory=list)
+    closed: trio.Event = field(default_factory=trio.Event)
+
+    async def run(self, stream: trio.abc.Stream, meta: Metainfo) -> None:
+        try:
+            await self._run(stream, meta)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, mse.MSEError):
+            pass
+        finally:
+            await stream.aclose()
+            self.closed.set()
+
+    async def _run(self, stream: trio.abc.Stream, meta: Metainfo) -> None:
+        first = await stream.receive_some(65536)
+        reader = wire.MessageReader(num_pieces=meta.info.num_pieces)
+        self.dials.append("plain" if mse.looks_plain(first) else "mse")
+        self.dial_times.append(trio.current_time())
+        if self.hang_up_at_once:
+            return
+        if mse.looks_plain(first):
+            if self.encrypted_only:
+                return
+            reader.feed(first)
+        else:
+            stream, plain, _ = await mse.accept(stream, first, mse.skey_lookup([meta.info_hash]))
+            reader.feed(plain)
+        while reader.handshake() is None:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            reader.feed(chunk)
+        reader.fast = True
+        hello = wire.Handshake(meta.info_hash, self.peer_id, fast=True, extensions=False)
+        await stream.send_all(hello.encode() + wire.encode(wire.HaveAll())
+                              + wire.encode(wire.Unchoke()))
+        plen = meta.info.piece_length
+        while True:
+            while (m := reader.next_message()) is not None:
+                if not isinstance(m, wire.Request):
+                    continue
+                self.requests.append(m)
+                if self.hang_up_after is not None and len(self.requests) >= self.hang_up_after:
+                    return
+                if self.silent:
+                    continue
+                start = m.index * plen + m.begin
+                payload = self.answer(m, self.data[start : start + m.length])
+                reply: wire.Message = (wire.Piece(m.index, m.begin, payload)
+                                       if payload is not None
+                                       else wire.RejectRequest(m.index, m.begin, m.length))
+                await stream.send_all(wire.encode(reply))
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            reader.feed(chunk)
+
+
+class RemoteSwarm:
+    """A real Swarm for `data`, whose dials reach the `RemotePeer` at each address."""
+
+    def __init__(self, tmp: Path, data: bytes, piece_length: int,
+                 remotes: dict[tuple[str, int], RemotePeer], nursery: trio.Nursery,
+                 **config: object) -> None:
+        self.meta = make_meta(data, piece_length)
+        self.remotes = remotes
+        self._nursery = nursery
+        self.storage = Storage(self.meta.info, tmp)
+        self.torrent = Torrent(self.meta, self.storage, None, readahead=0)
+        settings = SwarmConfig(bind="127.0.0.1", trackers=False, **config)  # type: ignore[arg-type]
+        self.swarm = Swarm(self.meta, self.torrent, settings, open_stream=self._open)
+
+    async def _open(self, host: str, port: int) -> trio.abc.Stream:
+        remote = self.remotes.get((host, port))
+        if remote is None:
+            raise OSError(f"nothing listens at {host}:{port}")
+        ours, theirs = trio.testing.memory_stream_pair()
+        self._nursery.start_soon(remote.run, theirs, self.meta)
+        return ours
+
+    def dial(self, *addresses: tuple[str, int]) -> None:
+        self.swarm.add_candidates(addresses)
+
+    def close(self) -> None:
+        self.torrent.close()
+        self.storage.close()
