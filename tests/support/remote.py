@@ -44,8 +44,9 @@ class RemotePeer:
     """A peer that has every piece, unchokes at once and answers requests as `answer` says.
 
     `encrypted_only`: hangs up on a plain handshake and accepts MSE (as Transmission
-    with encryption required does). `hang_up_at_once`: hangs up on any handshake. `hang_up_after`: close the connection after that
-    many requests arrived. `silent`: take requests and never answer them.
+    with encryption required does). `hang_up_at_once`: hangs up on any handshake.
+    `hang_up_after`: close the connection after that many requests arrived. `silent`:
+    take requests and never answer them.
     """
 
     data: bytes

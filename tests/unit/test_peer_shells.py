@@ -7,8 +7,9 @@ virtual: a 60 s time-out takes no real time, and a figure of seconds is determin
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,8 +18,8 @@ import trio
 import trio.testing
 
 from btfs import wire
-from btfs.peerbook import RETRY_FIRST
 from btfs.peer import TICK
+from btfs.peerbook import RETRY_FIRST
 from btfs.peerstate import SNUB_TIMEOUT
 from tests.support.remote import RemotePeer, RemoteSwarm
 
@@ -47,6 +48,14 @@ async def running(tmp_path: Path, data: bytes, piece_length: int,
             await rs.swarm.stop(grace=0)
             nursery.cancel_scope.cancel()
             rs.close()
+
+
+async def until(condition: Callable[[], bool], step: float) -> None:
+    """Poll `condition` every `step` s of virtual time (the caller bounds the wait)."""
+    for _ in itertools.count():
+        if condition():
+            return
+        await trio.sleep(step)
 
 
 async def read_all(rs: RemoteSwarm) -> bytes:
@@ -100,11 +109,10 @@ async def test_failed_dials_alternate_with_a_growing_back_off(
     async with running(tmp_path, data, BLOCK, {A: remote}) as rs:
         rs.dial(A)
         with trio.fail_after(300):
-            while len(remote.dials) < 5:
-                await trio.sleep(1)
+            await until(lambda: len(remote.dials) >= 5, 1)
         assert remote.dials[:5] == ["plain", "mse", "plain", "mse", "plain"]
         times = remote.dial_times
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert gaps[0] == pytest.approx(RETRY_FIRST, abs=0.1)  # plain failed: MSE soon
         assert gaps[1] > gaps[0] and gaps[3] > gaps[1]  # MSE failed too: back off
 
@@ -117,8 +125,7 @@ async def test_a_silent_peer_is_dropped_at_the_snub_time_out(
     async with running(tmp_path, data, 4 * BLOCK, {A: silent}) as rs:
         rs.dial(A)
         with trio.fail_after(30):
-            while len(silent.requests) < 4:
-                await trio.sleep(0.01)
+            await until(lambda: len(silent.requests) >= 4, 0.01)
         asked = trio.current_time()
         with trio.fail_after(SNUB_TIMEOUT + 30):
             await silent.closed.wait()
@@ -137,8 +144,7 @@ async def test_blocks_a_silent_peer_holds_are_asked_of_another(
     async with running(tmp_path, data, 4 * BLOCK, {A: silent}) as rs:
         rs.dial(A)
         with trio.fail_after(30):
-            while len(silent.requests) < 4:
-                await trio.sleep(0.01)
+            await until(lambda: len(silent.requests) >= 4, 0.01)
         asked = trio.current_time()
         rs.remotes[B] = good
         rs.dial(B)
@@ -162,8 +168,7 @@ async def test_a_peer_that_hangs_up_is_dropped_at_once(
             await quitter.closed.wait()
         closed_at = trio.current_time()
         with trio.fail_after(5):
-            while any(p.address == A for p in rs.swarm.peers.values()):
-                await trio.sleep(0.01)
+            await until(lambda: all(p.address != A for p in rs.swarm.peers.values()), 0.01)
         assert trio.current_time() - closed_at < 1
         assert not rs.swarm.picker.held_by(quitter.peer_id)
         rs.dial(B)
@@ -181,8 +186,7 @@ async def test_a_peer_that_keeps_hanging_up_is_refused_for_a_while(
     async with running(tmp_path, data, 4 * BLOCK, {A: flapper, B: good}, max_peers=2) as rs:
         rs.dial(A)
         with trio.fail_after(120):
-            while not rs.swarm.book.refused(A[0], trio.current_time()):
-                await trio.sleep(1)
+            await until(lambda: rs.swarm.book.refused(A[0], trio.current_time()), 1)
         dials = len(flapper.dials)
         await trio.sleep(20)
         assert len(flapper.dials) == dials  # not dialled while refused
