@@ -142,11 +142,11 @@ class Picker:
         if piece not in self.verified:
             self.deadlines.setdefault(piece, now)
 
-    def set_readahead(self, stream: int, pieces: range) -> None:
+    def set_readahead(self, reader: int, pieces: range) -> None:
         if len(pieces):
-            self.readahead[stream] = pieces
+            self.readahead[reader] = pieces
         else:
-            self.readahead.pop(stream, None)
+            self.readahead.pop(reader, None)
 
     def wanted(self, piece: int) -> bool:
         return piece not in self.verified and (
