@@ -48,7 +48,7 @@ class PeerHost(Protocol):
     """What a connection needs from its swarm."""
 
     def pick(self, peer: PeerConnection, has: Container[int], count: int, *,
-             urgent_only: bool = False) -> list[Block]: ...
+             urgent_only: bool = False, patience: float | None = None) -> list[Block]: ...
 
     def pieces_changed(self, peer: PeerConnection, event: GotHave | GotPieces) -> None: ...
 
@@ -146,7 +146,8 @@ class PeerConnection:
         if has is None:
             return
         room = min(blocks, self.state.peer_reqq - len(self.state.in_flight))
-        self._request(self.host.pick(self, has, room, urgent_only=True))
+        patience = self.state.patience(self.download_meter.value(trio.current_time()), room)
+        self._request(self.host.pick(self, has, room, urgent_only=True, patience=patience))
 
     # Running --------------------------------------------------------------------------------
 
@@ -265,7 +266,8 @@ class PeerConnection:
         rate = self.download_meter.value(trio.current_time())
         room = self.state.pipeline_target(rate) - len(self.state.in_flight)
         if room > 0:
-            self._request(self.host.pick(self, has, room))
+            patience = self.state.patience(rate, room)
+            self._request(self.host.pick(self, has, room, patience=patience))
 
     def _request(self, blocks: list[Block]) -> None:
         if blocks:

@@ -28,10 +28,12 @@ BLOCK = 16 * 1024
 KEEPALIVE_INTERVAL = 90.0
 IDLE_TIMEOUT = 180.0
 SNUB_TIMEOUT = 60.0
-MIN_PIPELINE = 32
+MIN_PIPELINE = 8
 MAX_PIPELINE = 400
-PIPELINE_SECONDS = 1.0
+PIPELINE_SECONDS = 0.3  # short: a read's requests must not queue behind seconds of others
 MAX_PEER_REQUESTS = 500
+MIN_PATIENCE = 0.25  # a block a read waits on is asked of a second peer after 0.25-1 s
+MAX_PATIENCE = 1.0
 
 
 class PeerError(BtfsError):
@@ -226,6 +228,14 @@ class PeerState:
         target = math.ceil(rate * PIPELINE_SECONDS / BLOCK)
         return max(min(MIN_PIPELINE, self.peer_reqq),
                    min(target, self.peer_reqq, MAX_PIPELINE))
+
+    def patience(self, rate: float, count: int) -> float | None:
+        """How long the peer should need for `count` more blocks behind its queue, with a
+        margin: past that, a block a read waits on is late. None while its rate is unknown."""
+        if rate <= 0:
+            return None
+        queued = sum(b.length for b in self.in_flight) + count * BLOCK
+        return min(MAX_PATIENCE, max(MIN_PATIENCE, 1.5 * queued / rate))
 
     def request(self, blocks: Iterable[Block]) -> None:
         for b in blocks:

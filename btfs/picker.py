@@ -3,13 +3,20 @@
 Order of choice for one peer, among the pieces that peer has:
 
 1. pieces a read is waiting on (a deadline), oldest first; a block of such a piece that
-   another peer has held for more than `urgent_after` seconds is asked of this peer too;
+   is late at its holder (past the patience given when it was asked for: by default
+   `urgent_after` seconds, or what the holder's rate and queue say) is asked of this
+   peer too;
 2. the read-ahead windows of the files being streamed, in file order;
 3. pieces already started, so few pieces are half-done at once;
 4. the rest, rarest first (random among equals), unless the piece is skipped (`--lazy`);
 5. endgame: when no wanted block is left unrequested anywhere, blocks in flight from
    other peers are asked again (at most `ENDGAME_COPIES` holders per block), and the
    copies are cancelled when the first arrives.
+
+While a read waits on a piece that some peer has, 3-5 (the background) are not handed
+out at all: every request slot goes to what a reader needs. The swarm also cancels
+background requests already queued at the peers that would serve the read
+(`foreground`, `background_blocks`), so the read's blocks do not queue behind them.
 
 A block whose holder has not delivered it within `request_timeout` is free for others.
 """
@@ -50,11 +57,12 @@ class Received:
 class _Progress:
     """The blocks of one piece being downloaded: who holds each request, since when."""
 
-    __slots__ = ("free", "holders", "received", "remaining", "requested_at", "stale")
+    __slots__ = ("due", "free", "holders", "received", "remaining", "requested_at", "stale")
 
     def __init__(self, blocks: int) -> None:
         self.holders: list[list[bytes]] = [[] for _ in range(blocks)]
         self.requested_at = [0.0] * blocks
+        self.due = [0.0] * blocks  # late after this; then a waiting read asks another peer
         self.received = bytearray(blocks)
         # Held longer than the request timeout: counted in `free`, open to another peer.
         self.stale = bytearray(blocks)
@@ -95,6 +103,7 @@ class Picker:
         self._order_dirty = True
         self._order_built = float("-inf")
         self._next_expiry = float("inf")
+        self._patience = urgent_after
 
     # Facts about the torrent -----------------------------------------------------------
 
@@ -154,6 +163,28 @@ class Picker:
             or piece in self.deadlines
             or any(piece in r for r in self.readahead.values())
         )
+
+    def foreground(self, piece: int) -> bool:
+        """Is the piece one a read waits on, or in a reader's read-ahead window?"""
+        return piece in self.deadlines or any(piece in r for r in self.readahead.values())
+
+    def reader_waiting(self) -> bool:
+        """Does a read wait on a piece that some peer has (so the background yields)?"""
+        return any(self.availability[p] > 0 for p in self.deadlines)
+
+    def background_blocks(self, blocks: Iterable[Block]) -> list[Block]:
+        """Those of `blocks` that no reader needs now."""
+        return [b for b in blocks if not self.foreground(b.piece)]
+
+    def unrequested(self, pieces: Iterable[int]) -> int:
+        """Blocks of `pieces` neither received nor asked of anyone (or asked too long ago)."""
+        total = 0
+        for piece in pieces:
+            if piece in self.verified:
+                continue
+            progress = self.in_progress.get(piece)
+            total += self.blocks_in(piece) if progress is None else progress.free
+        return total
 
     def wants_any(self, has: Iterable[int]) -> bool:
         """Does a peer holding `has` have a piece we want?"""
@@ -243,14 +274,17 @@ class Picker:
     # Choosing ------------------------------------------------------------------------------
 
     def pick(self, peer_id: bytes, has: Container[int], count: int, now: float,
-             *, urgent_only: bool = False) -> list[Block]:
+             *, urgent_only: bool = False, patience: float | None = None) -> list[Block]:
         """Up to `count` blocks to request from peer `peer_id`, which has the pieces in `has`.
 
-        `urgent_only`: blocks of pieces a read waits on, nothing else.
+        `urgent_only`: blocks of pieces a read waits on, nothing else. `patience`: how long
+        this peer should take to deliver them (default `urgent_after`); past that, a block
+        a read waits on is also asked of another peer.
         """
         out: list[Block] = []
         if count <= 0:
             return out
+        self._patience = self.urgent_after if patience is None else patience
         if now >= self._next_expiry:
             self.expire(now)
         if self.deadlines:
@@ -267,6 +301,8 @@ class Picker:
                     self._take(piece, peer_id, out, count, now)
                     if len(out) >= count:
                         return out
+        if self.reader_waiting():
+            return out
         for piece, progress in list(self.in_progress.items()):
             if progress.free and piece in has and self.wanted(piece):
                 self._take(piece, peer_id, out, count, now)
@@ -300,11 +336,11 @@ class Picker:
             elif progress.stale[index]:
                 progress.stale[index] = 0
                 progress.free -= 1
-            elif not (urgent and len(holders) < URGENT_COPIES
-                      and now - progress.requested_at[index] >= self.urgent_after):
+            elif not (urgent and len(holders) < URGENT_COPIES and now >= progress.due[index]):
                 continue
             holders.append(peer_id)
             progress.requested_at[index] = now
+            progress.due[index] = now + self._patience
             self._next_expiry = min(self._next_expiry, now + self.request_timeout)
             block = self.block(piece, index)
             held.add(block)
@@ -326,6 +362,7 @@ class Picker:
                     progress.free -= 1
                     progress.stale[index] = 0
                     progress.requested_at[index] = now
+                    progress.due[index] = now + self._patience
                     self._next_expiry = min(self._next_expiry, now + self.request_timeout)
                 holders.append(peer_id)
                 block = self.block(piece, index)

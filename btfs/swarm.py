@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 RECHOKE_INTERVAL = 10.0
 CONNECT_INTERVAL = 1.0
 MAX_HALF_OPEN = 8
+PREEMPT_AFTER = 0.2  # seconds of a peer's queue worth cancelling for a waiting read
+UNKNOWN_RATE = 256 * 1024  # what a peer not yet measured is assumed to send, bytes/s
 
 
 def make_peer_id() -> bytes:
@@ -135,18 +137,38 @@ class Swarm:
     # Hooks from the torrent (reads) ------------------------------------------------------
 
     def _urgent(self, pieces: list[int]) -> None:
-        """A read waits on `pieces`: request them now, from the fastest peers first."""
+        """A read waits on `pieces`: make room at the peers that have them, and request
+        the pieces' blocks at once, spread over those peers by expected arrival."""
         now = trio.current_time()
         for piece in pieces:
             self.picker.set_deadline(piece, now)
-        blocks = sum(self.picker.blocks_in(p) for p in pieces)
-        fastest_first = sorted(self.peers.values(),
-                               key=lambda p: p.download_meter.value(now), reverse=True)
-        for peer in fastest_first:
+        serving = [p for p in self.peers.values() if any(x in p.state.have for x in pieces)]
+        for peer in serving:
             if not peer.state.am_interested:
                 peer.update_interest(pieces)
-            peer.request_urgent(blocks)
+            self._preempt(peer, now)
+        needed = self.picker.unrequested(pieces)
+        for peer, count in urgent_shares(serving, needed, now):
+            peer.request_urgent(count)
         self.kick_all()
+
+    def _preempt(self, peer: PeerConnection, now: float) -> None:
+        """Cancel the background requests queued at `peer` when they would hold up a read
+        (more than `PREEMPT_AFTER` seconds of its rate); the picker hands them out later."""
+        in_flight = peer.state.in_flight
+        if not in_flight:
+            return
+        rate = peer.download_meter.value(now)
+        queued = sum(b.length for b in in_flight)
+        if rate > 0 and queued / rate < PREEMPT_AFTER:
+            return
+        background = self.picker.background_blocks(in_flight)
+        if not background:
+            return
+        for block in background:
+            peer.state.cancel(block)
+        peer.flush()
+        self.picker.release(peer.peer_id, background)
 
     def _readahead(self, reader: int, pieces: range) -> None:
         self.picker.set_readahead(reader, pieces)
@@ -179,9 +201,9 @@ class Swarm:
     # PeerHost: what connections tell the swarm -----------------------------------------------
 
     def pick(self, peer: PeerConnection, has: Container[int], count: int, *,
-             urgent_only: bool = False) -> list[Block]:
+             urgent_only: bool = False, patience: float | None = None) -> list[Block]:
         return self.picker.pick(peer.peer_id, has, count, trio.current_time(),
-                                urgent_only=urgent_only)
+                                urgent_only=urgent_only, patience=patience)
 
     def pieces_changed(self, peer: PeerConnection, event: GotHave | GotPieces) -> None:
         if isinstance(event, GotHave):
@@ -462,6 +484,26 @@ class Swarm:
             self.connecting.discard(address)
             self.book.dial_ended(address, connection is not None, encrypted,
                                  trio.current_time())
+
+
+def urgent_shares(peers: Sequence[PeerConnection], blocks: int,
+                  now: float) -> list[tuple[PeerConnection, int]]:
+    """How many of a waiting read's `blocks` to ask of each peer: each block goes to the
+    peer that would deliver it soonest, given its measured rate and what it already has
+    queued, so a read is not left to the first peer alone."""
+    able = [p for p in peers if p.state.requestable() is not None]
+    if not able or blocks <= 0:
+        return []
+    rates = [p.download_meter.value(now) or UNKNOWN_RATE for p in able]
+    finish = [sum(b.length for b in p.state.in_flight) / r for p, r in zip(able, rates,
+                                                                            strict=True)]
+    counts = [0] * len(able)
+    block = 16 * 1024
+    for _ in range(blocks):
+        i = min(range(len(able)), key=lambda k: finish[k] + block / rates[k])
+        finish[i] += block / rates[i]
+        counts[i] += 1
+    return [(p, n) for p, n in zip(able, counts, strict=True) if n]
 
 
 def _read_blocks(storage: Storage, piece_length: int,

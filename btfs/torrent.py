@@ -23,6 +23,10 @@ from btfs.storage import ResumeLog, Storage
 
 log = logging.getLogger(__name__)
 
+# The read-ahead window right after a seek: a player waits for a few seconds of media
+# there, so the pieces after the first are asked for at once, not one by one.
+SEEK_WINDOW = 4 << 20
+
 
 class TorrentClosed(BtfsError):
     """The session is shutting down; reads still waiting fail with this."""
@@ -175,10 +179,10 @@ class Torrent:
             state.next_offset >= 0 and 0 <= state.next_offset - offset <= 128 << 10
         ):
             state.sequential_reads += 1
-            state.window = min(max(state.window * 2, 1 << 20), self.readahead)
+            state.window = min(max(state.window * 2, SEEK_WINDOW), self.readahead)
         else:
             state.sequential_reads = 0
-            state.window = min(1 << 20, self.readahead)
+            state.window = min(SEEK_WINDOW, self.readahead)
         state.next_offset = offset + size
         if self.readahead > 0 and state.window > 0:
             end = min(self._info.total_length, state.next_offset + state.window)

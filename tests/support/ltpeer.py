@@ -6,8 +6,9 @@
 
 It prints one JSON line per second on stdout (`state`, `progress`, `peers`,
 `download_rate`, `upload_rate`, `total_upload`...), the first once it listens, with
-`listen_port`. DHT, local discovery, UPnP and NAT-PMP are off: only trackers in the
-torrent and `--peer` addresses are used, all on loopback in tests.
+`listen_port`. `--upload-limit`/`--download-limit` (bytes/s) hold on loopback too.
+DHT, local discovery, UPnP and NAT-PMP are off: only trackers in the torrent and
+`--peer` addresses are used, all on loopback in tests.
 """
 
 from __future__ import annotations
@@ -62,6 +63,17 @@ def main() -> None:
         "announce_ip": host if ":" not in host else "",
     }
     ses = lt.session(settings)
+    if args.upload_limit or args.download_limit:
+        # Loopback peers fall in libtorrent's "local" peer class, which ignores rate
+        # limits: put every address in the global class so the limits hold in tests.
+        classes = lt.ip_filter()
+        everyone = 1 << lt.session.global_peer_class_id
+        classes.add_rule("0.0.0.0", "255.255.255.255", everyone)
+        classes.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", everyone)
+        ses.set_peer_class_filter(classes)
+        # libtorrent hands out rate-limit quota once a tick (500 ms by default), so a capped
+        # peer sends in half-second bursts; a real uplink is a steady pipe.
+        ses.apply_settings({"tick_interval": 20})
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(args.torrent)
     params.save_path = args.save_dir

@@ -13,6 +13,7 @@ from btfs.peerstate import (
     KEEPALIVE_INTERVAL,
     MAX_PEER_REQUESTS,
     MIN_PIPELINE,
+    PIPELINE_SECONDS,
     SNUB_TIMEOUT,
     GotBlock,
     GotHave,
@@ -217,10 +218,10 @@ def test_keepalive_snub_and_idle_timeouts() -> None:
 def test_pipeline_follows_the_rate_within_the_peer_s_reqq() -> None:
     s = make()
     assert s.pipeline_target(0.0) == MIN_PIPELINE
-    assert s.pipeline_target(100 * 16384) == 100
+    assert s.pipeline_target(100 * 16384 / PIPELINE_SECONDS) == 100
     hs = extensions.ExtensionHandshake(reqq=10)
     s.receive(wire.Extended(0, hs.encode()), 0.0)
-    assert s.pipeline_target(100 * 16384) == 10
+    assert s.pipeline_target(100 * 16384 / PIPELINE_SECONDS) == 10
 
 
 def test_metadata_requests_are_answered_from_the_info_bytes() -> None:
