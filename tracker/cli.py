@@ -26,8 +26,11 @@ from typing import Any, NoReturn
 import trio
 
 from btfs.sdnotify import notify
+from btfs.trackerwire.compact import normalize_ip
+from tracker import snapshot
+from tracker.errors import StateError
 from tracker.http import HttpConfig, HttpTracker, open_http_listener
-from tracker.swarms import StateError, SwarmStore, normalize_ip
+from tracker.swarms import SwarmStore
 from tracker.udp import UdpTracker, open_udp_socket
 
 log = logging.getLogger("tracker")
@@ -233,7 +236,7 @@ def read_state(path: Path, store_kwargs: dict[str, Any], now: float) -> SwarmSto
     """The saved swarms, or an empty store (with a warning) if the file is unusable."""
     try:
         data = json.loads(path.read_bytes())
-        store = SwarmStore.from_json(data, now, **store_kwargs)
+        store = snapshot.load(data, now, **store_kwargs)
     except FileNotFoundError:
         return SwarmStore(**store_kwargs)
     except (OSError, ValueError, StateError) as exc:
@@ -335,7 +338,7 @@ class Service:
                 next_expire = now + EXPIRE_EVERY
             if now >= next_save:
                 if self.args.state is not None:
-                    data = self.store.to_json()
+                    data = snapshot.dump(self.store)
                     try:
                         await trio.to_thread.run_sync(write_state, self.args.state, data)
                     except OSError as exc:
@@ -344,7 +347,7 @@ class Service:
 
     def save(self) -> None:
         try:
-            write_state(self.args.state, self.store.to_json())
+            write_state(self.args.state, snapshot.dump(self.store))
         except OSError as exc:
             log.error("cannot save state to %s: %s", self.args.state, exc)
             self.save_failed = True
