@@ -21,7 +21,7 @@ import socket
 
 import trio
 
-MAX_HEADER_BYTES = 8192  # request line + headers
+MAX_HEADER_BYTES = 8192  # request line, headers and the empty line that ends them
 
 # h11's grammar (h11/_abnf.py), restricted to what `simple_request` takes.
 _BLANK_LINE = re.compile(rb"\n\r?\n")  # where h11 ends a header block
@@ -46,7 +46,7 @@ def simple_request(buf: bytes) -> SimpleRequest | None:
     if blank is None:
         return INCOMPLETE if len(buf) <= MAX_HEADER_BYTES else None
     end = blank.start()
-    if blank.end() - end != 3 or buf[end - 1 : end] != b"\r" or end > MAX_HEADER_BYTES:
+    if blank.end() - end != 3 or buf[end - 1 : end] != b"\r" or blank.end() > MAX_HEADER_BYTES:
         return None  # bare LF line ends, or oversized: h11 decides
     lines = buf[: end - 1].split(b"\r\n")
     first = _SIMPLE_REQUEST_LINE.fullmatch(lines[0])

@@ -10,7 +10,9 @@ connection is closed.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -21,6 +23,7 @@ import h11
 import trio
 
 from btfs.trackerwire.compact import normalize_ip
+from tracker.connections import ConnectionTable, limit_key
 from tracker.errors import RequestError
 from tracker.fastpath import INCOMPLETE, MAX_HEADER_BYTES, RawSocketIo, simple_request
 from tracker.httpapi import (
@@ -38,6 +41,10 @@ log = logging.getLogger("tracker.http")
 access_log = logging.getLogger("tracker.access")
 
 MAX_BODY_BYTES = 1024  # a GET has no business sending more
+ACCEPT_RETRY_FIRST = 0.1  # seconds after a failed accept (out of descriptors), doubling
+ACCEPT_RETRY_MAX = 2.0
+ACCEPT_REPORT_EVERY = 60.0  # seconds between log lines about failing accepts
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 _REASONS = {
     200: b"OK",
@@ -63,6 +70,7 @@ class HttpConfig:
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
     allow_full_scrape: bool = False
     max_connections: int = 1000
+    max_connections_per_ip: int = 32  # an IPv6 /64 counts as one address
     timeout: float = 10.0
     access_log: bool = False
     fast_path: bool = True  # False: every request through h11 (the fast path's reference)
@@ -93,7 +101,8 @@ class HttpTracker:
         self.config = config or HttpConfig()
         self.clock = clock
         self.started = clock()
-        self.active = 0
+        self.connections: ConnectionTable[trio.CancelScope] = ConnectionTable(
+            self.config.max_connections, self.config.max_connections_per_ip)
 
     def handle(
         self, method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
@@ -151,12 +160,59 @@ class HttpTracker:
     ) -> None:
         """Accept connections until cancelled."""
         async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, self.connection, listeners)
+            for listener in listeners:
+                nursery.start_soon(self._accept, listener, nursery)
             task_status.started()
+
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept connections into `nursery`.
+
+        Out of descriptors (or memory), close the connection that has waited longest and
+        try again at once; with none to close, wait, doubling the wait up to
+        ACCEPT_RETRY_MAX. One log line a minute at most says it is happening.
+        """
+        backoff = ACCEPT_RETRY_FIRST
+        failures = 0
+        reported = -math.inf
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    failures += 1
+                    now = trio.current_time()
+                    if now - reported >= ACCEPT_REPORT_EVERY:
+                        log.warning("cannot accept HTTP connections (%s), %d times since the "
+                                    "last report: closing idle ones, retrying",
+                                    exc.strerror or exc, failures)
+                        reported, failures = now, 0
+                    victim = self.connections.evict()
+                    if victim is not None:
+                        victim.cancel()
+                        await trio.lowlevel.checkpoint()  # for its task to close it
+                    else:
+                        await trio.sleep(backoff)
+                        backoff = min(2 * backoff, ACCEPT_RETRY_MAX)
+                    continue
+                backoff = ACCEPT_RETRY_FIRST
+                nursery.start_soon(self.connection, stream)
 
     async def connection(self, stream: trio.SocketStream) -> None:
         """Serve one connection: keep-alive requests, each read and answered in time."""
-        if self.active >= self.config.max_connections:
+        try:
+            peer_ip = stream.socket.getpeername()[0].partition("%")[0]
+        except OSError:
+            await stream.aclose()
+            return
+        ip = normalize_ip(peer_ip)
+        scope = trio.CancelScope()
+        admitted, evicted = self.connections.open(
+            scope, limit_key(ip), exempt=ip in self.config.trusted_proxies)
+        for victim in evicted:
+            victim.cancel()
+        if not admitted:
             with trio.move_on_after(1):
                 try:
                     await stream.send_all(
@@ -167,30 +223,29 @@ class HttpTracker:
                     pass
             await stream.aclose()
             return
-        self.active += 1
         try:
-            try:
-                peer_ip = stream.socket.getpeername()[0]
-            except OSError:
-                return
-            await self._serve_connection(stream, peer_ip.partition("%")[0])
+            with scope:
+                await self._serve_connection(stream, peer_ip, scope)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         except Exception:  # a bug must cost one connection, not the tracker
             log.exception("error serving an HTTP connection")
         finally:
-            self.active -= 1
+            self.connections.close(scope)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()
 
-    async def _serve_connection(self, stream: trio.SocketStream, peer_ip: str) -> None:
+    async def _serve_connection(
+        self, stream: trio.SocketStream, peer_ip: str, handle: trio.CancelScope
+    ) -> None:
         if not self.config.fast_path:
             deadline = trio.current_time() + self.config.timeout
-            await self._serve_h11(stream, StreamIo(stream), peer_ip, b"", False, deadline)
+            await self._serve_h11(stream, StreamIo(stream), peer_ip, handle, b"", False,
+                                  deadline)
             return
         io = RawSocketIo(stream)
         try:
-            await self._serve_requests(stream, io, peer_ip)
+            await self._serve_requests(stream, io, peer_ip, handle)
         finally:
             io.close()
 
@@ -201,7 +256,7 @@ class HttpTracker:
         )
 
     async def _serve_requests(
-        self, stream: trio.SocketStream, io: RawSocketIo, peer_ip: str
+        self, stream: trio.SocketStream, io: RawSocketIo, peer_ip: str, handle: trio.CancelScope
     ) -> None:
         """Answer simple requests here; at the first other one, hand the connection to h11.
 
@@ -222,7 +277,9 @@ class HttpTracker:
                 request = simple_request(buf)
                 if request is INCOMPLETE:
                     while request is INCOMPLETE:
+                        self.connections.waiting(handle)
                         data = await io.receive_some(16384)
+                        self.connections.busy(handle)
                         if not data:
                             eof = True
                             break
@@ -244,11 +301,11 @@ class HttpTracker:
                 )
         if scope.cancelled_caught or (eof and not buf):
             return  # timed out, or the client is gone
-        await self._serve_h11(stream, io, peer_ip, buf, eof, deadline)
+        await self._serve_h11(stream, io, peer_ip, handle, buf, eof, deadline)
 
     async def _serve_h11(
-        self, stream: trio.SocketStream, io: ConnectionIo, peer_ip: str, received: bytes,
-        eof: bool, deadline: float,
+        self, stream: trio.SocketStream, io: ConnectionIo, peer_ip: str,
+        handle: trio.CancelScope, received: bytes, eof: bool, deadline: float,
     ) -> None:
         """Serve the rest of a connection with h11, starting from the bytes received."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -259,7 +316,7 @@ class HttpTracker:
         while True:
             with trio.move_on_at(deadline):
                 try:
-                    request = await _next_request(conn, io)
+                    request = await self._next_request(conn, io, handle)
                 except h11.RemoteProtocolError as exc:
                     self.store.count_error("http_protocol")
                     if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
@@ -285,6 +342,40 @@ class HttpTracker:
                 continue
             return  # timed out: the client was idle or too slow
 
+    async def _next_request(
+        self, conn: h11.Connection, io: ConnectionIo, handle: trio.CancelScope
+    ) -> h11.Request | Reply | None:
+        """The next request with its (small, discarded) body; None once the client is gone.
+
+        h11 bounds a header block only while it is incomplete: one that arrives whole is
+        measured here, by the bytes h11 has consumed when it has the request.
+        """
+        request: h11.Request | None = None
+        body = 0
+        fed = len(conn.trailing_data[0])  # bytes of this request given to h11
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                self.connections.waiting(handle)
+                data = await io.receive_some(16384)
+                self.connections.busy(handle)
+                conn.receive_data(data)
+                fed += len(data)
+                continue
+            if isinstance(event, h11.Request):
+                if fed - len(conn.trailing_data[0]) > MAX_HEADER_BYTES:
+                    raise h11.RemoteProtocolError("request header too large",
+                                                  error_status_hint=431)
+                request = event
+            elif isinstance(event, h11.Data):
+                body += len(event.data)
+                if body > MAX_BODY_BYTES:
+                    return Reply(413, BENCODE, b"")
+            elif isinstance(event, h11.EndOfMessage):
+                return request
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None
+
 
 class ConnectionIo(Protocol):
     """How the h11 path reads and writes: `StreamIo`, or the fast path's `RawSocketIo`."""
@@ -307,28 +398,6 @@ class StreamIo:
 
     async def send_all(self, data: bytes) -> None:
         await self.stream.send_all(data)
-
-
-async def _next_request(conn: h11.Connection, io: ConnectionIo) -> h11.Request | Reply | None:
-    """The next request with its (small, discarded) body; None once the client is gone."""
-    request: h11.Request | None = None
-    body = 0
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await io.receive_some(16384)
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.Data):
-            body += len(event.data)
-            if body > MAX_BODY_BYTES:
-                return Reply(413, BENCODE, b"")
-        elif isinstance(event, h11.EndOfMessage):
-            return request
-        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-            return None
 
 
 async def _drain(stream: trio.SocketStream) -> None:

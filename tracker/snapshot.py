@@ -10,6 +10,7 @@ not write is a `StateError`, never a half-loaded store.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tracker.errors import StateError
@@ -82,6 +83,7 @@ def _peer(row: Any) -> SavedPeer:
         or compact[-2:] == b"\0\0"
         or seed not in (0, 1)
         or type(last_seen) not in (int, float)
+        or not math.isfinite(last_seen)  # JSON as Python reads it has NaN and Infinity
     ):
         raise ValueError(peer_hex)
     return peer_id, compact, bool(seed), float(last_seen)

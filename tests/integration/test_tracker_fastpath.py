@@ -48,6 +48,12 @@ def get(target: bytes, *headers: bytes, version: bytes = b"1.1") -> bytes:
 
 
 HOST = b"Host: tracker.example:6969"
+
+
+def padded(size: int) -> bytes:
+    """An announce whose request line, headers and empty line are `size` bytes."""
+    bare = get(ANNOUNCE, HOST, b"X-Pad: ")
+    return get(ANNOUNCE, HOST, b"X-Pad: " + b"p" * (size - len(bare)))
 LIBTORRENT = (HOST, b"User-Agent: libtorrent/2.0.9", b"Accept-Encoding: gzip",
               b"Connection: close")
 SIMPLE = (HOST, b"User-Agent: qBittorrent/4.6.2", b"Accept-Encoding: gzip")
@@ -132,6 +138,8 @@ CORPUS = [
     Kind("oversized request line", get(b"/announce?" + b"a" * 9000, HOST), False),
     Kind("many small headers", get(ANNOUNCE, HOST, *(b"X-%d: v" % i for i in range(1000))),
          False),
+    Kind("header block of 8 KiB", padded(8192), True),
+    Kind("header block of 8 KiB and a byte", padded(8193), False),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import tracemalloc
 
@@ -231,7 +232,12 @@ def test_state_round_trip_drops_expired() -> None:
      {"format": "btfs-tracker-state", "version": 1,
       "torrents": {H1.hex(): {"downloaded": 0, "peers": [["00", "00", 0, 0]]}}},
      {"format": "btfs-tracker-state", "version": 1,
-      "torrents": {H1.hex(): {"downloaded": 0, "peers": [[1, 2]]}}}],
+      "torrents": {H1.hex(): {"downloaded": 0, "peers": [[1, 2]]}}},
+     *(json.loads(json.dumps(
+         {"format": "btfs-tracker-state", "version": 1,
+          "torrents": {H1.hex(): {"downloaded": 0,
+                                  "peers": [[pid(1).hex(), "0102030405ff", 0, number]]}}}))
+       for number in (math.nan, math.inf, -math.inf))],
 )
 def test_bad_state(data: object) -> None:
     with pytest.raises(StateError):
