@@ -11,13 +11,6 @@ Specifications: BEP 3 (announce), BEP 7 (`peers6`), BEP 12 (announce-list tiers)
 BEP 15 (UDP trackers), BEP 23 (compact peers), BEP 48 (scrape).
 """
 
-from btfs.trackers.http import (
-    http_announce_url,
-    http_scrape_url,
-    parse_http_announce,
-    parse_http_scrape,
-    scrape_url,
-)
 from btfs.trackers.model import (
     AnnounceParams,
     AnnounceResult,
@@ -28,14 +21,6 @@ from btfs.trackers.model import (
 from btfs.trackers.session import TrackerSession
 from btfs.trackers.tiers import TrackerTiers
 from btfs.trackers.transport import CONNECTION_IDS, ConnectionIds, announce, scrape
-from btfs.trackers.udp import (
-    parse_udp_announce_response,
-    parse_udp_connect_response,
-    parse_udp_scrape_response,
-    udp_announce_request,
-    udp_connect_request,
-    udp_scrape_request,
-)
 
 __all__ = [
     "CONNECTION_IDS",
@@ -48,16 +33,5 @@ __all__ = [
     "TrackerSession",
     "TrackerTiers",
     "announce",
-    "http_announce_url",
-    "http_scrape_url",
-    "parse_http_announce",
-    "parse_http_scrape",
-    "parse_udp_announce_response",
-    "parse_udp_connect_response",
-    "parse_udp_scrape_response",
     "scrape",
-    "scrape_url",
-    "udp_announce_request",
-    "udp_connect_request",
-    "udp_scrape_request",
 ]

@@ -9,17 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from btfs.trackers import (
-    AnnounceParams,
-    ScrapeResult,
-    TrackerFailure,
-    parse_udp_announce_response,
-    parse_udp_connect_response,
-    parse_udp_scrape_response,
-    udp_announce_request,
-    udp_connect_request,
-    udp_scrape_request,
-)
+from btfs.trackers import AnnounceParams, ScrapeResult, TrackerFailure
+from btfs.trackers import udp as client
 from btfs.trackerwire.bep15 import (
     PROTOCOL_ID,
     AnnounceRequest,
@@ -103,23 +94,23 @@ def test_client_requests_are_what_the_tracker_decodes() -> None:
     """One codec for both sides: what the client sends, the tracker reads field by field,
     and what the tracker answers, the client reads back."""
     cid = b"c" * 8
-    assert decode_request(udp_connect_request(TX)) == ConnectRequest(TX)
+    assert decode_request(client.udp_connect_request(TX)) == ConnectRequest(TX)
     params = AnnounceParams(HASH, b"p" * 20, 6881, uploaded=3, downloaded=2, left=1,
                             event="completed", numwant=-1, key=0xDEADBEEF)
-    assert decode_request(udp_announce_request(cid, TX, params)) == AnnounceRequest(
+    assert decode_request(client.udp_announce_request(cid, TX, params)) == AnnounceRequest(
         cid, TX, HASH, b"p" * 20, 2, 1, 3, "completed", b"\0" * 4, 0xDEADBEEF, -1, 6881)
-    assert decode_request(udp_scrape_request(cid, TX, [HASH, b"i" * 20])) == ScrapeRequest(
+    assert decode_request(client.udp_scrape_request(cid, TX, [HASH, b"i" * 20])) == ScrapeRequest(
         cid, TX, [HASH, b"i" * 20])
 
-    assert parse_udp_connect_response(encode_connect(TX, cid), TX) == cid
-    answer = parse_udp_announce_response(
+    assert client.parse_udp_connect_response(encode_connect(TX, cid), TX) == cid
+    answer = client.parse_udp_announce_response(
         encode_announce(TX, 900, 4, 5, bytes([10, 0, 0, 1, 0x1A, 0xE1])), TX)
     assert (answer.interval, answer.incomplete, answer.complete, answer.peers) == (
         900, 4, 5, [("10.0.0.1", 6881)])
-    assert parse_udp_scrape_response(encode_scrape(TX, [(1, 2, 3)]), TX, [HASH]) == {
+    assert client.parse_udp_scrape_response(encode_scrape(TX, [(1, 2, 3)]), TX, [HASH]) == {
         HASH: ScrapeResult(1, 2, 3)}
     with pytest.raises(TrackerFailure, match="bad connection id"):
-        parse_udp_announce_response(encode_error(TX, "bad connection id"), TX)
+        client.parse_udp_announce_response(encode_error(TX, "bad connection id"), TX)
 
 
 def test_connection_ids_are_bound_to_address_and_time() -> None:

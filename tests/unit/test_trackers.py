@@ -23,18 +23,22 @@ from btfs.trackers import (
     TrackerFailure,
     TrackerSession,
     TrackerTiers,
+)
+from btfs.trackers import session as session_module
+from btfs.trackers.http import (
     http_announce_url,
     parse_http_announce,
     parse_http_scrape,
+    scrape_url,
+)
+from btfs.trackers.udp import (
     parse_udp_announce_response,
     parse_udp_connect_response,
     parse_udp_scrape_response,
-    scrape_url,
     udp_announce_request,
     udp_connect_request,
     udp_scrape_request,
 )
-from btfs.trackers import session as session_module
 from btfs.trackerwire import bep15
 
 IH = bytes(range(20))
