@@ -26,8 +26,11 @@ from typing import Any, NoReturn
 import trio
 
 from btfs.sdnotify import notify
+from btfs.trackerwire.compact import normalize_ip
+from tracker import snapshot
+from tracker.errors import StateError
 from tracker.http import HttpConfig, HttpTracker, open_http_listener
-from tracker.swarms import StateError, SwarmStore, normalize_ip
+from tracker.swarms import SwarmStore
 from tracker.udp import UdpTracker, open_udp_socket
 
 log = logging.getLogger("tracker")
@@ -178,7 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-connections", metavar="N", type=int, default=1000,
-        help="concurrent HTTP connections; more are answered 503 (default: %(default)s)",
+        help="concurrent HTTP connections; when full, the one that has waited longest "
+        "for a request is closed, and if none waits the new one is answered 503 "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections-per-ip", metavar="N", type=int, default=32,
+        help="concurrent HTTP connections from one address (an IPv6 /64 counts as one; "
+        "--trusted-proxy addresses are exempt); when reached, that address's connection "
+        "that has waited longest is closed (default: %(default)s)",
     )
     parser.add_argument(
         "--access-log", action="store_true", help="log one line per request (logger tracker.access)"
@@ -208,7 +219,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         if http is None and udp is None:
             raise UsageError("both --http and --udp are off: nothing to serve")
         for name in ("interval", "max_torrents", "max_peers_per_torrent", "max_peers",
-                     "max_connections"):
+                     "max_connections", "max_connections_per_ip"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if args.min_interval < 0 or args.save_every <= 0:
@@ -230,14 +241,29 @@ def parse_options(argv: Sequence[str] | None) -> Options:
 
 
 def read_state(path: Path, store_kwargs: dict[str, Any], now: float) -> SwarmStore:
-    """The saved swarms, or an empty store (with a warning) if the file is unusable."""
+    """The saved swarms, or an empty store (with a warning) if the file is unusable.
+
+    A file that is not a state this version wrote is renamed with a `.corrupt` suffix
+    first, so that the next save does not destroy what may still be worth a look.
+    """
     try:
         data = json.loads(path.read_bytes())
-        store = SwarmStore.from_json(data, now, **store_kwargs)
+        store = snapshot.load(data, now, **store_kwargs)
     except FileNotFoundError:
         return SwarmStore(**store_kwargs)
-    except (OSError, ValueError, StateError) as exc:
+    except OSError as exc:
         log.warning("ignoring state file %s: %s", path, exc)
+        return SwarmStore(**store_kwargs)
+    except (ValueError, StateError) as exc:
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+        except OSError as move_error:
+            log.error("state file %s is unusable (%s) and cannot be moved aside: %s; the "
+                      "next save replaces it", path, exc, move_error)
+        else:
+            log.warning("state file %s is unusable (%s): moved to %s, starting empty",
+                        path, exc, aside)
         return SwarmStore(**store_kwargs)
     log.info("loaded %d torrents, %d peers from %s", store.torrents, store.peers, path)
     return store
@@ -295,6 +321,7 @@ class Service:
                         trusted_proxies=args.trusted_proxy,
                         allow_full_scrape=args.allow_full_scrape,
                         max_connections=args.max_connections,
+                        max_connections_per_ip=args.max_connections_per_ip,
                         access_log=args.access_log,
                     ))
                     listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.http_sock))
@@ -335,7 +362,7 @@ class Service:
                 next_expire = now + EXPIRE_EVERY
             if now >= next_save:
                 if self.args.state is not None:
-                    data = self.store.to_json()
+                    data = snapshot.dump(self.store)
                     try:
                         await trio.to_thread.run_sync(write_state, self.args.state, data)
                     except OSError as exc:
@@ -344,7 +371,7 @@ class Service:
 
     def save(self) -> None:
         try:
-            write_state(self.args.state, self.store.to_json())
+            write_state(self.args.state, snapshot.dump(self.store))
         except OSError as exc:
             log.error("cannot save state to %s: %s", self.args.state, exc)
             self.save_failed = True

@@ -1,53 +1,50 @@
-"""The HTTP tracker (BEP 3, BEP 7, BEP 23, BEP 48) on trio and h11.
+"""The HTTP tracker (BEP 3, BEP 7, BEP 23, BEP 48) on trio: routing and connections.
 
-The pure part (query parsing, client address, bencoding the answers, rendering /stats and
-/metrics) is separate from the connection loop so that it can be tested without sockets.
-Every request error is answered the tracker way: HTTP 200 with a bencoded
+`HttpTracker.handle` routes one request (no I/O) to the pure pieces: `tracker.httpapi`
+(queries and bencoded answers) and `tracker.pages` (/stats, /metrics). The connection
+loop answers simple requests on the fast path (`tracker.fastpath`) and everything else
+with h11. Every request error is answered the tracker way: HTTP 200 with a bencoded
 ``failure reason``. Protocol errors (oversized or broken HTTP) get an HTTP status and the
 connection is closed.
 """
 
 from __future__ import annotations
 
-import html
-import json
+import errno
 import logging
 import math
-import re
 import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from urllib.parse import unquote_to_bytes
+from typing import Protocol
 
 import h11
 import trio
 
-from tracker.swarms import (
-    AnnounceResult,
-    BadRequest,
-    ScrapeEntry,
-    SwarmStore,
-    TrackerError,
-    normalize_ip,
+from btfs.trackerwire.compact import normalize_ip
+from tracker.connections import ConnectionTable, limit_key
+from tracker.errors import RequestError
+from tracker.fastpath import INCOMPLETE, MAX_HEADER_BYTES, RawSocketIo, simple_request
+from tracker.httpapi import (
+    client_address,
+    encode_announce,
+    encode_failure,
+    encode_scrape,
+    parse_announce,
+    parse_scrape,
 )
+from tracker.pages import metrics_text, stats_html, stats_json
+from tracker.swarms import SwarmStore
 
 log = logging.getLogger("tracker.http")
 access_log = logging.getLogger("tracker.access")
 
-MAX_HEADER_BYTES = 8192  # request line + headers
 MAX_BODY_BYTES = 1024  # a GET has no business sending more
-MAX_SCRAPE_HASHES = 100
-_MAX_DIGITS = 20
-
-_EVENTS = {
-    b"": "",
-    b"empty": "",  # some old clients spell "no event" like this
-    b"started": "started",
-    b"completed": "completed",
-    b"stopped": "stopped",
-    b"paused": "paused",
-}
+ACCEPT_RETRY_FIRST = 0.1  # seconds after a failed accept (out of descriptors), doubling
+ACCEPT_RETRY_MAX = 2.0
+ACCEPT_REPORT_EVERY = 60.0  # seconds between log lines about failing accepts
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 _REASONS = {
     200: b"OK",
@@ -73,280 +70,10 @@ class HttpConfig:
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
     allow_full_scrape: bool = False
     max_connections: int = 1000
+    max_connections_per_ip: int = 32  # an IPv6 /64 counts as one address
     timeout: float = 10.0
     access_log: bool = False
-
-
-@dataclass(slots=True)
-class AnnounceParams:
-    """A parsed /announce query."""
-
-    info_hash: bytes
-    peer_id: bytes
-    port: int
-    uploaded: int
-    downloaded: int
-    left: int
-    event: str
-    numwant: int
-    compact: bool
-    no_peer_id: bool
-    ip: str | None
-
-
-# ------------------------------------------------------------------ parsing
-
-
-def split_query(query: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
-    """Percent-decode a raw query string, keeping binary values as bytes.
-
-    Returns the parameters by name (the last of repeated ones) and every ``info_hash``
-    in order. ``+`` is kept literally: binary info-hashes are never form-encoded.
-    """
-    params: dict[bytes, bytes] = {}
-    hashes: list[bytes] = []
-    for part in query.split(b"&"):
-        if not part:
-            continue
-        name, _, value = part.partition(b"=")
-        if b"%" in name:
-            name = _unquote(name)
-        if b"%" in value:
-            value = _unquote(value)
-        if name == b"info_hash":
-            hashes.append(value)
-        else:
-            params[name] = value
-    return params, hashes
-
-
-def _unquote(value: bytes) -> bytes:
-    """`unquote_to_bytes`, quicker for the common binary value: every byte as %XX."""
-    n = len(value) // 3
-    if len(value) % 3 == 0 and value[::3] == b"%" * n:
-        try:
-            decoded = bytes.fromhex(value.replace(b"%", b"").decode("ascii"))
-        except ValueError:  # not all hex digits (UnicodeDecodeError is one too)
-            pass
-        else:
-            if len(decoded) == n:  # fromhex skips whitespace: none may have been there
-                return decoded
-    return unquote_to_bytes(value)
-
-
-def _uint(params: dict[bytes, bytes], name: bytes, default: int | None = None) -> int:
-    value = params.get(name)
-    if value is None:
-        if default is None:
-            raise BadRequest(f"missing {name.decode()}")
-        return default
-    if value.isdigit() and len(value) <= _MAX_DIGITS:
-        return int(value)
-    if value.startswith(b"-") and value[1:].isdigit():
-        raise BadRequest(f"negative {name.decode()}")
-    raise BadRequest(f"invalid {name.decode()}")
-
-
-def parse_announce(query: bytes) -> AnnounceParams:
-    """Validate an /announce query; raise `BadRequest` naming the first problem."""
-    params, hashes = split_query(query)
-    if not hashes:
-        raise BadRequest("missing info_hash")
-    if len(hashes) > 1:
-        raise BadRequest("one info_hash per announce")
-    info_hash = hashes[0]
-    if len(info_hash) != 20:
-        raise BadRequest("info_hash must be 20 bytes")
-    peer_id = params.get(b"peer_id")
-    if peer_id is None:
-        raise BadRequest("missing peer_id")
-    if len(peer_id) != 20:
-        raise BadRequest("peer_id must be 20 bytes")
-    port = _uint(params, b"port")
-    if not 0 < port <= 0xFFFF:
-        raise BadRequest("invalid port")
-    uploaded = _uint(params, b"uploaded", 0)
-    downloaded = _uint(params, b"downloaded", 0)
-    left = _uint(params, b"left", 0 if params.get(b"event") == b"completed" else 1)
-    event = _EVENTS.get(params.get(b"event", b""))
-    if event is None:
-        raise BadRequest("unknown event")
-    raw_numwant = params.get(b"numwant")
-    if raw_numwant is None or (raw_numwant[:1] == b"-" and raw_numwant[1:].isdigit()):
-        numwant = -1  # the default
-    elif raw_numwant.isdigit():
-        numwant = int(raw_numwant) if len(raw_numwant) <= 4 else 10_000  # clamped later
-    else:
-        raise BadRequest("invalid numwant")
-    ip = params.get(b"ip")
-    return AnnounceParams(
-        info_hash,
-        peer_id,
-        port,
-        uploaded,
-        downloaded,
-        left,
-        event,
-        numwant,
-        params.get(b"compact", b"1") != b"0",
-        params.get(b"no_peer_id", b"0") == b"1",
-        ip.decode("latin-1") if ip else None,
-    )
-
-
-def parse_scrape(query: bytes, allow_full_scrape: bool) -> list[bytes] | None:
-    """The info-hashes of a /scrape query; None means all (a full scrape)."""
-    _, hashes = split_query(query)
-    if not hashes:
-        if not allow_full_scrape:
-            raise TrackerError("full scrape is disabled; name info_hash", "full_scrape_disabled")
-        return None
-    if len(hashes) > MAX_SCRAPE_HASHES:
-        raise BadRequest(f"at most {MAX_SCRAPE_HASHES} info_hash per scrape")
-    for info_hash in hashes:
-        if len(info_hash) != 20:
-            raise BadRequest("info_hash must be 20 bytes")
-    return hashes
-
-
-def _is_ip(text: str) -> bool:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, text)
-        except (OSError, ValueError):
-            continue
-        return True
-    return False
-
-
-def client_address(
-    peer_ip: str, headers: Iterable[tuple[bytes, bytes]], trusted_proxies: frozenset[str]
-) -> str:
-    """The client's address: the connection's, or, from a trusted proxy, the nearest
-    address in X-Forwarded-For that is not itself a trusted proxy."""
-    peer_ip = normalize_ip(peer_ip)
-    if peer_ip not in trusted_proxies:
-        return peer_ip
-    forwarded: list[str] = []
-    for name, value in headers:
-        if name == b"x-forwarded-for":
-            forwarded.extend(value.decode("latin-1").split(","))
-    for candidate in reversed(forwarded):
-        address = normalize_ip(candidate.strip())
-        if address in trusted_proxies:
-            continue
-        if not _is_ip(address):
-            raise BadRequest("invalid X-Forwarded-For")
-        return address
-    return peer_ip
-
-
-# ------------------------------------------------------------------ encoding
-
-
-def _bstr(value: bytes) -> bytes:
-    return b"%d:%s" % (len(value), value)
-
-
-def encode_announce(
-    result: AnnounceResult, compact: bool = True, no_peer_id: bool = False
-) -> bytes:
-    """The bencoded answer to an announce (keys in bencode's sorted order, by hand)."""
-    head = b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de" % (
-        result.complete,
-        result.incomplete,
-        result.interval,
-        result.min_interval,
-    )
-    if compact:
-        peers = b"".join([p.compact for p in result.peers4])
-        body = b"%s5:peers%d:%s" % (head, len(peers), peers)
-        if result.peers6:
-            peers6 = b"".join([p.compact for p in result.peers6])
-            body += b"6:peers6%d:%s" % (len(peers6), peers6)
-        return body + b"e"
-    parts = [head, b"5:peersl"]
-    for p in result.peers4 + result.peers6:
-        ip = p.ip.encode()
-        if no_peer_id:
-            parts.append(b"d2:ip%s4:porti%dee" % (_bstr(ip), p.port))
-        else:
-            parts.append(b"d2:ip%s7:peer id20:%s4:porti%dee" % (_bstr(ip), p.peer_id, p.port))
-    parts.append(b"ee")
-    return b"".join(parts)
-
-
-def encode_scrape(files: dict[bytes, ScrapeEntry]) -> bytes:
-    """The bencoded answer to a scrape (BEP 48)."""
-    parts = [b"d5:filesd"]
-    for info_hash in sorted(files):
-        complete, downloaded, incomplete = files[info_hash]
-        parts.append(
-            b"20:%sd8:completei%de10:downloadedi%de10:incompletei%dee"
-            % (info_hash, complete, downloaded, incomplete)
-        )
-    parts.append(b"ee")
-    return b"".join(parts)
-
-
-def encode_failure(reason: str) -> bytes:
-    """A bencoded ``failure reason`` dictionary."""
-    return b"d14:failure reason%se" % _bstr(reason.encode())
-
-
-def stats_json(store: SwarmStore, uptime: float) -> bytes:
-    data = store.stats()
-    data["uptime"] = round(uptime, 1)
-    return json.dumps(data, sort_keys=True).encode() + b"\n"
-
-
-def stats_html(store: SwarmStore, uptime: float) -> bytes:
-    """A small page for people."""
-    s = store.stats()
-    rows = [
-        ("torrents", s["torrents"]),
-        ("peers", s["peers"]),
-        ("seeders", s["seeders"]),
-        ("leechers", s["leechers"]),
-        ("IPv4 peers", s["peers_ipv4"]),
-        ("IPv6 peers", s["peers_ipv6"]),
-        *((f"announces ({k})", v) for k, v in sorted(s["announces"].items())),
-        *((f"scrapes ({k})", v) for k, v in sorted(s["scrapes"].items())),
-        *((f"errors ({k})", v) for k, v in sorted(s["errors"].items())),
-        ("uptime (s)", int(uptime)),
-    ]
-    body = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>\n" for k, v in rows
-    )
-    return (
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>btfs-tracker</title>"
-        "</head><body><h1>btfs-tracker</h1>\n<table>\n"
-        f"{body}</table>\n</body></html>\n"
-    ).encode()
-
-
-def metrics_text(store: SwarmStore, uptime: float) -> bytes:
-    """Prometheus text exposition format."""
-    s = store.stats()
-    lines = []
-
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, int]]) -> None:
-        lines.append(f"# HELP btfs_tracker_{name} {help_text}")
-        lines.append(f"# TYPE btfs_tracker_{name} {kind}")
-        lines.extend(f"btfs_tracker_{name}{labels} {value}" for labels, value in samples)
-
-    metric("torrents", "gauge", "Torrents the tracker knows.", [("", s["torrents"])])
-    metric("seeders", "gauge", "Peers that have the whole torrent.", [("", s["seeders"])])
-    metric("leechers", "gauge", "Peers still downloading.", [("", s["leechers"])])
-    metric("announces_total", "counter", "Announces received.",
-           [(f'{{protocol="{k}"}}', v) for k, v in sorted(s["announces"].items())])
-    metric("scrapes_total", "counter", "Scrapes received.",
-           [(f'{{protocol="{k}"}}', v) for k, v in sorted(s["scrapes"].items())])
-    metric("errors_total", "counter", "Requests answered with an error.",
-           [(f'{{kind="{k}"}}', v) for k, v in sorted(s["errors"].items())])
-    metric("uptime_seconds", "gauge", "Seconds since the tracker started.",
-           [("", math.floor(uptime))])
-    return ("\n".join(lines) + "\n").encode()
+    fast_path: bool = True  # False: every request through h11 (the fast path's reference)
 
 
 # ------------------------------------------------------------------ requests
@@ -374,7 +101,8 @@ class HttpTracker:
         self.config = config or HttpConfig()
         self.clock = clock
         self.started = clock()
-        self.active = 0
+        self.connections: ConnectionTable[trio.CancelScope] = ConnectionTable(
+            self.config.max_connections, self.config.max_connections_per_ip)
 
     def handle(
         self, method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
@@ -393,7 +121,7 @@ class HttpTracker:
                 else:
                     files = self.store.scrape(hashes, protocol="http")
                 return Reply(200, BENCODE, encode_scrape(files))
-        except TrackerError as exc:
+        except RequestError as exc:
             self.store.count_error(exc.kind)
             return Reply(200, BENCODE, encode_failure(exc.reason))
         uptime = self.clock() - self.started
@@ -432,12 +160,59 @@ class HttpTracker:
     ) -> None:
         """Accept connections until cancelled."""
         async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, self.connection, listeners)
+            for listener in listeners:
+                nursery.start_soon(self._accept, listener, nursery)
             task_status.started()
+
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept connections into `nursery`.
+
+        Out of descriptors (or memory), close the connection that has waited longest and
+        try again at once; with none to close, wait, doubling the wait up to
+        ACCEPT_RETRY_MAX. One log line a minute at most says it is happening.
+        """
+        backoff = ACCEPT_RETRY_FIRST
+        failures = 0
+        reported = -math.inf
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    failures += 1
+                    now = trio.current_time()
+                    if now - reported >= ACCEPT_REPORT_EVERY:
+                        log.warning("cannot accept HTTP connections (%s), %d times since the "
+                                    "last report: closing idle ones, retrying",
+                                    exc.strerror or exc, failures)
+                        reported, failures = now, 0
+                    victim = self.connections.evict()
+                    if victim is not None:
+                        victim.cancel()
+                        await trio.lowlevel.checkpoint()  # for its task to close it
+                    else:
+                        await trio.sleep(backoff)
+                        backoff = min(2 * backoff, ACCEPT_RETRY_MAX)
+                    continue
+                backoff = ACCEPT_RETRY_FIRST
+                nursery.start_soon(self.connection, stream)
 
     async def connection(self, stream: trio.SocketStream) -> None:
         """Serve one connection: keep-alive requests, each read and answered in time."""
-        if self.active >= self.config.max_connections:
+        try:
+            peer_ip = stream.socket.getpeername()[0].partition("%")[0]
+        except OSError:
+            await stream.aclose()
+            return
+        ip = normalize_ip(peer_ip)
+        scope = trio.CancelScope()
+        admitted, evicted = self.connections.open(
+            scope, limit_key(ip), exempt=ip in self.config.trusted_proxies)
+        for victim in evicted:
+            victim.cancel()
+        if not admitted:
             with trio.move_on_after(1):
                 try:
                     await stream.send_all(
@@ -448,30 +223,41 @@ class HttpTracker:
                     pass
             await stream.aclose()
             return
-        self.active += 1
         try:
-            try:
-                peer_ip = stream.socket.getpeername()[0]
-            except OSError:
-                return
-            await self._serve_connection(stream, peer_ip.partition("%")[0])
+            with scope:
+                await self._serve_connection(stream, peer_ip, scope)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         except Exception:  # a bug must cost one connection, not the tracker
             log.exception("error serving an HTTP connection")
         finally:
-            self.active -= 1
+            self.connections.close(scope)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()
 
-    async def _serve_connection(self, stream: trio.SocketStream, peer_ip: str) -> None:
-        io = _Io(stream)
+    async def _serve_connection(
+        self, stream: trio.SocketStream, peer_ip: str, handle: trio.CancelScope
+    ) -> None:
+        if not self.config.fast_path:
+            deadline = trio.current_time() + self.config.timeout
+            await self._serve_h11(stream, StreamIo(stream), peer_ip, handle, b"", False,
+                                  deadline)
+            return
+        io = RawSocketIo(stream)
         try:
-            await self._serve_requests(stream, io, peer_ip)
+            await self._serve_requests(stream, io, peer_ip, handle)
         finally:
             io.close()
 
-    async def _serve_requests(self, stream: trio.SocketStream, io: _Io, peer_ip: str) -> None:
+    def _log_access(self, peer_ip: str, method: bytes, target: bytes, response: Reply) -> None:
+        access_log.info(
+            '%s "%s %s" %d %d', peer_ip, method.decode("latin-1"),
+            target[:300].decode("latin-1"), response.status, len(response.body),
+        )
+
+    async def _serve_requests(
+        self, stream: trio.SocketStream, io: RawSocketIo, peer_ip: str, handle: trio.CancelScope
+    ) -> None:
         """Answer simple requests here; at the first other one, hand the connection to h11.
 
         A simple request is what BitTorrent clients and load generators send: a GET over
@@ -488,27 +274,26 @@ class HttpTracker:
         with trio.CancelScope() as scope:
             while True:
                 scope.deadline = deadline = trio.current_time() + timeout
-                request = _simple_request(buf)
-                if request is _INCOMPLETE:
-                    while request is _INCOMPLETE:
+                request = simple_request(buf)
+                if request is INCOMPLETE:
+                    while request is INCOMPLETE:
+                        self.connections.waiting(handle)
                         data = await io.receive_some(16384)
+                        self.connections.busy(handle)
                         if not data:
                             eof = True
                             break
                         buf += data
-                        request = _simple_request(buf)
+                        request = simple_request(buf)
                 else:  # pipelined: let other connections have a turn first
                     await trio.lowlevel.checkpoint()
-                if request is None or request is _INCOMPLETE:
+                if request is None or request is INCOMPLETE:
                     break
                 target, headers, used = request
                 buf = buf[used:]
                 response = self.handle(b"GET", target, headers, peer_ip)
                 if access:
-                    access_log.info(
-                        '%s "%s %s" %d %d', peer_ip, "GET", target[:300].decode("latin-1"),
-                        response.status, len(response.body),
-                    )
+                    self._log_access(peer_ip, b"GET", target, response)
                 await io.send_all(
                     b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s"
                     % (response.status, _REASONS.get(response.status, b""),
@@ -516,11 +301,11 @@ class HttpTracker:
                 )
         if scope.cancelled_caught or (eof and not buf):
             return  # timed out, or the client is gone
-        await self._serve_h11(stream, io, peer_ip, buf, eof, deadline)
+        await self._serve_h11(stream, io, peer_ip, handle, buf, eof, deadline)
 
     async def _serve_h11(
-        self, stream: trio.SocketStream, io: _Io, peer_ip: str, received: bytes, eof: bool,
-        deadline: float,
+        self, stream: trio.SocketStream, io: ConnectionIo, peer_ip: str,
+        handle: trio.CancelScope, received: bytes, eof: bool, deadline: float,
     ) -> None:
         """Serve the rest of a connection with h11, starting from the bytes received."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -531,7 +316,7 @@ class HttpTracker:
         while True:
             with trio.move_on_at(deadline):
                 try:
-                    request = await _next_request(conn, io)
+                    request = await self._next_request(conn, io, handle)
                 except h11.RemoteProtocolError as exc:
                     self.store.count_error("http_protocol")
                     if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
@@ -548,11 +333,7 @@ class HttpTracker:
                     return
                 response = self.handle(request.method, request.target, request.headers, peer_ip)
                 if self.config.access_log:
-                    access_log.info(
-                        '%s "%s %s" %d %d', peer_ip, request.method.decode("latin-1"),
-                        request.target[:300].decode("latin-1"), response.status,
-                        len(response.body),
-                    )
+                    self._log_access(peer_ip, request.method, request.target, response)
                 await _send(conn, io, response, close=False)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
@@ -561,112 +342,62 @@ class HttpTracker:
                 continue
             return  # timed out: the client was idle or too slow
 
+    async def _next_request(
+        self, conn: h11.Connection, io: ConnectionIo, handle: trio.CancelScope
+    ) -> h11.Request | Reply | None:
+        """The next request with its (small, discarded) body; None once the client is gone.
 
-# h11's grammar (h11/_abnf.py), restricted to what `_simple_request` takes.
-_BLANK_LINE = re.compile(rb"\n\r?\n")  # where h11 ends a header block
-_SIMPLE_REQUEST_LINE = re.compile(rb"GET ([\x21-\x7e]+) HTTP/1\.1")
-_HEADER_LINE = re.compile(
-    rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*([^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*"
-)
-_NOT_SIMPLE = frozenset(
-    {b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"}
-)
-_SimpleRequest = tuple[bytes, list[tuple[bytes, bytes]], int]  # target, headers, size
-_INCOMPLETE: _SimpleRequest = (b"", [], -1)  # a sentinel: not a whole header block yet
-
-
-def _simple_request(buf: bytes) -> _SimpleRequest | None:
-    """(target, headers, bytes used) of a simple request at the start of `buf`; None if
-    what `buf` starts with is anything else (h11 must judge it); `_INCOMPLETE` if more
-    bytes are needed to tell."""
-    if buf[:4] != b"GET "[: len(buf)]:
-        return None
-    blank = _BLANK_LINE.search(buf)
-    if blank is None:
-        return _INCOMPLETE if len(buf) <= MAX_HEADER_BYTES else None
-    end = blank.start()
-    if blank.end() - end != 3 or buf[end - 1 : end] != b"\r" or end > MAX_HEADER_BYTES:
-        return None  # bare LF line ends, or oversized: h11 decides
-    lines = buf[: end - 1].split(b"\r\n")
-    first = _SIMPLE_REQUEST_LINE.fullmatch(lines[0])
-    if first is None:
-        return None
-    headers = []
-    hosts = 0
-    for line in lines[1:]:
-        match = _HEADER_LINE.fullmatch(line)
-        if match is None:
-            return None
-        name = match[1].lower()
-        if name in _NOT_SIMPLE:
-            return None
-        if name == b"host":
-            hosts += 1
-        headers.append((name, match[2] or b""))
-    if hosts != 1:
-        return None
-    return first[1], headers, blank.end()
+        h11 bounds a header block only while it is incomplete: one that arrives whole is
+        measured here, by the bytes h11 has consumed when it has the request.
+        """
+        request: h11.Request | None = None
+        body = 0
+        fed = len(conn.trailing_data[0])  # bytes of this request given to h11
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                self.connections.waiting(handle)
+                data = await io.receive_some(16384)
+                self.connections.busy(handle)
+                conn.receive_data(data)
+                fed += len(data)
+                continue
+            if isinstance(event, h11.Request):
+                if fed - len(conn.trailing_data[0]) > MAX_HEADER_BYTES:
+                    raise h11.RemoteProtocolError("request header too large",
+                                                  error_status_hint=431)
+                request = event
+            elif isinstance(event, h11.Data):
+                body += len(event.data)
+                if body > MAX_BODY_BYTES:
+                    return Reply(413, BENCODE, b"")
+            elif isinstance(event, h11.EndOfMessage):
+                return request
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None
 
 
-class _Io:
-    """Plain non-blocking calls on a connection's socket.
+class ConnectionIo(Protocol):
+    """How the h11 path reads and writes: `StreamIo`, or the fast path's `RawSocketIo`."""
 
-    A trio stream call passes through the scheduler two or three times; here a request
-    costs one wait for readability (which is also the loop's checkpoint), a `recv` and
-    usually a single `send`. Only a send the kernel cannot take at once falls back to
-    the stream.
-    """
+    async def receive_some(self, size: int) -> bytes: ...
 
-    __slots__ = ("raw", "stream")
+    async def send_all(self, data: bytes) -> None: ...
+
+
+class StreamIo:
+    """The trio stream's own calls (the path without the fast path)."""
+
+    __slots__ = ("stream",)
 
     def __init__(self, stream: trio.SocketStream) -> None:
-        sock = stream.socket
         self.stream = stream
-        # The same descriptor (a duplicate would double the descriptors per connection);
-        # `close` detaches it, the stream closes it.
-        self.raw = socket.socket(sock.family, sock.type, fileno=sock.fileno())
-        self.raw.setblocking(False)
 
     async def receive_some(self, size: int) -> bytes:
-        while True:
-            await trio.lowlevel.wait_readable(self.raw)
-            try:
-                return self.raw.recv(size)
-            except BlockingIOError:
-                continue
+        return bytes(await self.stream.receive_some(size))
 
     async def send_all(self, data: bytes) -> None:
-        try:
-            sent = self.raw.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(data):
-            await self.stream.send_all(memoryview(data)[sent:])
-
-    def close(self) -> None:
-        self.raw.detach()
-
-
-async def _next_request(conn: h11.Connection, io: _Io) -> h11.Request | Reply | None:
-    """The next request with its (small, discarded) body; None once the client is gone."""
-    request: h11.Request | None = None
-    body = 0
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await io.receive_some(16384)
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.Data):
-            body += len(event.data)
-            if body > MAX_BODY_BYTES:
-                return Reply(413, BENCODE, b"")
-        elif isinstance(event, h11.EndOfMessage):
-            return request
-        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-            return None
+        await self.stream.send_all(data)
 
 
 async def _drain(stream: trio.SocketStream) -> None:
@@ -682,7 +413,7 @@ async def _drain(stream: trio.SocketStream) -> None:
             received += len(data)
 
 
-async def _send(conn: h11.Connection, io: _Io, response: Reply, close: bool) -> None:
+async def _send(conn: h11.Connection, io: ConnectionIo, response: Reply, close: bool) -> None:
     headers = [
         (b"content-type", response.content_type),
         (b"content-length", b"%d" % len(response.body)),

@@ -14,14 +14,14 @@ form the answers need), so the hot path allocates little.
 from __future__ import annotations
 
 import random
-import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from btfs.errors import BtfsError
+from btfs.trackerwire import compact as compact_address
+from btfs.trackerwire.events import ANNOUNCE_EVENTS, PAUSED, STOPPED
+from tracker.errors import ERROR_KINDS, AnnounceRefused, BadRequest
 
-EVENTS = frozenset({"", "started", "completed", "stopped", "paused"})
 DEFAULT_NUMWANT = 50
 MAX_NUMWANT = 200
 
@@ -30,82 +30,7 @@ WANT_V4 = 1
 WANT_V6 = 2
 WANT_BOTH = WANT_V4 | WANT_V6
 
-# Error kinds, the label of `btfs_tracker_errors_total`.
-ERROR_KINDS = (
-    "bad_request",
-    "not_whitelisted",
-    "tracker_full",
-    "swarm_full",
-    "full_scrape_disabled",
-    "http_protocol",
-    "udp_malformed",
-    "udp_connection_id",
-)
-
-_V4_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
-_STATE_FORMAT = "btfs-tracker-state"
-_STATE_VERSION = 1
-
-
-class TrackerError(BtfsError):
-    """A request the tracker cannot serve; the message is the `failure reason` sent back.
-
-    `kind` names the error for the metrics (one of `ERROR_KINDS`).
-    """
-
-    kind = "bad_request"
-
-    def __init__(self, reason: str, kind: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        if kind is not None:
-            self.kind = kind
-
-
-class BadRequest(TrackerError):
-    """Malformed or missing parameters."""
-
-
-class AnnounceRefused(TrackerError):
-    """A well-formed announce the tracker declines (whitelist, limits)."""
-
-    kind = "refused"
-
-
-class StateError(TrackerError):
-    """A saved state that cannot be read back."""
-
-
-def pack_address(ip: str, port: int) -> bytes:
-    """The compact form of an address: 4+2 bytes for IPv4, 16+2 for IPv6 (BEP 23, BEP 7).
-
-    IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are packed as the IPv4 address.
-    """
-    if not 0 < port <= 0xFFFF:
-        raise BadRequest(f"invalid port {port}")
-    try:
-        packed = socket.inet_pton(socket.AF_INET, ip)
-    except (OSError, ValueError):
-        try:
-            packed = socket.inet_pton(socket.AF_INET6, ip)
-        except (OSError, ValueError):
-            raise BadRequest("invalid ip address") from None
-        if packed.startswith(_V4_MAPPED_PREFIX):
-            packed = packed[12:]
-    return packed + port.to_bytes(2, "big")
-
-
-def unpack_address(compact: bytes) -> tuple[str, int]:
-    """The (ip, port) of a compact address made by `pack_address`."""
-    family = socket.AF_INET if len(compact) == 6 else socket.AF_INET6
-    return socket.inet_ntop(family, compact[:-2]), int.from_bytes(compact[-2:], "big")
-
-
-def normalize_ip(ip: str) -> str:
-    """The canonical text form of an address; IPv4-mapped IPv6 becomes plain IPv4."""
-    if ip.startswith("::ffff:") and "." in ip:
-        return ip[7:]
-    return ip
+SavedPeer = tuple[bytes, bytes, bool, float]  # peer_id, compact address, seed, last seen
 
 
 class Peer:
@@ -122,7 +47,7 @@ class Peer:
 
     @property
     def ip(self) -> str:
-        return unpack_address(self.compact)[0]
+        return compact_address.unpack(self.compact)[0]
 
     @property
     def port(self) -> int:
@@ -136,8 +61,9 @@ class Peer:
         return f"Peer({self.peer_id!r}, {self.ip!r}, {self.port}, seed={self.is_seed})"
 
 
-class Swarm:
-    """The peers of one torrent, in four lists (v4/v6 × leecher/seed) for O(1) sampling."""
+class TrackedSwarm:
+    """The tracker's record of one torrent: its peers, in four lists (v4/v6 × leecher/seed)
+    for O(1) sampling."""
 
     __slots__ = ("buckets", "downloaded", "next_sweep", "peers")
 
@@ -158,7 +84,7 @@ class Swarm:
 
 
 @dataclass(slots=True)
-class AnnounceResult:
+class AnnounceOutcome:
     """What an announce answers. `peers4`/`peers6` are live `Peer` records: read them
     (`.compact`, `.ip`, `.port`, `.peer_id`) before the next call into the store."""
 
@@ -170,10 +96,10 @@ class AnnounceResult:
     min_interval: int
 
     def addresses4(self) -> list[tuple[str, int]]:
-        return [unpack_address(p.compact) for p in self.peers4]
+        return [compact_address.unpack(p.compact) for p in self.peers4]
 
     def addresses6(self) -> list[tuple[str, int]]:
-        return [unpack_address(p.compact) for p in self.peers6]
+        return [compact_address.unpack(p.compact) for p in self.peers6]
 
 
 ScrapeEntry = tuple[int, int, int]  # (complete, downloaded, incomplete)
@@ -238,7 +164,7 @@ class SwarmStore:
         self.rng = rng or random.Random()
         self.ttl = 2 * interval  # a peer silent this long is gone
         self._sweep_every = max(1.0, interval / 2)
-        self._torrents: dict[bytes, Swarm] = {}
+        self._torrents: dict[bytes, TrackedSwarm] = {}
         self._empty: dict[bytes, float] = {}  # swarms without peers -> since when
         self._counts = [0, 0, 0, 0]  # peers by kind, over all swarms
         self.announces: dict[str, int] = {"http": 0, "udp": 0}
@@ -299,7 +225,7 @@ class SwarmStore:
         protocol: str = "http",
         families: int = WANT_BOTH,
         compact: bytes | None = None,
-    ) -> AnnounceResult:
+    ) -> AnnounceOutcome:
         """Record a peer's announce and choose peers for it.
 
         `numwant` < 0 means the default (50); it is clamped to 200. `compact` may carry
@@ -313,23 +239,26 @@ class SwarmStore:
             raise BadRequest("peer_id must be 20 bytes")
         if uploaded < 0 or downloaded < 0 or left < 0:
             raise BadRequest("negative uploaded, downloaded or left")
-        if event not in EVENTS:
+        if event not in ANNOUNCE_EVENTS:
             raise BadRequest(f"unknown event {event[:20]!r}")
         if compact is None:
-            compact = pack_address(ip, port)
+            try:
+                compact = compact_address.pack(ip, port)
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
         elif len(compact) not in (6, 18):
             raise BadRequest("invalid compact address")
         if self.whitelist is not None and info_hash not in self.whitelist:
             raise AnnounceRefused("torrent not registered with this tracker", "not_whitelisted")
 
         swarm = self._torrents.get(info_hash)
-        if event == "stopped":
+        if event == STOPPED:
             if swarm is None:
-                return AnnounceResult([], [], 0, 0, self.interval, self.min_interval)
+                return AnnounceOutcome([], [], 0, 0, self.interval, self.min_interval)
             gone = swarm.peers.get(peer_id)
             if gone is not None:
                 self._remove(info_hash, swarm, gone, now)
-            return AnnounceResult(
+            return AnnounceOutcome(
                 [], [], swarm.complete, swarm.incomplete, self.interval, self.min_interval
             )
 
@@ -365,28 +294,29 @@ class SwarmStore:
                 self._insert(swarm, peer)
 
         peers4, peers6 = self._select(
-            swarm, peer, numwant, not seed and event != "paused", families, now
+            swarm, peer, numwant, not seed and event != PAUSED, families, now
         )
         if len(swarm.peers) == 0:  # only possible when lazy expiry emptied it
             self._empty.setdefault(info_hash, now)
-        return AnnounceResult(
+        return AnnounceOutcome(
             peers4, peers6, swarm.complete, swarm.incomplete, self.interval, self.min_interval
         )
 
-    def _new_swarm(self, info_hash: bytes, now: float) -> Swarm:
+    def _new_swarm(self, info_hash: bytes, now: float) -> TrackedSwarm:
         if len(self._torrents) >= self.max_torrents:
             if not self._empty:
                 raise AnnounceRefused("tracker is full", "tracker_full")
             oldest = next(iter(self._empty))
             del self._empty[oldest]
             del self._torrents[oldest]
-        swarm = Swarm(now + self._sweep_every)
+        swarm = TrackedSwarm(now + self._sweep_every)
         self._torrents[info_hash] = swarm
         self._empty[info_hash] = now  # until its first peer is inserted
         return swarm
 
     def _select(
-        self, swarm: Swarm, me: Peer, numwant: int, want_seeds: bool, families: int, now: float
+        self, swarm: TrackedSwarm, me: Peer, numwant: int, want_seeds: bool, families: int,
+        now: float,
     ) -> tuple[list[Peer], list[Peer]]:
         if numwant < 0:
             numwant = DEFAULT_NUMWANT
@@ -426,13 +356,13 @@ class SwarmStore:
 
     # ---------------------------------------------------------------- bookkeeping
 
-    def _insert(self, swarm: Swarm, peer: Peer) -> None:
+    def _insert(self, swarm: TrackedSwarm, peer: Peer) -> None:
         bucket = swarm.buckets[peer.kind]
         peer.slot = len(bucket)
         bucket.append(peer)
         self._counts[peer.kind] += 1
 
-    def _detach(self, swarm: Swarm, peer: Peer) -> None:
+    def _detach(self, swarm: TrackedSwarm, peer: Peer) -> None:
         bucket = swarm.buckets[peer.kind]
         last = bucket.pop()
         if last is not peer:
@@ -440,13 +370,13 @@ class SwarmStore:
             last.slot = peer.slot
         self._counts[peer.kind] -= 1
 
-    def _remove(self, info_hash: bytes, swarm: Swarm, peer: Peer, now: float) -> None:
+    def _remove(self, info_hash: bytes, swarm: TrackedSwarm, peer: Peer, now: float) -> None:
         self._detach(swarm, peer)
         del swarm.peers[peer.peer_id]
         if not swarm.peers:
             self._empty[info_hash] = now
 
-    def _sweep(self, info_hash: bytes, swarm: Swarm, now: float) -> int:
+    def _sweep(self, info_hash: bytes, swarm: TrackedSwarm, now: float) -> int:
         """Drop the swarm's expired peers; return how many."""
         swarm.next_sweep = now + self._sweep_every
         cutoff = now - self.ttl
@@ -484,7 +414,7 @@ class SwarmStore:
             for peer in swarm.peers.values():
                 self._counts[peer.kind] -= 1
 
-    def get_swarm(self, info_hash: bytes) -> Swarm | None:
+    def get_swarm(self, info_hash: bytes) -> TrackedSwarm | None:
         """The swarm of a torrent, for inspection (tests, stats)."""
         return self._torrents.get(info_hash)
 
@@ -508,88 +438,36 @@ class SwarmStore:
         """The scrape of every known torrent (a full scrape)."""
         return self.scrape(list(self._torrents), protocol=protocol)
 
-    # ---------------------------------------------------------------- state
+    # ---------------------------------------------------------------- saved state
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready snapshot of the swarms (peers with their last announce time)."""
-        torrents: dict[str, Any] = {}
-        for info_hash, swarm in self._torrents.items():
-            torrents[info_hash.hex()] = {
-                "downloaded": swarm.downloaded,
-                "peers": [
-                    [p.peer_id.hex(), p.compact.hex(), p.kind & 1, p.last_seen]
-                    for p in swarm.peers.values()
-                ],
-            }
-        return {"format": _STATE_FORMAT, "version": _STATE_VERSION, "torrents": torrents}
+    def swarms(self) -> Iterator[tuple[bytes, TrackedSwarm]]:
+        """Every torrent's swarm, for saving (see `tracker.snapshot`)."""
+        return iter(self._torrents.items())
 
-    @classmethod
-    def from_json(cls, data: Any, now: float, **kwargs: Any) -> SwarmStore:
-        """A store rebuilt from `to_json` output, without the peers expired by `now`.
-
-        `kwargs` are the constructor's (limits and whitelist apply to the loaded state).
-        Raises `StateError` if `data` is not a state this version wrote.
-        """
-        store = cls(**kwargs)
-        store._load_json(data, now)
-        return store
-
-    def _load_json(self, data: Any, now: float) -> None:
-        """Fill this new store from a `to_json` snapshot (on error, discard the store)."""
-        if (
-            not isinstance(data, dict)
-            or data.get("format") != _STATE_FORMAT
-            or data.get("version") != _STATE_VERSION
-            or not isinstance(data.get("torrents"), dict)
-        ):
-            raise StateError("not a btfs-tracker state file")
+    def restore(
+        self, info_hash: bytes, downloaded: int, peers: Iterable[SavedPeer], now: float
+    ) -> bool:
+        """Add a saved swarm, under the whitelist and the limits, without the peers expired
+        by `now`; False once no more torrents fit (the rest of a saved state is dropped)."""
+        if self.whitelist is not None and info_hash not in self.whitelist:
+            return True
+        if info_hash in self._torrents:
+            return True
+        if len(self._torrents) >= self.max_torrents:
+            return False
         cutoff = now - self.ttl
-        try:
-            for key, entry in data["torrents"].items():
-                info_hash = bytes.fromhex(key)
-                downloaded = entry["downloaded"]
-                peers = entry["peers"]
-                if (
-                    len(info_hash) != 20
-                    or type(downloaded) is not int
-                    or downloaded < 0
-                    or not isinstance(peers, list)
-                ):
-                    raise ValueError(key)
-                if self.whitelist is not None and info_hash not in self.whitelist:
-                    continue
-                if info_hash in self._torrents:
-                    continue
-                if len(self._torrents) >= self.max_torrents:
-                    break
-                swarm = Swarm(now + self._sweep_every)
-                swarm.downloaded = downloaded
-                for peer_hex, compact_hex, seed, last_seen in peers:
-                    peer_id = bytes.fromhex(peer_hex)
-                    compact = bytes.fromhex(compact_hex)
-                    if (
-                        len(peer_id) != 20
-                        or len(compact) not in (6, 18)
-                        or compact[-2:] == b"\0\0"
-                        or seed not in (0, 1)
-                        or type(last_seen) not in (int, float)
-                    ):
-                        raise ValueError(peer_hex)
-                    if last_seen < cutoff or peer_id in swarm.peers:
-                        continue
-                    if (
-                        len(swarm.peers) >= self.max_peers_per_torrent
-                        or self.peers >= self.max_peers
-                    ):
-                        break
-                    peer = Peer(
-                        peer_id, compact, min(float(last_seen), now),
-                        seed | (2 if len(compact) == 18 else 0),
-                    )
-                    swarm.peers[peer_id] = peer
-                    self._insert(swarm, peer)
-                self._torrents[info_hash] = swarm
-                if not swarm.peers:
-                    self._empty[info_hash] = now
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise StateError(f"malformed tracker state near {str(exc)[:60]!r}") from None
+        swarm = TrackedSwarm(now + self._sweep_every)
+        swarm.downloaded = downloaded
+        for peer_id, compact, seed, last_seen in peers:
+            if last_seen < cutoff or peer_id in swarm.peers:
+                continue
+            if len(swarm.peers) >= self.max_peers_per_torrent or self.peers >= self.max_peers:
+                break
+            peer = Peer(peer_id, compact, min(last_seen, now),
+                        int(seed) | (2 if len(compact) == 18 else 0))
+            swarm.peers[peer_id] = peer
+            self._insert(swarm, peer)
+        self._torrents[info_hash] = swarm
+        if not swarm.peers:
+            self._empty[info_hash] = now
+        return True

@@ -8,7 +8,10 @@ transaction id; nothing a client sends stops the server.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -16,26 +19,19 @@ from typing import Any
 
 import trio
 
-from tracker.swarms import (
-    WANT_V4,
-    WANT_V6,
-    BadRequest,
-    SwarmStore,
-    TrackerError,
-    pack_address,
-    unpack_address,
-)
-from tracker.udpwire import (
+from btfs.trackerwire import compact as compact_address
+from btfs.trackerwire.bep15 import (
     AnnounceRequest,
-    ConnectionIds,
     ConnectRequest,
-    UdpError,
+    MalformedPacket,
     decode_request,
     encode_announce,
     encode_connect,
     encode_error,
     encode_scrape,
 )
+from tracker.errors import RequestError
+from tracker.swarms import WANT_V4, WANT_V6, SwarmStore
 
 log = logging.getLogger("tracker.udp")
 access_log = logging.getLogger("tracker.access")
@@ -43,6 +39,30 @@ access_log = logging.getLogger("tracker.access")
 MAX_PEERS6 = 66  # 20 + 66 * 18 bytes stays below IPv6's safe 1232-byte payload
 _MAX_DATAGRAM = 2048
 _BATCH = 64  # datagrams answered per wakeup before other tasks get a turn
+
+
+class ConnectionIds:
+    """Stateless connection IDs: 8 bytes of a keyed BLAKE2b over the client's address and
+    the current time window, under a random per-process secret. An ID is accepted in the
+    window it was made in and the next one, so it lives one to two windows."""
+
+    def __init__(self, secret: bytes | None = None, window: float = 60.0) -> None:
+        self.secret = secret if secret is not None else os.urandom(32)
+        self.window = window
+
+    def _mac(self, address: bytes, window: int) -> bytes:
+        msg = window.to_bytes(8, "big", signed=True) + address
+        return hashlib.blake2b(msg, key=self.secret, digest_size=8).digest()
+
+    def make(self, address: bytes, now: float) -> bytes:
+        """An ID for a client at `address` (any bytes naming it, e.g. its packed ip+port)."""
+        return self._mac(address, int(now // self.window))
+
+    def check(self, connection_id: bytes, address: bytes, now: float) -> bool:
+        window = int(now // self.window)
+        return hmac.compare_digest(connection_id, self._mac(address, window)) or (
+            hmac.compare_digest(connection_id, self._mac(address, window - 1))
+        )
 
 
 class UdpTracker:
@@ -65,30 +85,29 @@ class UdpTracker:
     def handle(self, data: bytes, source: tuple[Any, ...]) -> bytes | None:
         """The reply to one datagram from `source` (a socket address), or None to drop it."""
         try:
-            client = pack_address(source[0].partition("%")[0], source[1])
-        except BadRequest:
+            client = compact_address.pack(source[0].partition("%")[0], source[1])
+        except ValueError:
             return None  # a source port 0 or an odd address: nothing to answer to
-        txid: bytes | None = None
         try:
             request = decode_request(data)
-            txid = request.txid
-            now = self.clock()
-            if isinstance(request, ConnectRequest):
-                return encode_connect(txid, self.ids.make(client, now))
-            if not self.ids.check(request.connection_id, client, now):
-                raise UdpError("bad connection id", txid, "udp_connection_id")
+        except MalformedPacket as exc:
+            self.store.count_error("udp_malformed")
+            return None if exc.txid is None else encode_error(exc.txid, exc.reason)
+        txid = request.txid
+        now = self.clock()
+        if isinstance(request, ConnectRequest):
+            return encode_connect(txid, self.ids.make(client, now))
+        if not self.ids.check(request.connection_id, client, now):
+            self.store.count_error("udp_connection_id")
+            return encode_error(txid, "bad connection id")
+        try:
             if isinstance(request, AnnounceRequest):
                 return self._announce(request, client, now)
             files = self.store.scrape(request.info_hashes, protocol="udp")
             return encode_scrape(txid, [files[h] for h in request.info_hashes])
-        except UdpError as exc:
+        except RequestError as exc:
             self.store.count_error(exc.kind)
-            if exc.txid is None:
-                return None
-            return encode_error(exc.txid, exc.reason)
-        except TrackerError as exc:
-            self.store.count_error(exc.kind)
-            return encode_error(txid or b"\0\0\0\0", exc.reason)
+            return encode_error(txid, exc.reason)
 
     def _announce(self, request: AnnounceRequest, client: bytes, now: float) -> bytes:
         v6 = len(client) == 18
@@ -105,7 +124,7 @@ class UdpTracker:
             protocol="udp", families=WANT_V6 if v6 else WANT_V4, compact=compact,
         )
         if self.access_log:
-            ip, port = unpack_address(client)
+            ip, port = compact_address.unpack(client)
             access_log.info("%s:%d udp announce %s %s", ip, port, request.info_hash.hex(),
                             request.event or "-")
         peers = result.peers6 if v6 else result.peers4

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from btfs.bencode import decode
-from tracker.http import (
-    HttpConfig,
-    HttpTracker,
+from tracker.errors import BadRequest, RequestError
+from tracker.http import HttpConfig, HttpTracker
+from tracker.httpapi import (
     client_address,
     encode_announce,
     encode_failure,
@@ -22,7 +22,7 @@ from tracker.http import (
     parse_scrape,
     split_query,
 )
-from tracker.swarms import BadRequest, SwarmStore, TrackerError
+from tracker.swarms import SwarmStore
 
 HASH = bytes([0, 1, 0x25, 0x26, 0x2B, 0x3D, 0x20, 0xFF]) + b"x" * 12  # %, &, +, =, space
 PEER = b"-lt2000-" + b"\x00\xff" * 6
@@ -91,7 +91,7 @@ def test_parse_announce_errors(query: bytes, message: str) -> None:
 def test_parse_scrape() -> None:
     assert parse_scrape(b"info_hash=" + quote_from_bytes(HASH).encode(), False) == [HASH]
     assert parse_scrape(b"", True) is None
-    with pytest.raises(TrackerError, match="full scrape") as exc:
+    with pytest.raises(RequestError, match="full scrape") as exc:
         parse_scrape(b"", False)
     assert exc.value.kind == "full_scrape_disabled"
     with pytest.raises(BadRequest):
@@ -212,11 +212,11 @@ def test_random_queries_raise_only_tracker_errors(
     query = b"&".join(k + b"=" + v for k, v in parts)
     try:
         parse_announce(query)
-    except TrackerError:
+    except RequestError:
         pass
     try:
         parse_scrape(query, trust)
-    except TrackerError:
+    except RequestError:
         pass
     t = make_tracker(trust_ip_param=trust, allow_full_scrape=trust)
     r = t.handle(b"GET", path + b"?" + query, [(b"x-forwarded-for", query[:50])], "10.1.1.1")

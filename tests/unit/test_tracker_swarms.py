@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import tracemalloc
 
@@ -10,17 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker.swarms import (
-    WANT_V4,
-    WANT_V6,
-    AnnounceRefused,
-    BadRequest,
-    StateError,
-    SwarmStore,
-    TrackerError,
-    pack_address,
-    unpack_address,
-)
+from btfs.trackerwire import compact
+from tracker import snapshot
+from tracker.errors import AnnounceRefused, BadRequest, RequestError, StateError
+from tracker.swarms import WANT_V4, WANT_V6, SwarmStore
 
 H1 = bytes(range(20))
 H2 = bytes(range(1, 21))
@@ -221,14 +215,14 @@ def test_state_round_trip_drops_expired() -> None:
     ann(store, 1, now=0)
     ann(store, 2, now=150, left=0, event="completed")
     ann(store, 3, now=150, ip="2001:db8::3")
-    data = json.loads(json.dumps(store.to_json()))
-    loaded = SwarmStore.from_json(data, now=250, interval=100)
+    data = json.loads(json.dumps(snapshot.dump(store)))
+    loaded = snapshot.load(data, now=250, interval=100)
     assert loaded.scrape([H1])[H1] == (1, 1, 1)
     r = ann(loaded, 4, now=250)
     assert r.addresses4() == [("10.0.0.2", 6883)]
     assert r.addresses6() == [("2001:db8::3", 6884)]
     # Whitelist and limits apply to what is loaded.
-    assert SwarmStore.from_json(data, now=250, whitelist={H2}).torrents == 0
+    assert snapshot.load(data, now=250, whitelist={H2}).torrents == 0
 
 
 @pytest.mark.parametrize(
@@ -238,17 +232,32 @@ def test_state_round_trip_drops_expired() -> None:
      {"format": "btfs-tracker-state", "version": 1,
       "torrents": {H1.hex(): {"downloaded": 0, "peers": [["00", "00", 0, 0]]}}},
      {"format": "btfs-tracker-state", "version": 1,
-      "torrents": {H1.hex(): {"downloaded": 0, "peers": [[1, 2]]}}}],
+      "torrents": {H1.hex(): {"downloaded": 0, "peers": [[1, 2]]}}},
+     *(json.loads(json.dumps(
+         {"format": "btfs-tracker-state", "version": 1,
+          "torrents": {H1.hex(): {"downloaded": 0,
+                                  "peers": [[pid(1).hex(), "0102030405ff", 0, number]]}}}))
+       for number in (math.nan, math.inf, -math.inf))],
 )
 def test_bad_state(data: object) -> None:
     with pytest.raises(StateError):
-        SwarmStore.from_json(data, now=0)
+        snapshot.load(data, now=0)
 
 
-def test_pack_address() -> None:
-    assert pack_address("1.2.3.4", 0x1A2B) == b"\x01\x02\x03\x04\x1a\x2b"
-    assert unpack_address(pack_address("::1", 80)) == ("::1", 80)
-    assert pack_address("::ffff:1.2.3.4", 1) == b"\x01\x02\x03\x04\x00\x01"
+def test_compact_addresses() -> None:
+    assert compact.pack("1.2.3.4", 0x1A2B) == b"\x01\x02\x03\x04\x1a\x2b"
+    assert compact.unpack(compact.pack("::1", 80)) == ("::1", 80)
+    assert compact.pack("::ffff:1.2.3.4", 1) == b"\x01\x02\x03\x04\x00\x01"
+    for bad_ip in ("1.2.3", "01.2.3.4", "::1%lo", "", "x"):
+        with pytest.raises(ValueError, match="invalid ip address"):
+            compact.pack(bad_ip, 1)
+    for bad_port in (0, 65536):
+        with pytest.raises(ValueError, match="invalid port"):
+            compact.pack("1.2.3.4", bad_port)
+    entries = compact.pack("1.2.3.4", 1) + b"\5\6\7\x08\0\0" + compact.pack("9.9.9.9", 2)
+    assert compact.decode_peers(entries, 6) == [("1.2.3.4", 1), ("9.9.9.9", 2)]  # port 0 left out
+    with pytest.raises(ValueError):
+        compact.decode_peers(entries[:-1], 6)
 
 
 def test_memory_per_peer_is_small() -> None:
@@ -289,11 +298,11 @@ def test_random_announces_raise_only_tracker_errors(calls: list[tuple]) -> None:
         try:
             r = store.announce(info_hash[:20] if len(info_hash) == 21 else info_hash, pid(n),
                                ip, port, up, down, left, event, numwant, now)
-        except TrackerError:
+        except RequestError:
             continue
         assert len(r.peers4) + len(r.peers6) <= 4
         assert all(p.peer_id != pid(n) for p in r.peers4 + r.peers6)
     store.expire(20_000)
     assert store.peers == 0
-    data = store.to_json()
-    SwarmStore.from_json(json.loads(json.dumps(data)), now=0)
+    data = snapshot.dump(store)
+    snapshot.load(json.loads(json.dumps(data)), now=0)

@@ -1,4 +1,5 @@
-"""BEP 15 on the wire: decoding requests, encoding replies, connection IDs, the handler."""
+"""BEP 15 on the wire (the codec shared by client and tracker), connection IDs, the
+tracker's datagram handler."""
 
 from __future__ import annotations
 
@@ -8,21 +9,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker.swarms import SwarmStore, TrackerError
-from tracker.udp import MAX_PEERS6, UdpTracker
-from tracker.udpwire import (
+from btfs.trackers import AnnounceParams, ScrapeResult, TrackerFailure
+from btfs.trackers import udp as client
+from btfs.trackerwire.bep15 import (
     PROTOCOL_ID,
     AnnounceRequest,
-    ConnectionIds,
     ConnectRequest,
+    MalformedPacket,
     ScrapeRequest,
-    UdpError,
     decode_request,
     encode_announce,
     encode_connect,
     encode_error,
     encode_scrape,
 )
+from tracker.swarms import SwarmStore
+from tracker.udp import MAX_PEERS6, ConnectionIds, UdpTracker
 
 HASH = b"h" * 20
 TX = b"\x01\x02\x03\x04"
@@ -68,13 +70,13 @@ def test_decode_requests() -> None:
     ],
 )
 def test_decode_errors_carry_the_transaction(packet: bytes, message: str) -> None:
-    with pytest.raises(UdpError, match=message) as exc:
+    with pytest.raises(MalformedPacket, match=message) as exc:
         decode_request(packet)
     assert exc.value.txid == TX
 
 
 def test_short_packet_has_no_transaction() -> None:
-    with pytest.raises(UdpError) as exc:
+    with pytest.raises(MalformedPacket) as exc:
         decode_request(b"\0" * 15)
     assert exc.value.txid is None
 
@@ -86,6 +88,29 @@ def test_encoders() -> None:
     assert encode_scrape(TX, [(1, 2, 3), (2**40, 0, 0)]) == struct.pack(
         "!I4sIIIIII", 2, TX, 1, 2, 3, 2**32 - 1, 0, 0)
     assert encode_error(TX, "nope") == b"\0\0\0\x03" + TX + b"nope"
+
+
+def test_client_requests_are_what_the_tracker_decodes() -> None:
+    """One codec for both sides: what the client sends, the tracker reads field by field,
+    and what the tracker answers, the client reads back."""
+    cid = b"c" * 8
+    assert decode_request(client.udp_connect_request(TX)) == ConnectRequest(TX)
+    params = AnnounceParams(HASH, b"p" * 20, 6881, uploaded=3, downloaded=2, left=1,
+                            event="completed", numwant=-1, key=0xDEADBEEF)
+    assert decode_request(client.udp_announce_request(cid, TX, params)) == AnnounceRequest(
+        cid, TX, HASH, b"p" * 20, 2, 1, 3, "completed", b"\0" * 4, 0xDEADBEEF, -1, 6881)
+    assert decode_request(client.udp_scrape_request(cid, TX, [HASH, b"i" * 20])) == ScrapeRequest(
+        cid, TX, [HASH, b"i" * 20])
+
+    assert client.parse_udp_connect_response(encode_connect(TX, cid), TX) == cid
+    answer = client.parse_udp_announce_response(
+        encode_announce(TX, 900, 4, 5, bytes([10, 0, 0, 1, 0x1A, 0xE1])), TX)
+    assert (answer.interval, answer.incomplete, answer.complete, answer.peers) == (
+        900, 4, 5, [("10.0.0.1", 6881)])
+    assert client.parse_udp_scrape_response(encode_scrape(TX, [(1, 2, 3)]), TX, [HASH]) == {
+        HASH: ScrapeResult(1, 2, 3)}
+    with pytest.raises(TrackerFailure, match="bad connection id"):
+        client.parse_udp_announce_response(encode_error(TX, "bad connection id"), TX)
 
 
 def test_connection_ids_are_bound_to_address_and_time() -> None:
@@ -178,7 +203,7 @@ def test_ip_field_needs_trust() -> None:
 def test_random_datagrams(packet: bytes) -> None:
     try:
         decode_request(packet)
-    except TrackerError:
+    except MalformedPacket:
         pass
     t = UdpTracker(SwarmStore(), connection_ids=ConnectionIds(b"k" * 32), clock=lambda: 0.0)
     source = ("127.0.0.5", 5000)

@@ -14,7 +14,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from btfs import bencode, trackers
+from btfs import bencode
 from btfs.trackers import (
     AnnounceParams,
     AnnounceResult,
@@ -23,19 +23,23 @@ from btfs.trackers import (
     TrackerFailure,
     TrackerSession,
     TrackerTiers,
+)
+from btfs.trackers import session as session_module
+from btfs.trackers.http import (
     http_announce_url,
     parse_http_announce,
     parse_http_scrape,
+    scrape_url,
+)
+from btfs.trackers.udp import (
     parse_udp_announce_response,
     parse_udp_connect_response,
     parse_udp_scrape_response,
-    scrape_url,
     udp_announce_request,
     udp_connect_request,
-    udp_error_packet,
     udp_scrape_request,
-    udp_transaction_id,
 )
+from btfs.trackerwire import bep15
 
 IH = bytes(range(20))
 PID = b"-BT0001-" + b"x" * 12
@@ -47,6 +51,16 @@ def params(**kw: object) -> AnnounceParams:
     )
     base.update(kw)
     return AnnounceParams(**base)  # type: ignore[arg-type]
+
+
+def tx(n: int) -> bytes:
+    """A BEP 15 transaction id."""
+    return n.to_bytes(4, "big")
+
+
+def cid(n: int) -> bytes:
+    """A BEP 15 connection id."""
+    return n.to_bytes(8, "big")
 
 
 def query_of(url: str) -> list[tuple[str, str]]:
@@ -222,8 +236,8 @@ def test_random_bencoded_answers_only_raise_tracker_error(value: object) -> None
 
 
 @settings(max_examples=300)
-@given(st.binary(max_size=120), st.integers(0, 2**32 - 1))
-def test_random_udp_answers_only_raise_tracker_error(data: bytes, tid: int) -> None:
+@given(st.binary(max_size=120), st.binary(min_size=4, max_size=4))
+def test_random_udp_answers_only_raise_tracker_error(data: bytes, tid: bytes) -> None:
     for parse in (
         lambda: parse_udp_connect_response(data, tid),
         lambda: parse_udp_announce_response(data, tid),
@@ -285,24 +299,27 @@ def test_parse_http_scrape() -> None:
 
 def test_udp_connect() -> None:
     packet = bytes.fromhex("0000041727101980" "00000000" "01020304")
-    assert udp_connect_request(0x01020304) == packet
+    assert udp_connect_request(tx(0x01020304)) == packet
     answer = struct.pack(">IIQ", 0, 77, 0x1122334455667788)
-    assert parse_udp_connect_response(answer, 77) == 0x1122334455667788
+    assert parse_udp_connect_response(answer, tx(77)) == bytes.fromhex("1122334455667788")
     with pytest.raises(TrackerError, match="transaction"):
-        parse_udp_connect_response(answer, 78)
+        parse_udp_connect_response(answer, tx(78))
     with pytest.raises(TrackerError, match="too short"):
-        parse_udp_connect_response(answer[:15], 77)
-    with pytest.raises(TrackerError, match="action"):
-        parse_udp_connect_response(struct.pack(">IIQ", 1, 77, 5), 77)
+        parse_udp_connect_response(answer[:15], tx(77))
+    with pytest.raises(TrackerError, match="action announce, expected connect"):
+        parse_udp_connect_response(struct.pack(">IIQIII", 1, 77, 5, 0, 0, 0), tx(77))
+    with pytest.raises(TrackerError, match="unknown action 9"):
+        parse_udp_connect_response(struct.pack(">IIQ", 9, 77, 5), tx(77))
 
 
 def test_udp_announce_request_layout() -> None:
-    packet = udp_announce_request(0xDEAD, 9, params(event="stopped", numwant=-1, key=2**33 + 5))
+    packet = udp_announce_request(cid(0xDEAD), tx(9),
+                                  params(event="stopped", numwant=-1, key=2**33 + 5))
     assert len(packet) == 98
     fields = struct.unpack(">QII20s20sQQQIIIiH", packet)
     assert fields == (0xDEAD, 1, 9, IH, PID, 2, 3, 1, 3, 0, 5, -1, 6881)
     events = [
-        struct.unpack_from(">I", udp_announce_request(1, 1, params(event=e)), 80)[0]
+        struct.unpack_from(">I", udp_announce_request(cid(1), tx(1), params(event=e)), 80)[0]
         for e in ("", "completed", "started", "stopped")
     ]
     assert events == [0, 1, 2, 3]
@@ -311,49 +328,50 @@ def test_udp_announce_request_layout() -> None:
 def test_udp_announce_response_v4_and_v6() -> None:
     head = struct.pack(">IIIII", 1, 42, 1800, 3, 8)
     v4 = bytes([10, 0, 0, 1, 0x1A, 0xE1, 10, 0, 0, 2, 0, 1])
-    result = parse_udp_announce_response(head + v4, 42)
+    result = parse_udp_announce_response(head + v4, tx(42))
     assert result == AnnounceResult(1800.0, None, [("10.0.0.1", 6881), ("10.0.0.2", 1)], 8, 3)
     v6 = bytes.fromhex("20010db8000000000000000000000001") + b"\x00\x50"
-    assert parse_udp_announce_response(head + v6, 42, ipv6=True).peers == [("2001:db8::1", 80)]
+    assert parse_udp_announce_response(head + v6, tx(42), ipv6=True).peers == [("2001:db8::1", 80)]
     with pytest.raises(TrackerError):
-        parse_udp_announce_response(head + v4, 42, ipv6=True)  # 12 bytes: not 18-byte entries
+        parse_udp_announce_response(head + v4, tx(42), ipv6=True)  # 12 bytes: not 18-byte entries
     with pytest.raises(TrackerError):
-        parse_udp_announce_response(head + v4[:-1], 42)
+        parse_udp_announce_response(head + v4[:-1], tx(42))
     with pytest.raises(TrackerError, match="transaction"):
-        parse_udp_announce_response(head + v4, 43)
+        parse_udp_announce_response(head + v4, tx(43))
     with pytest.raises(TrackerError, match="too short"):
-        parse_udp_announce_response(head[:19], 42)
+        parse_udp_announce_response(head[:19], tx(42))
     with pytest.raises(TrackerError, match="refused"):
-        parse_udp_announce_response(head[:8], 42)  # opentracker, torrent not whitelisted
+        parse_udp_announce_response(head[:8], tx(42))  # opentracker, torrent not whitelisted
 
 
 def test_udp_error_packet() -> None:
-    packet = udp_error_packet(7, "connection id mismatch")
-    assert udp_transaction_id(packet) == 7
-    assert udp_transaction_id(b"1234567") is None
+    packet = bep15.encode_error(tx(7), "connection id mismatch")
+    assert bep15.transaction_id(packet) == tx(7)
+    assert bep15.transaction_id(b"1234567") is None
     with pytest.raises(TrackerFailure) as info:
-        parse_udp_announce_response(packet, 7)
+        parse_udp_announce_response(packet, tx(7))
     assert info.value.reason == "connection id mismatch"
     with pytest.raises(TrackerFailure):
-        parse_udp_connect_response(packet, 7)
+        parse_udp_connect_response(packet, tx(7))
     with pytest.raises(TrackerError, match="transaction"):
-        parse_udp_scrape_response(packet, 8, [IH])
+        parse_udp_scrape_response(packet, tx(8), [IH])
 
 
 def test_udp_scrape() -> None:
     other = b"\x01" * 20
-    assert udp_scrape_request(5, 6, [IH, other]) == struct.pack(">QII", 5, 2, 6) + IH + other
+    assert udp_scrape_request(cid(5), tx(6), [IH, other]) == (
+        struct.pack(">QII", 5, 2, 6) + IH + other)
     with pytest.raises(ValueError):
-        udp_scrape_request(5, 6, [])
+        udp_scrape_request(cid(5), tx(6), [])
     with pytest.raises(ValueError):
-        udp_scrape_request(5, 6, [IH] * 75)
+        udp_scrape_request(cid(5), tx(6), [IH] * 75)
     answer = struct.pack(">II", 2, 6) + struct.pack(">III", 1, 2, 3) + struct.pack(">III", 4, 5, 6)
-    assert parse_udp_scrape_response(answer, 6, [IH, other]) == {
+    assert parse_udp_scrape_response(answer, tx(6), [IH, other]) == {
         IH: ScrapeResult(1, 2, 3),
         other: ScrapeResult(4, 5, 6),
     }
     with pytest.raises(TrackerError, match="too short"):
-        parse_udp_scrape_response(answer[:-1], 6, [IH, other])
+        parse_udp_scrape_response(answer[:-1], tx(6), [IH, other])
 
 
 # --- tiers
@@ -426,7 +444,7 @@ class Torrent:
 
 def session(fake: FakeTrackers, monkeypatch: pytest.MonkeyPatch, tiers: list[list[str]],
             torrent: Torrent, **kw: object) -> TrackerSession:
-    monkeypatch.setattr(trackers, "announce", fake.announce)
+    monkeypatch.setattr(session_module, "announce", fake.announce)
     return TrackerSession(tiers, IH, PID, 6881, torrent.stats, torrent.peers.extend,
                           rng=NoShuffle(), **kw)  # type: ignore[arg-type]
 

@@ -1,0 +1,108 @@
+"""The HTTP tracker's fast path: what lets a trio tracker answer announces at about
+opentracker's rate (bench/tracker.py).
+
+Two pieces, both used only by `HttpTracker` while a connection sends simple requests:
+
+- `simple_request`: the request grammar of h11 (h11/_abnf.py) restricted to what
+  BitTorrent clients send, a GET over HTTP/1.1 with one Host header and nothing that
+  changes framing or the connection. Whatever it does not take, h11 judges.
+- `RawSocketIo`: plain non-blocking calls on the trio stream's descriptor.
+
+The answers are written by hand with the bytes h11 would write. That promise is held by
+tests/integration/test_tracker_fastpath.py, which sends a corpus of requests, whole and
+in pieces, to a tracker with the fast path and to one with `HttpConfig(fast_path=False)`
+and compares the bytes that come back. Change either side only with that test passing.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import trio
+
+MAX_HEADER_BYTES = 8192  # request line, headers and the empty line that ends them
+
+# h11's grammar (h11/_abnf.py), restricted to what `simple_request` takes.
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # where h11 ends a header block
+_SIMPLE_REQUEST_LINE = re.compile(rb"GET ([\x21-\x7e]+) HTTP/1\.1")
+_HEADER_LINE = re.compile(
+    rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*([^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*"
+)
+_NOT_SIMPLE = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"}
+)
+SimpleRequest = tuple[bytes, list[tuple[bytes, bytes]], int]  # target, headers, size
+INCOMPLETE: SimpleRequest = (b"", [], -1)  # a sentinel: not a whole header block yet
+
+
+def simple_request(buf: bytes) -> SimpleRequest | None:
+    """(target, headers, bytes used) of a simple request at the start of `buf`; None if
+    what `buf` starts with is anything else (h11 must judge it); `INCOMPLETE` if more
+    bytes are needed to tell."""
+    if buf[:4] != b"GET "[: len(buf)]:
+        return None
+    blank = _BLANK_LINE.search(buf)
+    if blank is None:
+        return INCOMPLETE if len(buf) <= MAX_HEADER_BYTES else None
+    end = blank.start()
+    if blank.end() - end != 3 or buf[end - 1 : end] != b"\r" or blank.end() > MAX_HEADER_BYTES:
+        return None  # bare LF line ends, or oversized: h11 decides
+    lines = buf[: end - 1].split(b"\r\n")
+    first = _SIMPLE_REQUEST_LINE.fullmatch(lines[0])
+    if first is None:
+        return None
+    headers = []
+    hosts = 0
+    for line in lines[1:]:
+        match = _HEADER_LINE.fullmatch(line)
+        if match is None:
+            return None
+        name = match[1].lower()
+        if name in _NOT_SIMPLE:
+            return None
+        if name == b"host":
+            hosts += 1
+        headers.append((name, match[2] or b""))
+    if hosts != 1:
+        return None
+    return first[1], headers, blank.end()
+
+
+class RawSocketIo:
+    """Plain non-blocking calls on a connection's socket.
+
+    A trio stream call passes through the scheduler two or three times; here a request
+    costs one wait for readability (which is also the loop's checkpoint), a `recv` and
+    usually a single `send`. Only a send the kernel cannot take at once falls back to
+    the stream.
+    """
+
+    __slots__ = ("raw", "stream")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        sock = stream.socket
+        self.stream = stream
+        # The same descriptor (a duplicate would double the descriptors per connection);
+        # `close` detaches it, the stream closes it.
+        self.raw = socket.socket(sock.family, sock.type, fileno=sock.fileno())
+        self.raw.setblocking(False)
+
+    async def receive_some(self, size: int) -> bytes:
+        while True:
+            await trio.lowlevel.wait_readable(self.raw)
+            try:
+                return self.raw.recv(size)
+            except BlockingIOError:
+                continue
+
+    async def send_all(self, data: bytes) -> None:
+        try:
+            sent = self.raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            await self.stream.send_all(memoryview(data)[sent:])
+
+    def close(self) -> None:
+        self.raw.detach()
