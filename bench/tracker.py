@@ -25,6 +25,9 @@ and the tracker share with whatever else runs: runs are interleaved and the best
 `--rounds` counts, and each tracker's CPU time per announce is printed, which noise
 disturbs less than the rate. `--profile FILE` runs ours under cProfile (FILE.http.prof,
 FILE.udp.prof, ...) and prints the top functions.
+
+One file of about 650 lines on purpose: the UDP load generator is this same script run
+as a child process, so a benchmark run needs nothing but this file, wrk and opentracker.
 """
 
 from __future__ import annotations
