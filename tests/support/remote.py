@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ class RemotePeer:
     `encrypted_only`: hangs up on a plain handshake and accepts MSE (as Transmission
     with encryption required does). `hang_up_at_once`: hangs up on any handshake.
     `hang_up_after`: close the connection after that many requests arrived. `silent`:
-    take requests and never answer them.
+    take requests and never answer them. `rate`: send at most that many bytes/s, in the
+    order requested (an uplink); `honours_cancels`: drop a queued request on `cancel`.
     """
 
     data: bytes
@@ -55,6 +57,9 @@ class RemotePeer:
     hang_up_after: int | None = None
     hang_up_at_once: bool = False
     silent: bool = False
+    rate: float = 0.0
+    honours_cancels: bool = True
+    cancels: int = 0
     peer_id: bytes = field(default_factory=lambda: b"-RM0001-" + os.urandom(12))
     requests: list[wire.Request] = field(default_factory=list)
     dials: list[str] = field(default_factory=list)  # "plain" or "mse", one per dial
@@ -93,26 +98,57 @@ class RemotePeer:
         hello = wire.Handshake(meta.info_hash, self.peer_id, fast=True, extensions=False)
         await stream.send_all(hello.encode() + wire.encode(wire.HaveAll())
                               + wire.encode(wire.Unchoke()))
-        plen = meta.info.piece_length
-        while True:
-            while (m := reader.next_message()) is not None:
-                if not isinstance(m, wire.Request):
-                    continue
-                self.requests.append(m)
-                if self.hang_up_after is not None and len(self.requests) >= self.hang_up_after:
-                    return
-                if self.silent:
-                    continue
-                start = m.index * plen + m.begin
-                payload = self.answer(m, self.data[start : start + m.length])
-                reply: wire.Message = (wire.Piece(m.index, m.begin, payload)
-                                       if payload is not None
-                                       else wire.RejectRequest(m.index, m.begin, m.length))
-                await stream.send_all(wire.encode(reply))
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                return
-            reader.feed(chunk)
+        queue: deque[wire.Request] = deque()
+        wake = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def receive() -> None:
+                nonlocal wake
+                while True:
+                    while (m := reader.next_message()) is not None:
+                        if isinstance(m, wire.Cancel) and self.honours_cancels:
+                            key = (m.index, m.begin, m.length)
+                            before = len(queue)
+                            kept = [r for r in queue if (r.index, r.begin, r.length) != key]
+                            queue.clear()
+                            queue.extend(kept)
+                            self.cancels += before - len(queue)
+                        if not isinstance(m, wire.Request):
+                            continue
+                        self.requests.append(m)
+                        if (self.hang_up_after is not None
+                                and len(self.requests) >= self.hang_up_after):
+                            nursery.cancel_scope.cancel()
+                            return
+                        if not self.silent:
+                            queue.append(m)
+                            wake.set()
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        nursery.cancel_scope.cancel()
+                        return
+                    reader.feed(chunk)
+
+            async def send() -> None:
+                nonlocal wake
+                plen = meta.info.piece_length
+                while True:
+                    if not queue:
+                        wake = trio.Event()
+                        await wake.wait()
+                        continue
+                    m = queue.popleft()
+                    if self.rate:
+                        await trio.sleep(m.length / self.rate)
+                    start = m.index * plen + m.begin
+                    payload = self.answer(m, self.data[start : start + m.length])
+                    reply: wire.Message = (wire.Piece(m.index, m.begin, payload)
+                                           if payload is not None
+                                           else wire.RejectRequest(m.index, m.begin, m.length))
+                    await stream.send_all(wire.encode(reply))
+
+            nursery.start_soon(receive)
+            nursery.start_soon(send)
 
 
 class RemoteSwarm:
@@ -120,12 +156,12 @@ class RemoteSwarm:
 
     def __init__(self, tmp: Path, data: bytes, piece_length: int,
                  remotes: dict[tuple[str, int], RemotePeer], nursery: trio.Nursery,
-                 **config: object) -> None:
+                 *, readahead: int = 0, **config: object) -> None:
         self.meta = make_meta(data, piece_length)
         self.remotes = remotes
         self._nursery = nursery
         self.storage = Storage(self.meta.info, tmp)
-        self.torrent = Torrent(self.meta, self.storage, None, readahead=0)
+        self.torrent = Torrent(self.meta, self.storage, None, readahead=readahead)
         settings = SwarmConfig(bind="127.0.0.1", trackers=False, **config)  # type: ignore[arg-type]
         self.swarm = Swarm(self.meta, self.torrent, settings, open_stream=self._open)
 

@@ -1,0 +1,119 @@
+"""Reads first on a swarm of limited bandwidth (issue 10), deterministic.
+
+A real Swarm and Torrent against scripted peers that send at a fixed rate in the order
+asked (as an uplink does), under trio's mock clock: a read that arrives while every
+peer's queue is full of background requests must be served in about the time its own
+bytes need at the swarm's rate, not after the queues drain.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from btfs import wire
+from tests.support.remote import RemotePeer, RemoteSwarm
+
+PIECE = 256 * 1024
+PIECES = 64
+RATE = 1 << 20  # each peer's upload, bytes/s
+A = ("127.0.0.2", 7001)
+B = ("127.0.0.3", 7001)
+DATA = os.urandom(PIECE * PIECES)
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.002)
+
+
+@asynccontextmanager
+async def swarm_of(tmp_path: Path, remotes: dict[tuple[str, int], RemotePeer],
+                   ) -> AsyncIterator[RemoteSwarm]:
+    async with trio.open_nursery() as nursery:
+        rs = RemoteSwarm(tmp_path, DATA, PIECE, remotes, nursery, readahead=1 << 20)
+        await nursery.start(rs.swarm.run)
+        try:
+            rs.dial(*remotes)
+            await trio.sleep(3)  # background download: every peer's queue is full
+            assert all(len(p.state.in_flight) >= 8 for p in rs.swarm.peers.values())
+            yield rs
+        finally:
+            await rs.swarm.stop(grace=0)
+            nursery.cancel_scope.cancel()
+            rs.close()
+
+
+async def timed_read(rs: RemoteSwarm, piece: int, size: int = 64 * 1024,
+                     reader: int = 1) -> float:
+    start = trio.current_time()
+    offset = piece * PIECE + 1000
+    got = await rs.torrent.read(offset, size, reader)
+    assert got == DATA[offset : offset + size]
+    return trio.current_time() - start
+
+
+def far_missing_piece(rs: RemoteSwarm, after: int = 40) -> int:
+    return next(p for p in range(after, PIECES) if p not in rs.torrent.verified
+                and p not in rs.swarm.picker.in_progress)
+
+
+async def test_a_read_behind_full_background_queues_takes_the_time_its_bytes_need(
+    tmp_path: Path, clock: trio.testing.MockClock,
+) -> None:
+    remotes = {A: RemotePeer(DATA, rate=RATE), B: RemotePeer(DATA, rate=RATE)}
+    async with swarm_of(tmp_path, remotes) as rs:
+        queued = max(sum(b.length for b in p.state.in_flight) for p in rs.swarm.peers.values())
+        piece = far_missing_piece(rs)
+        took = await timed_read(rs, piece)
+        ideal = PIECE / (2 * RATE)  # the piece over both peers
+        assert took <= 2 * ideal + 0.05, (took, ideal)
+        assert took < queued / RATE  # it did not wait for a queue to drain
+        assert sum(r.cancels for r in remotes.values()) > 0
+
+
+async def test_two_readers_the_nearest_deadline_first(
+    tmp_path: Path, clock: trio.testing.MockClock,
+) -> None:
+    remotes = {A: RemotePeer(DATA, rate=RATE), B: RemotePeer(DATA, rate=RATE)}
+    async with swarm_of(tmp_path, remotes) as rs:
+        first = far_missing_piece(rs, 40)
+        second = far_missing_piece(rs, first + 8)
+        done: dict[str, float] = {}
+
+        async def read(name: str, piece: int, reader: int) -> None:
+            await timed_read(rs, piece, reader=reader)
+            done[name] = trio.current_time()
+
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, "first", first, 1)
+            await trio.sleep(0.01)
+            nursery.start_soon(read, "second", second, 2)
+        assert done["first"] < done["second"]
+        assert done["second"] - start <= 2 * (2 * PIECE) / (2 * RATE) + 0.1
+
+
+@pytest.mark.parametrize("awkward", ["ignores cancels", "rejects everything", "holds requests"])
+async def test_the_read_completes_from_the_others(
+    tmp_path: Path, clock: trio.testing.MockClock, awkward: str,
+) -> None:
+    def reject(request: wire.Request, good: bytes) -> bytes | None:
+        return None
+
+    odd = {
+        "ignores cancels": RemotePeer(DATA, rate=RATE, honours_cancels=False),
+        "rejects everything": RemotePeer(DATA, reject, rate=RATE),
+        "holds requests": RemotePeer(DATA, silent=True),
+    }[awkward]
+    remotes = {A: odd, B: RemotePeer(DATA, rate=RATE)}
+    async with swarm_of(tmp_path, remotes) as rs:
+        piece = far_missing_piece(rs)
+        with trio.fail_after(30):
+            await timed_read(rs, piece)
