@@ -10,6 +10,9 @@ import pytest
 from tests.support import data, net
 from tests.support.procs import Mounts, Processes
 
+# Under BTFS_REQUIRE_FUSE=1 every skip is a failure (see tests/support/strictmode.py).
+pytest_plugins = ["tests.support.strictmode", "pytester"]
+
 
 @pytest.fixture
 def loopback() -> str:

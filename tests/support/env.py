@@ -1,8 +1,10 @@
-"""Skip-or-fail decisions for tests that need FUSE or third-party tools.
+"""Skip-or-fail decisions for tests that need FUSE, third-party tools or IPv6.
 
 On a developer's machine a missing tool skips the test with the reason; under CI
 (`BTFS_REQUIRE_FUSE=1`, set by `.ci/run`, which installs everything) it fails instead,
-so a broken install can never pass as a row of skips.
+so a broken install can never pass as a row of skips. Every such check in the suite goes
+through this module; and in strict mode tests/support/strictmode.py turns any other skip
+into a failure too, so one that bypasses this module cannot hide either.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import shutil
 
 import pytest
 
-STRICT = os.environ.get("BTFS_REQUIRE_FUSE") == "1"
+from tests.support import net
+
+
+def strict() -> bool:
+    """Whether a missing requirement fails the test (CI) rather than skipping it."""
+    return os.environ.get("BTFS_REQUIRE_FUSE") == "1"
 
 
 def _missing(reason: str) -> None:
-    if STRICT:
+    if strict():
         pytest.fail(f"{reason} (BTFS_REQUIRE_FUSE=1 makes this a failure)", pytrace=False)
     pytest.skip(reason)
 
@@ -36,9 +43,20 @@ def require_python_module(module: str, pip_name: str) -> None:
         _missing(f"Python module {module} not installed: pip install {pip_name}")
 
 
+def require_libtorrent() -> None:
+    """libtorrent's Python bindings, the real peer most swarm tests run against."""
+    require_python_module("libtorrent", "libtorrent")
+
+
 def require_fuse() -> None:
     """FUSE needs the device, fusermount3 and pyfuse3."""
     if not os.path.exists("/dev/fuse"):
         _missing("/dev/fuse is absent (no FUSE in this kernel or container)")
     require_tool("fusermount3", "fuse3")
     require_python_module("pyfuse3", "pyfuse3")
+
+
+def require_ipv6_loopback() -> None:
+    """An IPv6 loopback address (::1) to bind; Linux has one unless IPv6 is disabled."""
+    if not net.ipv6_loopback_available():
+        _missing("no IPv6 loopback (::1) to bind here")
