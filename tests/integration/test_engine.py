@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.net import free_port, ipv6_loopback_available, next_loopback_ipv4
+from tests.support.env import require_ipv6_loopback, require_libtorrent
+from tests.support.net import free_port, next_loopback_ipv4
 from tests.support.procs import Processes
 from tests.support.swarm import (
     downloaded_bytes,
@@ -60,7 +61,7 @@ def test_download_from_btfs_seed(tmp_path: Path, procs: Processes,
 @pytest.mark.parametrize("layout", [5_000_000, TREE], ids=["single-file", "multi-file"])
 def test_download_from_libtorrent_seed(tmp_path: Path, procs: Processes,
                                        layout: dict[str, int] | int) -> None:
-    pytest.importorskip("libtorrent")
+    require_libtorrent()
     shared = share(tmp_path, layout, piece_length=65536)
     host = next_loopback_ipv4()
     port = free_port(host)
@@ -72,7 +73,7 @@ def test_download_from_libtorrent_seed(tmp_path: Path, procs: Processes,
 
 
 def test_seed_serves_libtorrent_leecher(tmp_path: Path, procs: Processes) -> None:
-    pytest.importorskip("libtorrent")
+    require_libtorrent()
     shared = share(tmp_path, TREE | {"big.bin": 4_000_000}, piece_length=65536)
     host = next_loopback_ipv4()
     port = start_seed(procs, shared, host)
@@ -81,8 +82,8 @@ def test_seed_serves_libtorrent_leecher(tmp_path: Path, procs: Processes) -> Non
     assert tree_digest(leech_dir / shared.data.name) == tree_digest(shared.data)
 
 
-@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback (::1) here")
 def test_download_over_ipv6(tmp_path: Path, procs: Processes) -> None:
+    require_ipv6_loopback()
     shared = share(tmp_path, 1_000_000, piece_length=16384)
     seed = procs.start_btfs("seed", shared.torrent, shared.data, "--bind", "::1",
                             "--no-trackers")
@@ -208,7 +209,7 @@ def magnet_of(torrent: Path, *extra: str) -> str:
 
 def test_download_a_magnet_from_libtorrent(tmp_path: Path, procs: Processes) -> None:
     """BEP 9: the info dictionary comes from the peer, checked against the info-hash."""
-    pytest.importorskip("libtorrent")
+    require_libtorrent()
     shared = share(tmp_path, TREE, piece_length=32768)
     host = next_loopback_ipv4()
     port = free_port(host)

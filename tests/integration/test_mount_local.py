@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.data import make_tree
-from tests.support.env import require_fuse, require_python_module, require_tool
+from tests.support.env import require_fuse, require_libtorrent, require_tool
 from tests.support.procs import Mounts, is_mounted, pid_alive, wait_for
 
 pytestmark = pytest.mark.fuse
@@ -152,7 +152,7 @@ def test_xattrs_and_statfs(tmp_path: Path, mounts: Mounts) -> None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_padding_files_are_hidden(tmp_path: Path, mounts: Mounts) -> None:
-    require_python_module("libtorrent", "libtorrent")
+    require_libtorrent()
     import libtorrent as lt
 
     root = make_tree(tmp_path / "src" / "Padded", {"a.bin": 20_000, "b.bin": 5_000}, seed=4)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.data import make_media_mp4
-from tests.support.env import require_fuse, require_tool
+from tests.support.env import require_fuse, require_libtorrent, require_tool
 from tests.support.net import free_port, next_loopback_ipv4
 from tests.support.procs import Mounts, Processes, is_mounted, pid_alive, wait_for
 from tests.support.swarm import Shared, lt_leech, share, start_lt_seed, tree_digest
@@ -40,7 +40,7 @@ def btfs(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[
 
 def seeded(tmp_path: Path, procs: Processes, layout: dict[str, int] | int,
            piece_length: int = 32768) -> tuple[Shared, str]:
-    pytest.importorskip("libtorrent")
+    require_libtorrent()
     shared = share(tmp_path, layout, piece_length=piece_length)
     host = next_loopback_ipv4()
     port = free_port(host)
@@ -93,7 +93,7 @@ def test_media_plays_from_the_middle_while_little_is_fetched(tmp_path: Path, pro
                                                               mounts: Mounts) -> None:
     ffprobe = require_tool("ffprobe", "ffmpeg")
     ffmpeg = require_tool("ffmpeg", "ffmpeg")
-    pytest.importorskip("libtorrent")
+    require_libtorrent()
     media = make_media_mp4(tmp_path / "origin" / "movie.mp4", seconds=40, size="640x360")
     from btfs.create import CreateOptions, make_torrent
 

@@ -24,7 +24,7 @@ from tests.integration.test_mount_local import (
     place_in_cache,
     sha256,
 )
-from tests.support.env import require_fuse, require_tool
+from tests.support.env import require_fuse, require_libtorrent, require_tool
 from tests.support.procs import Mounts, Processes, is_mounted, wait_for
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
@@ -223,7 +223,7 @@ def test_mount_t_fuse_btfs_from_a_libtorrent_seeder(
     """`mount -t fuse.btfs -o peer=HOST:PORT movie.torrent /mnt/x`, then `umount`."""
     require_fuse()
     mount_cmd = require_tool("mount", "mount")
-    pytest.importorskip("libtorrent")
+    require_libtorrent()
     from tests.support.net import free_port, next_loopback_ipv4
     from tests.support.procs import pid_alive
     from tests.support.swarm import share, start_lt_seed

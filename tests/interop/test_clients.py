@@ -32,8 +32,8 @@ from tests.support.clients import (
     start_opentracker,
     start_transmission,
 )
-from tests.support.env import require_python_module
-from tests.support.net import free_port, ipv6_loopback_available, next_loopback_ipv4
+from tests.support.env import require_ipv6_loopback, require_libtorrent
+from tests.support.net import free_port, next_loopback_ipv4
 from tests.support.procs import Processes, wait_for
 from tests.support.swarm import (
     Shared,
@@ -102,7 +102,7 @@ def start_client_seed(procs: Processes, client: str, shared: Shared, tmp: Path,
         proc = start_aria2(procs, shared.torrent, shared.data.parent, host, port, seed=True,
                            udp_trackers=scheme == "udp")
     else:
-        require_python_module("libtorrent", "libtorrent")
+        require_libtorrent()
         proc = procs.start([sys.executable, "-m", "tests.support.ltpeer", "seed",
                             shared.torrent, shared.data.parent, "--listen", f"{host}:{port}"],
                            name="libtorrent")
@@ -157,7 +157,7 @@ def start_client_leech(procs: Processes, client: str, shared: Shared, out: Path,
     if client == "aria2":
         return start_aria2(procs, shared.torrent, out, host, port, seed=not exit_when_done,
                            udp_trackers=scheme == "udp")
-    require_python_module("libtorrent", "libtorrent")
+    require_libtorrent()
     return procs.start([sys.executable, "-m", "tests.support.ltpeer", "leech", shared.torrent,
                         out, "--listen", f"{host}:{port}",
                         *(["--exit-when-done"] if exit_when_done else [])], name="lt-leech")
@@ -345,12 +345,12 @@ def test_btfs_stopped_reaches_tracker(tmp_path: Path, procs: Processes, tracker_
 # ------------------------------------------------------------------ IPv6
 
 
-@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback (::1) here")
 @pytest.mark.parametrize("scheme", ["http", "udp"])
 def test_ipv6_swarm_through_our_tracker(tmp_path: Path, procs: Processes, scheme: str) -> None:
     """btfs-tracker on [::1]: a btfs seed serves a libtorrent leecher, and btfs downloads
     from a libtorrent seeder, each pair finding each other through it alone."""
-    require_python_module("libtorrent", "libtorrent")
+    require_ipv6_loopback()
+    require_libtorrent()
     tracker = start_btfs_tracker(procs, "::1")
     shared = share(tmp_path, TREE, piece_length=PIECE, trackers=[tracker.url(scheme)])
     expected = tree_digest(shared.data)

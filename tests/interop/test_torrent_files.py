@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.data import make_random_file, make_tree
-from tests.support.env import require_python_module, require_tool
+from tests.support.env import require_libtorrent, require_tool
 
 pytestmark = [pytest.mark.interop, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -51,7 +51,7 @@ def transmission_show(path: Path) -> tuple[str, list[str]]:
 
 
 def libtorrent_view(path: Path) -> dict[str, Any]:
-    require_python_module("libtorrent", "libtorrent")
+    require_libtorrent()
     import libtorrent as lt
 
     ti = lt.torrent_info(str(path))
@@ -138,7 +138,7 @@ def test_transmission_create_torrents(tmp_path: Path, tree: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["hybrid", "v1_canonical"])
 def test_libtorrent_create_torrent_with_padding(tmp_path: Path, tree: Path, mode: str) -> None:
-    require_python_module("libtorrent", "libtorrent")
+    require_libtorrent()
     import libtorrent as lt
 
     fs = lt.file_storage()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from btfs.create import CreateOptions, make_torrent
 from tests.support import data
+from tests.support.env import require_libtorrent
 from tests.support.procs import Processes
 
 
@@ -73,6 +74,7 @@ def start_seed(procs: Processes, shared: Shared, host: str, *extra: str) -> int:
 def start_lt_seed(procs: Processes, shared: Shared, host: str,
                   port: int) -> subprocess.Popen[bytes]:
     """A libtorrent seeder of `shared` (its data directory is the original's folder)."""
+    require_libtorrent()
     proc = procs.start([sys.executable, "-m", "tests.support.ltpeer", "seed", shared.torrent,
                         shared.data.parent, "--listen", f"{host}:{port}"], name="libtorrent")
     wait_for_line(procs, proc, r'"state": "seeding"')
@@ -82,6 +84,7 @@ def start_lt_seed(procs: Processes, shared: Shared, host: str,
 def lt_leech(procs: Processes, torrent: Path, out: Path, peer: str,
              timeout: float = 60) -> None:
     """A libtorrent leecher that gets the whole torrent from `peer` (HOST:PORT) into `out`."""
+    require_libtorrent()
     from tests.support.net import next_loopback_ipv4
 
     out.mkdir(exist_ok=True)
