@@ -17,14 +17,13 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.data import make_tree
 from tests.support.env import require_fuse, require_libtorrent, require_tool
-from tests.support.procs import Mounts, is_mounted, pid_alive, wait_for
+from tests.support.procs import HANG, Mounts, is_mounted, pid_alive, wait_for
 
 pytestmark = pytest.mark.fuse
 
@@ -228,22 +227,19 @@ def test_unmount_while_a_read_is_blocked(tmp_path: Path, mounts: Mounts, how: st
     pid = do_mount(mounts, torrent, mnt, "--cache-dir", tmp_path / "empty-cache")
     target = mnt / "Show" / "Season 1" / "e01.mkv"
     thread, outcome = blocked_reader(target)
-    wait_for(lambda: int(os.getxattr(target, "user.btfs.pieces_waited_on")) > 0, 10,
+    wait_for(lambda: int(os.getxattr(target, "user.btfs.pieces_waited_on")) > 0, HANG,
              "the read to wait on pieces")
     assert thread.is_alive()
-    start = time.monotonic()
     if how == "btfs unmount":
-        assert btfs("unmount", mnt, timeout=30).returncode == 0
+        assert btfs("unmount", mnt, timeout=HANG).returncode == 0
     elif how.startswith("SIG"):
         os.kill(pid, getattr(signal, how))
     else:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=True, timeout=30)
-    wait_for(lambda: not pid_alive(pid), 5, "the btfs process to exit")
-    wait_for(lambda: not is_mounted(mnt), 5, "the mount to go")
-    thread.join(5)
-    elapsed = time.monotonic() - start
+    wait_for(lambda: not pid_alive(pid), HANG, "the btfs process to exit")
+    wait_for(lambda: not is_mounted(mnt), HANG, "the mount to go")
+    thread.join(HANG)
     assert not thread.is_alive(), "the blocked read never returned"
-    assert elapsed < 5
     assert isinstance(outcome[0], OSError), outcome
     assert not (tmp_path / "empty-cache").exists()
 
@@ -352,5 +348,5 @@ def test_mount_t_fuse_btfs_and_umount(tmp_path: Path, mounts: Mounts) -> None:
     assert pid is not None
     assert sha256(mnt / "Show" / "Season 1" / "e01.mkv") == sha256(root / "Season 1/e01.mkv")
     subprocess.run(["umount", str(mnt)], check=True, timeout=30)
-    wait_for(lambda: not pid_alive(pid), 5, "the btfs process to exit after umount")
+    wait_for(lambda: not pid_alive(pid), HANG, "the btfs process to exit after umount")
     assert not is_mounted(mnt)

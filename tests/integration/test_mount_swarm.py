@@ -11,7 +11,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from tests.support.data import make_media_mp4
 from tests.support.env import require_fuse, require_libtorrent, require_tool
 from tests.support.net import free_port, next_loopback_ipv4
-from tests.support.procs import Mounts, Processes, is_mounted, pid_alive, wait_for
+from tests.support.procs import HANG, Mounts, Processes, is_mounted, pid_alive, wait_for
 from tests.support.swarm import Shared, lt_leech, share, start_lt_seed, tree_digest
 
 pytestmark = [pytest.mark.fuse, pytest.mark.interop]
@@ -168,17 +167,18 @@ def test_unmount_while_a_read_waits_for_an_absent_seeder(tmp_path: Path, procs: 
     nobody = next_loopback_ipv4()
     mnt = tmp_path / "mnt"
     pid = mount(mounts, shared.torrent, mnt, "--peer", f"{nobody}:{free_port(nobody)}")
-    reader = subprocess.Popen([sys.executable, "-c", f"open({str(mnt / shared.data.name)!r}, "
-                               "'rb').read(10)"], stderr=subprocess.PIPE)
-    time.sleep(1)
+    target = mnt / shared.data.name
+    reader = subprocess.Popen([sys.executable, "-c", f"open({str(target)!r}, 'rb').read(10)"],
+                              stderr=subprocess.PIPE)
+    wait_for(lambda: int(xattr(target, "pieces_waited_on")) > 0 or reader.poll() is not None,
+             HANG, "the read to wait on a piece")
     assert reader.poll() is None, "the read should be waiting for a piece"
-    started = time.monotonic()
     assert btfs("unmount", mnt).returncode == 0
-    wait_for(lambda: not pid_alive(pid), 5, "the mount process to exit")
-    assert time.monotonic() - started < 5
+    wait_for(lambda: not pid_alive(pid), HANG, "the mount process to exit")
     assert not is_mounted(mnt)
-    reader.wait(5)
+    _, stderr = reader.communicate(timeout=HANG)
     assert reader.returncode != 0
+    assert b"[Errno " in stderr, stderr  # an I/O error, not some other failure
 
 
 def test_mount_a_magnet(tmp_path: Path, procs: Processes, mounts: Mounts) -> None:

@@ -25,7 +25,7 @@ from tests.integration.test_mount_local import (
     sha256,
 )
 from tests.support.env import require_fuse, require_libtorrent, require_tool
-from tests.support.procs import Mounts, Processes, is_mounted, wait_for
+from tests.support.procs import HANG, Mounts, Processes, is_mounted, wait_for
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 
@@ -115,12 +115,12 @@ def test_mount_template_runs_as_systemd_would(
         args = command_line(UNITS / "btfs@.service", read_environment_file(conf), "movie")
         proc = procs.start(args, env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
                            name="btfs@movie")
-        wait_for(lambda: notify.received("READY=1") or proc.poll() is not None, 30, "READY=1")
+        wait_for(lambda: notify.received("READY=1") or proc.poll() is not None, HANG, "READY=1")
         assert notify.received("READY=1"), procs.output(proc)
         assert is_mounted(mnt)
         assert sha256(mnt / "Show" / "notes.txt") == sha256(root / "notes.txt")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0, procs.output(proc)
+        assert proc.wait(HANG) == 0, procs.output(proc)
         assert notify.received("STOPPING=1")
         assert not is_mounted(mnt)
     finally:
@@ -189,7 +189,7 @@ def test_tracker_unit_runs_as_systemd_would(tmp_path: Path, procs: Processes) ->
         args = [a.replace("%S", str(state_dir)) for a in command_line(unit, env)]
         proc = procs.start(args, env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
                            name="btfs-tracker")
-        wait_for(lambda: notify.received("READY=1") or proc.poll() is not None, 30, "READY=1")
+        wait_for(lambda: notify.received("READY=1") or proc.poll() is not None, HANG, "READY=1")
         assert notify.received("READY=1"), procs.output(proc)
         match = re.search(r"^http (\S+)$", procs.output(proc), re.M)
         assert match, procs.output(proc)
@@ -200,7 +200,7 @@ def test_tracker_unit_runs_as_systemd_would(tmp_path: Path, procs: Processes) ->
         first = announce(http, b"-AA0001-aaaaaaaaaaaa", 6881)
         assert first[b"peers"] == b""
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0, procs.output(proc)
+        assert proc.wait(HANG) == 0, procs.output(proc)
         assert notify.received("STOPPING=1")
         assert (state_dir / "btfs-tracker" / "swarms.json").exists()
     finally:
@@ -243,5 +243,5 @@ def test_mount_t_fuse_btfs_from_a_libtorrent_seeder(
     assert pid is not None
     assert sha256(mnt / "movie.bin") == sha256(shared.data)
     subprocess.run(["umount", str(mnt)], check=True, timeout=30)
-    wait_for(lambda: not pid_alive(pid), 5, "the btfs process to exit after umount")
+    wait_for(lambda: not pid_alive(pid), HANG, "the btfs process to exit after umount")
     assert not is_mounted(mnt)

@@ -34,7 +34,7 @@ from tests.support.clients import (
 )
 from tests.support.env import require_ipv6_loopback, require_libtorrent
 from tests.support.net import free_port, next_loopback_ipv4
-from tests.support.procs import Processes, wait_for
+from tests.support.procs import HANG, Processes, wait_for
 from tests.support.swarm import (
     Shared,
     downloaded_bytes,
@@ -288,9 +288,7 @@ def test_btfs_download_and_seed_find_each_other_through_our_tracker(
     downloader = start_download(procs, shared.torrent, out, "--seed-after")
     wait_for_line(procs, downloader, r"downloaded \d+ bytes", timeout=60)
     expected = tree_digest(shared.data)
-    # (Its zero-length files appear only at exit: see test_seed_after_has_every_file.)
-    assert without_empty_files(tree_digest(out / shared.data.name)) == without_empty_files(
-        expected)
+    assert tree_digest(out / shared.data.name) == expected
     # It announced `completed` and stays as a second seeder.
     wait_for(lambda: tracker.scrape(ih) == {"complete": 2, "downloaded": 1, "incomplete": 0},
              20, "the tracker to count the finished download", interval=0.2)
@@ -300,7 +298,7 @@ def test_btfs_download_and_seed_find_each_other_through_our_tracker(
     assert uploaded_bytes(procs.output(seed)) >= shared.size
     # Both said `stopped` on SIGTERM.
     wait_for(lambda: tracker.scrape(ih) == {"complete": 0, "downloaded": 1, "incomplete": 0},
-             10, "the tracker to drop both peers", interval=0.2)
+             HANG, "the tracker to drop both peers", interval=0.2)
 
 
 @pytest.mark.parametrize("scheme", ["http", "udp"])
@@ -321,8 +319,10 @@ def test_seed_after_has_every_file_when_complete(tmp_path: Path, procs: Processe
     out = tmp_path / "out"
     downloader = start_download(procs, shared.torrent, out, "--seed-after")
     wait_for_line(procs, downloader, r"downloaded \d+ bytes", timeout=60)
-    time.sleep(1)
+    # Every file, the zero-length ones included, is there once it says it is complete
+    # (while it goes on seeding), not only when it exits.
     assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
+    assert downloader.poll() is None
 
 
 @pytest.mark.parametrize(("tracker_kind", "scheme"), [
@@ -338,7 +338,7 @@ def test_btfs_stopped_reaches_tracker(tmp_path: Path, procs: Processes, tracker_
     wait_for_swarm(tracker, shared, seeders=1)
     assert procs.stop(seed) == 0
     ih = info_hash(shared.torrent)
-    wait_for(lambda: tracker.scrape(ih)["complete"] == 0, 10, "the tracker to drop the seed",
+    wait_for(lambda: tracker.scrape(ih)["complete"] == 0, HANG, "the tracker to drop the seed",
              interval=0.2)
 
 
@@ -364,7 +364,7 @@ def test_ipv6_swarm_through_our_tracker(tmp_path: Path, procs: Processes, scheme
     assert tree_digest(lt_copy / shared.data.name) == expected
     procs.stop(seed)
     ih = info_hash(shared.torrent)
-    wait_for(lambda: tracker.scrape(ih)["complete"] == 0, 10, "btfs and libtorrent to stop")
+    wait_for(lambda: tracker.scrape(ih)["complete"] == 0, HANG, "btfs and libtorrent to stop")
 
     lt_seed = procs.start([sys.executable, "-m", "tests.support.ltpeer", "seed", shared.torrent,
                            shared.data.parent, "--listen", "[::1]:0"], name="lt-seed")

@@ -110,6 +110,11 @@ def unmount(path: str | os.PathLike[str]) -> None:
         subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=30)
 
 
+# A deadline that only catches a hang, never a measure of speed: what a test waits for
+# happens in well under a second, but CI machines are shared and slow (and run coverage).
+HANG = 60.0
+
+
 def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll `predicate()` until true; fail the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
