@@ -71,6 +71,7 @@ def test_malformed_messages(payload: bytes) -> None:
 @given(st.binary(max_size=200))
 def test_random_bytes_raise_only_metadata_errors(payload: bytes) -> None:
     try:
-        parse_message(payload)
+        m = parse_message(payload)
     except MetadataError:
-        pass
+        return
+    assert m.kind in (REQUEST, DATA, REJECT) and m.piece >= 0

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from btfs.bencode import encode
 from btfs.errors import BtfsError, MetainfoError
-from btfs.metainfo import parse_torrent
+from btfs.metainfo import Metainfo, parse_torrent
 
 
 def single(length: int = 100_000, piece_length: int = 32768, **extra: Any) -> dict[bytes, Any]:
@@ -158,9 +158,10 @@ def test_bad_torrents_name_the_problem(data: bytes, message: str) -> None:
 @given(st.binary(max_size=500))
 def test_random_bytes_raise_only_our_error(data: bytes) -> None:
     try:
-        parse_torrent(data)
+        meta = parse_torrent(data)
     except BtfsError:
-        pass
+        return
+    check_consistent(meta)
 
 
 GOOD = torrent(multi([([b"a"], 20000), ([b"b", b"c"], 30000)]), announce=b"http://x/announce")
@@ -182,6 +183,20 @@ def test_mutated_torrents_raise_only_our_error(data: st.DataObject) -> None:
         else:
             raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
     try:
-        parse_torrent(bytes(raw))
+        meta = parse_torrent(bytes(raw))
     except BtfsError:
-        pass
+        return
+    check_consistent(meta)
+
+
+def check_consistent(meta: Metainfo) -> None:
+    """What the parser accepts holds together: one hash per piece, files end to end."""
+    info = meta.info
+    assert len(meta.info_hash) == 20
+    assert len(info.pieces) == 20 * info.num_pieces
+    assert (info.num_pieces - 1) * info.piece_length < info.total_length
+    assert info.total_length <= info.num_pieces * info.piece_length
+    offset = 0
+    for f in info.files:
+        assert f.offset == offset and f.length >= 0
+        offset += f.length

@@ -414,8 +414,10 @@ def test_block_past_the_end_of_the_piece_refused(bad: Block) -> None:
 
 def test_release_of_a_block_past_the_end_of_the_piece_is_harmless() -> None:
     picker = make(2, 2)
-    picker.pick(A_, {0}, 2, 0.0)
+    blocks = picker.pick(A_, {0}, 2, 0.0)
     picker.release(A_, [Block(0, 5 * B, B)])
+    assert picker.held_by(A_) == set(blocks)
+    assert [r.accepted for r in receive_all(picker, A_, blocks)] == [True, True]
 
 
 def test_wrong_length_for_the_short_last_block_refused() -> None:

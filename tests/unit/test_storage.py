@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -120,7 +119,7 @@ def test_concurrent_io_with_few_descriptors(
     for i in range(20):
         assert (tmp_path / "t" / f"f{i}").read_bytes() == stream[i * 37 : i * 37 + 37]
     store.close()
-    assert hashlib.sha1(store.read(0, 10)).digest()  # reopens after close
+    assert store.read(0, 40) == stream[:40]  # reopens its files after close
 
 
 def test_resume_log_survives_torn_record(tmp_path: Path) -> None:

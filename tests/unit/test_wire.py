@@ -730,7 +730,9 @@ def test_random_bytes_as_handshake_raise_only_protocol_error(
             i += 1
             reader.feed(data[pos : pos + n])
             pos += n
-            if reader.handshake() is not None:
+            if (hs := reader.handshake()) is not None:
+                assert data.startswith(PROTOCOL)
+                assert (hs.info_hash, hs.peer_id) == (data[28:48], data[48:68])
                 break
     except ProtocolError:
         pass
