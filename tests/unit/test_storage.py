@@ -135,3 +135,55 @@ def test_resume_log_survives_torn_record(tmp_path: Path) -> None:
     assert log.load() == {1, 2}
     log.append([5])
     assert ResumeLog(tmp_path / "state" / "resume", num_pieces=4).load() == {1, 2}
+
+
+def test_a_file_shorter_than_the_torrent_says_is_a_storage_error(tmp_path: Path) -> None:
+    store = Storage(make_info([40]), tmp_path, read_only=True)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "f0").write_bytes(bytes(30))  # truncated behind btfs's back
+    assert store.read(0, 30) == bytes(30)
+    with pytest.raises(StorageError, match="shorter than expected"):
+        store.read(20, 20)
+    store.close()
+
+
+def test_write_piece_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
+    store = Storage(make_info([40]), tmp_path)
+    with pytest.raises(ValueError, match="must be 16 bytes"):
+        store.write_piece(0, bytes(15))
+    with pytest.raises(ValueError, match="must be 8 bytes"):
+        store.write_piece(2, bytes(16))  # the short last piece
+    assert not (tmp_path / "t" / "f0").exists()
+
+
+def test_read_only_storage_creates_no_empty_files(tmp_path: Path) -> None:
+    store = Storage(make_info([10, 0]), tmp_path, read_only=True)
+    store.create_empty_files()
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_file_read_then_written_gets_a_writable_descriptor(tmp_path: Path) -> None:
+    info = make_info([32])
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "f0").write_bytes(bytes(32))
+    store = Storage(info, tmp_path)
+    assert store.read_piece(1) == bytes(16)  # caches a read-only descriptor
+    store.write_piece(1, b"y" * 16)
+    assert store.read_piece(1) == b"y" * 16
+    store.close()
+    assert (tmp_path / "t" / "f0").read_bytes() == bytes(16) + b"y" * 16
+
+
+def test_unreadable_resume_log_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "resume").mkdir()  # a folder where the log should be
+    with pytest.raises(StorageError, match="resume"):
+        ResumeLog(tmp_path / "resume", num_pieces=4).load()
+
+
+def test_resume_log_rewritten_while_open_for_appending(tmp_path: Path) -> None:
+    log = ResumeLog(tmp_path / "resume", num_pieces=10)
+    log.append([1, 2, 3])
+    log.rewrite({2, 3})  # compaction closes the open descriptor of the old file
+    log.append([7])
+    log.close()
+    assert ResumeLog(tmp_path / "resume", num_pieces=10).load() == {2, 3, 7}

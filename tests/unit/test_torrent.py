@@ -1,0 +1,93 @@
+"""The torrent session's own paths, without a swarm: verify-and-store, resume, closing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from btfs.create import CreateOptions, make_torrent
+from btfs.metainfo import Metainfo, parse_torrent
+from btfs.storage import ResumeLog, Storage
+from btfs.torrent import Torrent, TorrentClosed
+from tests.support.data import make_random_file
+
+PIECE = 16384
+
+
+def setup(tmp_path: Path, resume: bool = True) -> tuple[Torrent, bytes]:
+    """A 3.5-piece torrent of random data, an empty download folder; (torrent, data)."""
+    original = make_random_file(tmp_path / "origin" / "data.bin", 3 * PIECE + 100, seed=9)
+    meta: Metainfo = parse_torrent(make_torrent(original, CreateOptions(piece_length=PIECE)))
+    storage = Storage(meta.info, tmp_path / "out")
+    log = ResumeLog(tmp_path / "resume", meta.info.num_pieces) if resume else None
+    return Torrent(meta, storage, log), original.read_bytes()
+
+
+def piece(data: bytes, index: int) -> bytes:
+    return data[index * PIECE : (index + 1) * PIECE]
+
+
+async def test_a_good_piece_is_stored_once_and_a_bad_one_never(tmp_path: Path) -> None:
+    torrent, data = setup(tmp_path)
+    assert torrent.missing_pieces() == [0, 1, 2, 3]
+    assert not await torrent.piece_downloaded(1, bytes(PIECE))
+    assert torrent.counters.hash_failures == 1 and torrent.counters.wasted == PIECE
+    assert not (tmp_path / "out" / "data.bin").exists()
+    assert await torrent.piece_downloaded(1, piece(data, 1))
+    assert torrent.missing_pieces() == [0, 2, 3]
+    # the same piece again (an endgame duplicate): accepted, not written or logged again
+    assert await torrent.piece_downloaded(1, piece(data, 1))
+    torrent.resume.close()  # type: ignore[union-attr]
+    assert (tmp_path / "resume").read_bytes() == (1).to_bytes(4, "big")
+    assert torrent.storage.read_piece(1) == piece(data, 1)
+    torrent.storage.close()
+
+
+async def test_resume_and_no_resume(tmp_path: Path) -> None:
+    torrent, data = setup(tmp_path)
+    for i in (0, 3):
+        assert await torrent.piece_downloaded(i, piece(data, i))
+    torrent.resume.close()  # type: ignore[union-attr]
+    torrent.storage.close()
+    again, _ = setup(tmp_path)
+    assert await again.load_resume() == 2
+    assert again.missing_pieces() == [1, 2]
+    without, _ = setup(tmp_path / "other", resume=False)
+    assert await without.load_resume() == 0
+    assert without.missing_pieces() == [0, 1, 2, 3]
+
+
+async def test_a_piece_arriving_after_close_is_not_stored(tmp_path: Path) -> None:
+    torrent, data = setup(tmp_path)
+    torrent.close()
+    assert not await torrent.piece_downloaded(0, piece(data, 0))
+    assert torrent.missing_pieces() == [0, 1, 2, 3]
+    assert not (tmp_path / "out" / "data.bin").exists()
+    with pytest.raises(TorrentClosed, match="being closed"):
+        await torrent.read(0, 10)
+
+
+async def test_close_fails_a_waiting_read_and_a_piece_wakes_one(tmp_path: Path) -> None:
+    torrent, data = setup(tmp_path)
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        async def reader() -> None:
+            got.append(await torrent.read(PIECE - 5, 10))
+
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert torrent.counters.waited_pieces == {0, 1}
+        assert await torrent.piece_downloaded(0, piece(data, 0))
+        assert await torrent.piece_downloaded(1, piece(data, 1))
+    assert got == [data[PIECE - 5 : PIECE + 5]]
+    assert torrent.counters.waited_pieces == set()
+
+    with pytest.RaisesGroup(pytest.RaisesExc(TorrentClosed, match="closed while a read waited")):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(torrent.read, 3 * PIECE, 50)
+            await trio.testing.wait_all_tasks_blocked()
+            torrent.close()
+    torrent.storage.close()
