@@ -227,8 +227,9 @@ def test_download_a_magnet_from_its_x_pe_peer(tmp_path: Path, procs: Processes) 
     host = next_loopback_ipv4()
     port = start_seed(procs, shared, host)
     out = tmp_path / "out"
-    proc = start_download(procs, magnet_of(shared.torrent, f"x.pe={host}:{port}"), out,
-                    "--no-trackers")
+    # a malformed x.pe is passed over, not fatal
+    proc = start_download(procs, magnet_of(shared.torrent, "x.pe=nowhere",
+                                           f"x.pe={host}:{port}"), out, "--no-trackers")
     finish(procs, proc)
     assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
 
@@ -242,6 +243,8 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     shared = share(tmp_path, 100_000, piece_length=16384)
     other = tmp_path / "other.bin"
     other.write_bytes(b"x" * 100_000)
+    (tmp_path / "tree").mkdir()
+    tree = share(tmp_path / "tree", {"a.bin": 10, "b.bin": 20})
     cases = [
         (("download", shared.torrent, "-o", tmp_path / "missing"), "is not a directory"),
         (("download", shared.torrent, "--bind", "10.255.255.1", "--no-trackers"),
@@ -251,6 +254,7 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
         (("seed", shared.torrent, tmp_path / "absent"), "does not exist"),
         (("seed", shared.torrent, other, "--no-trackers"), "matches the torrent"),
         (("seed", shared.torrent, tmp_path), "is a folder"),
+        (("seed", tree.torrent, other), "is not a folder"),
     ]
     for args, message in cases:
         r = run_btfs(*args)
