@@ -18,9 +18,9 @@ import pytest
 
 from btfs import mount as mount_module
 from btfs.errors import BtfsError
-from tests.integration.test_mount_local import btfs, do_mount, make_torrent, place_in_cache
+from tests.integration.test_mount_local import btfs, make_torrent, mount_complete
 from tests.support.env import require_fuse
-from tests.support.procs import HANG, Mounts, is_mounted, pid_alive, wait_for
+from tests.support.procs import HANG, Mounts, is_mounted, mount_pid, pid_alive, wait_for
 
 pytestmark = pytest.mark.fuse
 
@@ -48,11 +48,9 @@ def test_an_error_after_the_fork_is_reported_and_nothing_stays_mounted(
 def test_unmount_after_the_mount_process_died(tmp_path: Path, mounts: Mounts) -> None:
     """A crashed mount (its files answer ECONNABORTED, then "Transport endpoint is not
     connected") still unmounts cleanly: there is no process to ask, so fusermount3."""
-    torrent, root = make_torrent(tmp_path)
-    cache = tmp_path / "cache"
-    place_in_cache(root, cache)
-    mnt = tmp_path / "mnt"
-    pid = do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    _, _, mnt = mount_complete(tmp_path, mounts)
+    pid = mount_pid(mnt)
+    assert pid is not None
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(pid), HANG, "the mount process to die")
     with pytest.raises(OSError) as dead:
@@ -77,22 +75,14 @@ def test_a_large_folder_is_listed_over_several_readdir_calls(tmp_path: Path,
                                                              mounts: Mounts) -> None:
     """300 names do not fit one reply buffer: the kernel comes back for the rest."""
     names = {f"folder/file number {i:04d} with a long name.bin": 1 + i % 7 for i in range(300)}
-    torrent, root = make_torrent(tmp_path, names)
-    cache = tmp_path / "cache"
-    place_in_cache(root, cache)
-    mnt = tmp_path / "mnt"
-    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    _, _, mnt = mount_complete(tmp_path, mounts, names)
     listed = os.listdir(mnt / "Show" / "folder")
     assert sorted(listed) == sorted(Path(n).name for n in names)
     assert len(listed) == len(set(listed)) == 300
 
 
 def test_missing_names_and_attributes(tmp_path: Path, mounts: Mounts) -> None:
-    torrent, root = make_torrent(tmp_path)
-    cache = tmp_path / "cache"
-    place_in_cache(root, cache)
-    mnt = tmp_path / "mnt"
-    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    _, _, mnt = mount_complete(tmp_path, mounts)
     notes = mnt / "Show" / "notes.txt"
     with pytest.raises(FileNotFoundError):
         os.stat(mnt / "Show" / "no such file")

@@ -62,16 +62,24 @@ def do_mount(mounts: Mounts, torrent: Path, mnt: Path, *extra: str | Path) -> in
     return pid
 
 
+def mount_complete(tmp_path: Path, mounts: Mounts,
+                   tree: dict[str, int] = TREE) -> tuple[Path, Path, Path]:
+    """A torrent of `tree` mounted on tmp_path/mnt, all its data already in the cache;
+    (torrent, folder with the original data, mount point)."""
+    torrent, root = make_torrent(tmp_path, tree)
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    mnt = tmp_path / "mnt"
+    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    return torrent, root, mnt
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_tree_metadata_and_contents(tmp_path: Path, mounts: Mounts) -> None:
-    torrent, root = make_torrent(tmp_path)
-    cache = tmp_path / "cache"
-    place_in_cache(root, cache)
-    mnt = tmp_path / "mnt"
-    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    torrent, root, mnt = mount_complete(tmp_path, mounts)
     created = json.loads(btfs("info", torrent, "--json").stdout)["creation_date"]
 
     assert sorted(p.name for p in mnt.iterdir()) == ["Show"]
@@ -106,11 +114,7 @@ def test_tree_metadata_and_contents(tmp_path: Path, mounts: Mounts) -> None:
 
 
 def test_random_reads_across_piece_and_file_boundaries(tmp_path: Path, mounts: Mounts) -> None:
-    torrent, root = make_torrent(tmp_path)
-    cache = tmp_path / "cache"
-    place_in_cache(root, cache)
-    mnt = tmp_path / "mnt"
-    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    _, root, mnt = mount_complete(tmp_path, mounts)
     rng = random.Random(11)
     files = [rel for rel, size in TREE.items() if size]
     originals = {rel: (root / rel).read_bytes() for rel in files}
