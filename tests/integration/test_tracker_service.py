@@ -21,7 +21,8 @@ from urllib.parse import quote_from_bytes
 import pytest
 
 from btfs.bencode import decode
-from tests.support.net import ipv6_loopback_available, next_loopback_ipv4
+from tests.support import env
+from tests.support.net import next_loopback_ipv4
 from tests.support.procs import Processes, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -441,7 +442,7 @@ def test_silent_connection_is_closed(loopback: str, procs: Processes) -> None:
         s.sendall(b"GET /stats HTTP/1.1\r\n")  # and never finishes
         start = time.monotonic()
         assert s.recv(4096) == b""
-        assert 5 < time.monotonic() - start < 25
+        assert time.monotonic() - start > 5  # closed at the request time-out, not at once
 
 
 def test_sighup_reloads_whitelist(loopback: str, procs: Processes, tmp_path: Path) -> None:
@@ -507,8 +508,7 @@ def test_sigterm_saves_state_and_restart_remembers(
 
 
 def test_ipv6_listener(procs: Processes) -> None:
-    if not ipv6_loopback_available():
-        pytest.skip("no IPv6 loopback (::1) here")
+    env.require_ipv6_loopback()
     _, http, udp = start_tracker(procs, "::1")
     d = http_announce(http, peer_id=b"A" * 20, port=7001)
     assert d[b"peers"] == b""

@@ -33,7 +33,7 @@ from btfs.trackers import (
     announce,
     scrape,
 )
-from tests.support import net
+from tests.support import env, net
 from tests.support.clients import start_opentracker
 from tests.support.procs import Processes
 
@@ -223,8 +223,7 @@ def udp_answer(action: int, tid: int, payload: bytes) -> bytes:
 async def test_udp_over_ipv6_retransmits_ignores_strays_and_caches_the_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    if not net.ipv6_loopback_available():
-        pytest.skip("no IPv6 loopback")
+    env.require_ipv6_loopback()
     sock = trio.socket.socket(trio.socket.AF_INET6, trio.socket.SOCK_DGRAM)
     await sock.bind(("::1", 0))
     port = sock.getsockname()[1]
@@ -356,8 +355,7 @@ async def test_http_redirect_query_host_header_and_scrape() -> None:
 
 
 async def test_http_over_ipv6_literal() -> None:
-    if not net.ipv6_loopback_available():
-        pytest.skip("no IPv6 loopback")
+    env.require_ipv6_loopback()
     fake = FakeHttp()
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
