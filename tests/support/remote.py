@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class RemotePeer:
     `hang_up_after`: close the connection after that many requests arrived. `silent`:
     take requests and never answer them. `rate`: send at most that many bytes/s, in the
     order requested (an uplink); `honours_cancels`: drop a queued request on `cancel`.
+    `garbage_after_handshake`: send a frame no peer may send. `leech_then_stop_reading`:
+    have nothing, ask for blocks, and never read again (a peer whose socket stalls).
     """
 
     data: bytes
@@ -59,6 +62,8 @@ class RemotePeer:
     silent: bool = False
     rate: float = 0.0
     honours_cancels: bool = True
+    garbage_after_handshake: bool = False
+    leech_then_stop_reading: bool = False
     cancels: int = 0
     peer_id: bytes = field(default_factory=lambda: b"-RM0001-" + os.urandom(12))
     requests: list[wire.Request] = field(default_factory=list)
@@ -96,8 +101,16 @@ class RemotePeer:
             reader.feed(chunk)
         reader.fast = True
         hello = wire.Handshake(meta.info_hash, self.peer_id, fast=True, extensions=False)
+        if self.leech_then_stop_reading:
+            await self._leech_then_stall(stream, reader, hello, meta)
+            return
         await stream.send_all(hello.encode() + wire.encode(wire.HaveAll())
                               + wire.encode(wire.Unchoke()))
+        if self.garbage_after_handshake:
+            await stream.send_all(struct.pack(">IB", 1 << 24, 7))  # a 16 MiB "piece"
+            while await stream.receive_some(65536):
+                pass
+            return
         queue: deque[wire.Request] = deque()
         wake = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -151,15 +164,41 @@ class RemotePeer:
             nursery.start_soon(send)
 
 
+    async def _leech_then_stall(self, stream: trio.abc.Stream, reader: wire.MessageReader,
+                                hello: wire.Handshake, meta: Metainfo) -> None:
+        await stream.send_all(hello.encode() + wire.encode(wire.HaveNone())
+                              + wire.encode(wire.Interested()))
+        while not any(isinstance(m, wire.Unchoke) for m in _drain(reader)):
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            reader.feed(chunk)
+        size = meta.info.piece_length
+        asks = [wire.Request(p, b, 16384) for p in range(meta.info.num_pieces)
+                for b in range(0, size, 16384)]
+        self.requests.extend(asks)
+        await stream.send_all(b"".join(wire.encode(m) for m in asks))
+        await trio.sleep_forever()
+
+
+def _drain(reader: wire.MessageReader) -> list[wire.Message]:
+    out = []
+    while (m := reader.next_message()) is not None:
+        out.append(m)
+    return out
+
+
 class RemoteSwarm:
     """A real Swarm for `data`, whose dials reach the `RemotePeer` at each address."""
 
     def __init__(self, tmp: Path, data: bytes, piece_length: int,
                  remotes: dict[tuple[str, int], RemotePeer], nursery: trio.Nursery,
-                 *, readahead: int = 0, **config: object) -> None:
+                 *, readahead: int = 0, lockstep: bool = False, **config: object) -> None:
         self.meta = make_meta(data, piece_length)
         self.remotes = remotes
         self._nursery = nursery
+        self._pair = (trio.testing.lockstep_stream_pair if lockstep
+                      else trio.testing.memory_stream_pair)
         self.storage = Storage(self.meta.info, tmp)
         self.torrent = Torrent(self.meta, self.storage, None, readahead=readahead)
         settings = SwarmConfig(bind="127.0.0.1", trackers=False, **config)  # type: ignore[arg-type]
@@ -169,7 +208,7 @@ class RemoteSwarm:
         remote = self.remotes.get((host, port))
         if remote is None:
             raise OSError(f"nothing listens at {host}:{port}")
-        ours, theirs = trio.testing.memory_stream_pair()
+        ours, theirs = self._pair()
         self._nursery.start_soon(remote.run, theirs, self.meta)
         return ours
 
