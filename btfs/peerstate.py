@@ -234,7 +234,7 @@ class PeerState:
         margin: past that, a block a read waits on is late. None while its rate is unknown."""
         if rate <= 0:
             return None
-        queued = sum(b.length for b in self.in_flight) + count * BLOCK
+        queued = (len(self.in_flight) + count) * BLOCK  # blocks are 16 KiB but a last one
         return min(MAX_PATIENCE, max(MIN_PATIENCE, 1.5 * queued / rate))
 
     def request(self, blocks: Iterable[Block]) -> None:

@@ -13,9 +13,10 @@ Order of choice for one peer, among the pieces that peer has:
    other peers are asked again (at most `ENDGAME_COPIES` holders per block), and the
    copies are cancelled when the first arrives.
 
-While a read waits on a piece that some peer has, 3-5 (the background) are not handed
-out at all: every request slot goes to what a reader needs. The swarm also cancels
-background requests already queued at the peers that would serve the read
+While a read waits on blocks not yet asked of anyone (of a piece some peer has), 3-5 (the
+background) are not handed out at all: every request slot goes to what a reader needs.
+The swarm also cancels background requests already queued at the peers that would serve
+the read
 (`foreground`, `background_blocks`), so the read's blocks do not queue behind them.
 
 A block whose holder has not delivered it within `request_timeout` is free for others.
@@ -169,8 +170,19 @@ class Picker:
         return piece in self.deadlines or any(piece in r for r in self.readahead.values())
 
     def reader_waiting(self) -> bool:
-        """Does a read wait on a piece that some peer has (so the background yields)?"""
-        return any(self.availability[p] > 0 for p in self.deadlines)
+        """Does a read wait on blocks not yet asked of anyone, of a piece some peer has?
+
+        Then the background yields. Once every block a read waits on is asked for, the
+        background may fill the pipelines behind them again: it no longer delays the read
+        (and on a fast swarm it is most of what keeps the peers busy).
+        """
+        for piece in self.deadlines:
+            if self.availability[piece] <= 0:
+                continue
+            progress = self.in_progress.get(piece)
+            if progress is None or progress.free:
+                return True
+        return False
 
     def background_blocks(self, blocks: Iterable[Block]) -> list[Block]:
         """Those of `blocks` that no reader needs now."""

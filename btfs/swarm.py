@@ -28,6 +28,7 @@ from btfs.metainfo import Metainfo
 from btfs.peer import PeerConnection
 from btfs.peerbook import PeerBook
 from btfs.peerstate import GotHave, GotPieces, PeerError, PeerState
+from btfs.picker import BLOCK_SIZE as BLOCK
 from btfs.picker import Block, Picker, Priority
 from btfs.rates import RateMeter, TokenBucket
 from btfs.storage import Storage
@@ -159,7 +160,7 @@ class Swarm:
         if not in_flight:
             return
         rate = peer.download_meter.value(now)
-        queued = sum(b.length for b in in_flight)
+        queued = len(in_flight) * BLOCK
         if rate > 0 and queued / rate < PREEMPT_AFTER:
             return
         background = self.picker.background_blocks(in_flight)
@@ -495,13 +496,11 @@ def urgent_shares(peers: Sequence[PeerConnection], blocks: int,
     if not able or blocks <= 0:
         return []
     rates = [p.download_meter.value(now) or UNKNOWN_RATE for p in able]
-    finish = [sum(b.length for b in p.state.in_flight) / r for p, r in zip(able, rates,
-                                                                            strict=True)]
+    finish = [len(p.state.in_flight) * BLOCK / r for p, r in zip(able, rates, strict=True)]
     counts = [0] * len(able)
-    block = 16 * 1024
     for _ in range(blocks):
-        i = min(range(len(able)), key=lambda k: finish[k] + block / rates[k])
-        finish[i] += block / rates[i]
+        i = min(range(len(able)), key=lambda k: finish[k] + BLOCK / rates[k])
+        finish[i] += BLOCK / rates[i]
         counts[i] += 1
     return [(p, n) for p, n in zip(able, counts, strict=True) if n]
 
