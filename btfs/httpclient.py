@@ -60,6 +60,13 @@ def local_address_for(host: str, bind: str | None) -> str | None:
     return bind if ours == theirs else None
 
 
+def _reason(exc: BaseException) -> str:
+    """A one-line reason; trio's BrokenResourceError carries the real one (TLS) as cause."""
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
 _Key = tuple[str, str, int]
 
 
@@ -152,7 +159,7 @@ class HttpClient:
             try:
                 status, answer, body = await self._request(parts, headers, max_body, check_head)
             except _NETWORK_ERRORS as exc:
-                raise HttpError(str(exc) or type(exc).__name__) from exc
+                raise HttpError(_reason(exc)) from exc
             location = answer.get("location")
             if status in REDIRECT_STATUSES and location:
                 url = urljoin(url, location)
