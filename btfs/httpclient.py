@@ -4,13 +4,15 @@ Connections are kept alive and reused per (scheme, host, port), at most
 `connections_per_host` at once; redirects are followed; http and https; every body read
 is capped. A pooled connection the server closed while it sat idle is noticed when the
 next request gets no answer on it, and that request is sent once more on a fresh one.
-Every failure of the network or of the HTTP framing is an `HttpError`; the caller
-bounds the time (`trio.fail_after`).
+Every failure of the network or of the HTTP framing is an `HttpError`. A `timeout`
+bounds each request from the moment it has a connection slot, so that waiting behind
+the per-host limit is not taken for a slow server; callers bound the whole call.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -142,6 +144,7 @@ class HttpClient:
         self._idle: dict[_Key, list[_Connection]] = {}
         self._limits: dict[_Key, trio.Semaphore] = {}
         self.connections_opened = 0
+        self._closed = False
 
     async def get(
         self,
@@ -150,6 +153,7 @@ class HttpClient:
         *,
         max_body: int,
         check_head: HeadCheck | None = None,
+        timeout: float = math.inf,  # noqa: ASYNC109 (per request, after the wait for a slot)
     ) -> Response:
         """GET `url`, following up to `max_redirects` redirects (relative or absolute)."""
         for _ in range(self.max_redirects + 1):
@@ -157,7 +161,10 @@ class HttpClient:
             if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
                 raise HttpError(f"not an HTTP URL: {url!r}")
             try:
-                status, answer, body = await self._request(parts, headers, max_body, check_head)
+                status, answer, body = await self._request(parts, headers, max_body, check_head,
+                                                           timeout)
+            except trio.TooSlowError:
+                raise HttpError(f"no answer within {timeout:g} s") from None
             except _NETWORK_ERRORS as exc:
                 raise HttpError(_reason(exc)) from exc
             location = answer.get("location")
@@ -168,6 +175,8 @@ class HttpClient:
         raise HttpError(f"more than {self.max_redirects} HTTP redirects")
 
     async def aclose(self) -> None:
+        """Close the idle connections; those still in use close when their request ends."""
+        self._closed = True
         idle, self._idle = self._idle, {}
         for connections in idle.values():
             for conn in connections:
@@ -179,6 +188,7 @@ class HttpClient:
         headers: Sequence[tuple[str, str]],
         max_body: int,
         check_head: HeadCheck | None,
+        seconds: float,
     ) -> tuple[int, dict[str, str], bytes]:
         try:
             https = parts.scheme.lower() == "https"
@@ -197,30 +207,36 @@ class HttpClient:
         ])
         limit = self._limits.setdefault(key, trio.Semaphore(self.connections_per_host))
         async with limit:
-            pooled = self._idle.get(key)
-            conn = pooled.pop() if pooled else None
-            while True:
-                reused = conn is not None
-                if conn is None:
-                    conn = await self._open(key)
-                try:
-                    result = await conn.exchange(request, max_body, check_head)
-                except _NETWORK_ERRORS:
-                    await trio.aclose_forcefully(conn.stream)
-                    if reused and not conn.answered:
-                        conn = None  # closed by the server while idle: once more, afresh
-                        continue
-                    raise
-                except BaseException:
-                    await trio.aclose_forcefully(conn.stream)
-                    raise
-                break
-            if self.keep_alive and conn.reusable:
-                conn.h11.start_next_cycle()
-                self._idle.setdefault(key, []).append(conn)
-            else:
+            with trio.fail_after(seconds):
+                return await self._exchange(key, request, max_body, check_head)
+
+    async def _exchange(self, key: _Key, request: h11.Request, max_body: int,
+                        check_head: HeadCheck | None) -> tuple[int, dict[str, str], bytes]:
+        """The request on a pooled connection, or on a new one; pooled again if it can be."""
+        pooled = self._idle.get(key)
+        conn = pooled.pop() if pooled else None
+        while True:
+            reused = conn is not None
+            if conn is None:
+                conn = await self._open(key)
+            try:
+                result = await conn.exchange(request, max_body, check_head)
+            except _NETWORK_ERRORS:
                 await trio.aclose_forcefully(conn.stream)
-            return result
+                if reused and not conn.answered:
+                    conn = None  # closed by the server while idle: once more, afresh
+                    continue
+                raise
+            except BaseException:
+                await trio.aclose_forcefully(conn.stream)
+                raise
+            break
+        if self.keep_alive and conn.reusable and not self._closed:
+            conn.h11.start_next_cycle()
+            self._idle.setdefault(key, []).append(conn)
+        else:
+            await trio.aclose_forcefully(conn.stream)
+        return result
 
     async def _open(self, key: _Key) -> _Connection:
         scheme, host, port = key

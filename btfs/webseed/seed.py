@@ -33,9 +33,9 @@ class WebSeed:
     """Fetches byte ranges of `info`'s pieces from the web seed at `url`.
 
     `bind`: the local address connections leave from. `timeout`: seconds for each HTTP
-    request (redirects included). After `max_failures` failures in a row (network,
-    HTTP, wrong range or length, or a reported hash failure) the seed is `dropped`
-    and every later fetch fails at once.
+    request (each redirect is one), counted once a connection slot is free. After
+    `max_failures` failures in a row (network, HTTP, wrong range or length, or a
+    reported hash failure) the seed is `dropped` and every later fetch fails at once.
     """
 
     def __init__(
@@ -128,13 +128,11 @@ class WebSeed:
 
     async def _get(self, asked: FileRange) -> bytes:
         try:
-            with trio.fail_after(self.timeout):
-                response = await self._http.get(
-                    asked.url, [("Range", asked.header)], max_body=asked.length,
-                    check_head=lambda status, headers: check_head(asked, status, headers))
+            response = await self._http.get(
+                asked.url, [("Range", asked.header)], max_body=asked.length,
+                check_head=lambda status, headers: check_head(asked, status, headers),
+                timeout=self.timeout)
             check_body(asked, response.body)
-        except trio.TooSlowError:
-            raise WebSeedError(f"{asked.url}: no answer within {self.timeout:g} s") from None
         except (HttpError, WebSeedError) as exc:
             raise WebSeedError(f"{asked.url}: {exc}") from exc
         return response.body

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import trio
@@ -46,6 +47,7 @@ class Served:
     info: Info
     stream: bytes  # the torrent's bytes, padding as zeros
     cert: Path
+    root: Path  # good/, short/, wrong/
 
     def expected(self, piece: int, begin: int, length: int) -> bytes:
         start = piece * PIECE + begin
@@ -107,7 +109,7 @@ def served(procs: Processes, tmp_path: Path, loopback: str, free_port: Any) -> I
     """
     nginx = start_nginx(procs, tmp_path / "nginx", loopback, free_port(loopback), root,
                         locations=locations, https_port=free_port(loopback), certificate=cert)
-    yield Served(nginx, info, stream, cert[0])
+    yield Served(nginx, info, stream, cert[0], root)
 
 
 async def test_fetches_are_the_torrent_bytes_across_files_and_padding(served: Served) -> None:
@@ -268,8 +270,7 @@ async def test_wrong_bytes_are_returned_unchanged_for_the_hash_check(served: Ser
         piece = (FILES[0][1] + FILES[1][1] + 500) // PIECE  # holds the changed byte
         got = await seed.fetch(*served.whole(piece))
         assert len(got) == info.piece_size(piece) and got != served.expected(*served.whole(piece))
-        wrong = (served.nginx.access_log.parent.parent / "www" / "wrong" / NAME /
-                 WRONG_FILE).read_bytes()
+        wrong = (served.root / "wrong" / NAME / WRONG_FILE).read_bytes()
         b_offset = info.files[2].offset - piece * PIECE
         assert got[b_offset:] == wrong[: PIECE - b_offset]  # exactly what was served
         assert hashlib.sha1(got).digest() != info.piece_hash(piece)
@@ -320,3 +321,51 @@ async def test_an_answer_longer_than_asked_is_not_read_past_the_cap(
                 await seed.fetch(0, 0, 100)
         nursery.cancel_scope.cancel()
     assert sum(sent) < 1000 * 65536
+
+
+async def test_waiting_for_a_connection_slot_is_not_the_timeout(
+    loopback: str, served: Served
+) -> None:
+    """Four fetches through one connection to a server that takes 0.3 s a request, with
+    a 0.5 s timeout: each request is timed from when it has the connection."""
+
+    async def slow(stream: trio.SocketStream) -> None:
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                buffer += chunk
+            head, buffer = buffer.split(b"\r\n\r\n", 1)
+            lines = head.decode().split("\r\n")
+            data = (served.root / "good" / unquote(lines[0].split(" ")[1]).lstrip("/")
+                    ).read_bytes()
+            asked = next(v for k, _, v in (line.partition(": ") for line in lines)
+                         if k.lower() == "range")
+            first, last = map(int, asked.removeprefix("bytes=").split("-"))
+            await trio.sleep(0.3)
+            await stream.send_all(
+                f"HTTP/1.1 206 Partial Content\r\nContent-Length: {last - first + 1}\r\n"
+                f"Content-Range: bytes {first}-{last}/{len(data)}\r\n\r\n".encode()
+                + data[first : last + 1])
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, slow, 0,
+                                                          host=loopback))
+        port = listeners[0].socket.getsockname()[1]
+        url = f"http://{loopback}:{port}/"
+        async with WebSeed(url, served.info, connections_per_host=1, timeout=0.5) as seed:
+            got: dict[int, bytes] = {}
+
+            async def fetch(i: int) -> None:
+                got[i] = await seed.fetch(0, i * 100, 100)
+
+            start = trio.current_time()
+            async with trio.open_nursery() as fetches:
+                for i in range(4):
+                    fetches.start_soon(fetch, i)
+            assert trio.current_time() - start >= 1.2
+            assert got == {i: served.expected(0, i * 100, 100) for i in range(4)}
+            assert seed.failures == 0 and seed.connections_opened == 1
+        nursery.cancel_scope.cancel()
