@@ -1,20 +1,18 @@
-"""One announce or scrape to one tracker URL, over HTTP(S) (h11 on a trio stream) or UDP
+"""One announce or scrape to one tracker URL, over HTTP(S) (`btfs.httpclient`) or UDP
 (BEP 15 on a trio datagram socket). Every failure, of the network or of the answer, is a
 `TrackerError`, and every call is bounded by its timeout."""
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
-from urllib.parse import SplitResult, urljoin, urlsplit
+from urllib.parse import urlsplit
 
-import h11
 import trio
 
+from btfs.httpclient import HttpClient, HttpError, local_address_for
 from btfs.trackers.http import (
     http_announce_url,
     http_scrape_url,
@@ -42,7 +40,6 @@ from btfs.trackerwire import bep15
 
 T = TypeVar("T")
 
-USER_AGENT = "btfs/0.1"
 MAX_RESPONSE = 1 << 20  # an announce answer of 1 MiB is already absurd
 MAX_REDIRECTS = 3
 UDP_CONNECTION_TTL = 60.0  # BEP 15 lets a client use a connection id for one minute
@@ -126,24 +123,9 @@ async def _guard(seconds: float, work: Awaitable[T]) -> T:
             return await work
     except trio.TooSlowError:
         raise TrackerError(f"no answer within {seconds:g} s") from None
-    except (OSError, trio.BrokenResourceError, h11.ProtocolError, ValueError) as exc:
-        # ValueError: a malformed port or host name in the URL (UnicodeError included).
+    except (HttpError, OSError, ValueError) as exc:
+        # ValueError: a malformed port or host name in a UDP tracker's URL.
         raise TrackerError(str(exc) or type(exc).__name__) from exc
-
-
-def _local_address_for(host: str, bind: str | None) -> str | None:
-    """The bind address, if there is one and it is of the same family as `host`."""
-    if not bind:
-        return None
-    try:
-        ours = ipaddress.ip_address(bind).version
-    except ValueError:
-        return None
-    try:
-        theirs = ipaddress.ip_address(host).version
-    except ValueError:
-        theirs = 4  # a host name: the IPv4 bind suits its IPv4 addresses
-    return bind if ours == theirs else None
 
 
 # ------------------------------------------------------------------ HTTP(S)
@@ -175,63 +157,10 @@ def _http_answer(status: int, body: bytes, parse: Callable[[bytes], T]) -> T:
 
 
 async def _http_get(url: str, bind: str | None) -> tuple[int, bytes]:
-    """GET `url`, following up to MAX_REDIRECTS redirects; returns status and body."""
-    for _ in range(MAX_REDIRECTS + 1):
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise TrackerError(f"not an HTTP URL: {url!r}")
-        status, location, body = await _http_fetch(parts, bind)
-        if status in (301, 302, 303, 307, 308) and location:
-            url = urljoin(url, location)
-            continue
-        return status, body
-    raise TrackerError("too many HTTP redirects")
-
-
-async def _http_fetch(parts: SplitResult, bind: str | None) -> tuple[int, str | None, bytes]:
-    """One HTTP/1.1 GET over a fresh connection: status, Location header, body."""
-    https = parts.scheme.lower() == "https"
-    host = parts.hostname or ""
-    port = parts.port or (443 if https else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    stream: trio.abc.Stream = await trio.open_tcp_stream(
-        host, port, local_address=_local_address_for(host, bind))
-    try:
-        if https:
-            stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=host)
-            await stream.do_handshake()
-        conn = h11.Connection(h11.CLIENT)
-        request = h11.Request(
-            method="GET",
-            target=target,
-            headers=[
-                ("Host", parts.netloc.rpartition("@")[2]),
-                ("User-Agent", USER_AGENT),
-                ("Accept-Encoding", "identity"),
-                ("Connection", "close"),
-            ],
-        )
-        await stream.send_all(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
-        status, location, body = 0, None, bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(bytes(await stream.receive_some(65536)))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                for name, value in event.headers:
-                    if name == b"location":
-                        location = value.decode("latin-1")
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_RESPONSE:
-                    raise TrackerError(f"tracker answer larger than {MAX_RESPONSE} bytes")
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return status, location, bytes(body)
-            elif event is h11.PAUSED:
-                raise TrackerError("HTTP connection stalled")
-    finally:
-        await trio.aclose_forcefully(stream)
+    """GET `url` on a connection of its own, following up to MAX_REDIRECTS redirects."""
+    client = HttpClient(bind=bind, keep_alive=False, max_redirects=MAX_REDIRECTS)
+    response = await client.get(url, max_body=MAX_RESPONSE)
+    return response.status, response.body
 
 
 # ------------------------------------------------------------------ UDP
@@ -262,7 +191,7 @@ async def _udp_request(
     family, _, _, _, sockaddr = infos[0]
     where = (host, port, bind)  # a connection id belongs to our address too
     with trio.socket.socket(family, trio.socket.SOCK_DGRAM) as sock:
-        local = _local_address_for(str(sockaddr[0]), bind)
+        local = local_address_for(str(sockaddr[0]), bind)
         if local is not None:
             await sock.bind((local, 0))
         await sock.connect(sockaddr)
