@@ -12,7 +12,6 @@ passes, the peers whose blocks differ from the good data are banned (a "smart ba
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 import trio
 
 from btfs import __version__, dial, wire
+from btfs.assembly import Assembly, Culprit, PartialPiece
 from btfs.choker import Choker, PeerRates
 from btfs.errors import BtfsError
 from btfs.metainfo import Metainfo
@@ -34,13 +34,15 @@ from btfs.rates import RateMeter, TokenBucket
 from btfs.storage import Storage
 from btfs.torrent import Torrent
 from btfs.trackers import TrackerSession
+from btfs.webseed import WebSeed
+from btfs.webseeding import WebSeedSource
 
 log = logging.getLogger(__name__)
 
 RECHOKE_INTERVAL = 10.0
 CONNECT_INTERVAL = 1.0
 MAX_HALF_OPEN = 8
-PREEMPT_AFTER = 0.2  # seconds of a peer's queue worth cancelling for a waiting read
+PREEMPT_AFTER = 0.05  # seconds of a peer's queue worth cancelling for a waiting read
 UNKNOWN_RATE = 256 * 1024  # what a peer not yet measured is assumed to send, bytes/s
 
 
@@ -63,24 +65,8 @@ class SwarmConfig:
     bind: str | None = None
     port: int = 0
     trackers: bool = True
+    web_seeds: bool = True
     upload_slots: int = 4
-
-
-@dataclass
-class PartialPiece:
-    """Blocks of one piece as they arrive, and who sent each."""
-
-    data: bytearray
-    senders: dict[int, bytes] = field(default_factory=dict)
-
-
-@dataclass
-class Suspect:
-    """A block of a piece that failed its hash: who sent it and its digest."""
-
-    peer_id: bytes
-    host: str
-    digest: bytes
 
 
 class Swarm:
@@ -107,8 +93,8 @@ class Swarm:
         self.peers: dict[bytes, PeerConnection] = {}
         self.book = PeerBook(self.rng)
         self.connecting: set[tuple[str, int]] = set()
-        self.partial: dict[int, PartialPiece] = {}
-        self.suspects: dict[int, dict[int, list[Suspect]]] = {}
+        self.assembly = Assembly(info.piece_size, self.picker.block_size)
+        self.web_seeds: dict[bytes, WebSeedSource] = {}
         self.download_meter = RateMeter()
         self.upload_meter = RateMeter()
         self.download_bucket = TokenBucket(config.max_download_rate)
@@ -183,7 +169,9 @@ class Swarm:
         self.picker.piece_verified(piece)
         for peer in list(self.peers.values()):
             peer.send_have(piece)
-        self._settle_suspects(piece)
+        plen = self.info.piece_length
+        self._blame(piece, self.assembly.passed(
+            piece, lambda begin, n: self.torrent.storage.read(piece * plen + begin, n)))
         if self.torrent.complete and not self.completed.is_set():
             log.info("download complete: %d pieces verified", self.info.num_pieces)
             self.completed.set()
@@ -198,6 +186,8 @@ class Swarm:
     def kick_all(self) -> None:
         for peer in list(self.peers.values()):
             peer.kick()
+        for source in self.web_seeds.values():
+            source.kick()
 
     # PeerHost: what connections tell the swarm -----------------------------------------------
 
@@ -217,6 +207,19 @@ class Swarm:
         if have.all() and self.torrent.complete:
             self.book.known_seeds.add(peer.address)
             raise PeerError("both sides are seeds")
+
+    # WebSeedHost: what web seeds' workers ask of the swarm ----------------------------------
+
+    def pick_for(self, source: bytes, has: Container[int], count: int) -> list[Block]:
+        return self.picker.pick(source, has, count, trio.current_time())
+
+    def give_back(self, source: bytes, blocks: Sequence[Block]) -> None:
+        self.picker.release(source, blocks)
+        self.kick_all()
+
+    @property
+    def complete(self) -> bool:
+        return self.torrent.complete
 
     def released(self, peer: PeerConnection, blocks: Sequence[Block]) -> None:
         self.picker.release(peer.peer_id, blocks)
@@ -261,8 +264,11 @@ class Swarm:
     # Blocks arriving ------------------------------------------------------------------------
 
     def block_received(self, peer: PeerConnection, block: Block, data: bytes) -> None:
-        """Keep a block; when its piece is whole, verify it (in the background)."""
-        result = self.picker.block_received(peer.peer_id, block)
+        self.block_from(peer.peer_id, block, data)
+
+    def block_from(self, source: bytes, block: Block, data: bytes) -> None:
+        """Keep a block of a peer or web seed; when its piece is whole, verify it."""
+        result = self.picker.block_received(source, block)
         for other in result.cancel:
             conn = self.peers.get(other)
             if conn is not None:
@@ -272,57 +278,36 @@ class Swarm:
             return
         self.download_meter.add(len(data), trio.current_time())
         self.torrent.counters.downloaded += len(data)
-        partial = self.partial.get(block.piece)
-        if partial is None:
-            partial = self.partial[block.piece] = PartialPiece(
-                bytearray(self.info.piece_size(block.piece))
-            )
-        partial.data[block.begin : block.begin + len(data)] = data
-        partial.senders[block.begin] = peer.peer_id
+        self.assembly.add(source, block, data)
         if result.piece_complete:
-            del self.partial[block.piece]
             assert self.nursery is not None
-            self.nursery.start_soon(self._verify, block.piece, partial)
+            self.nursery.start_soon(self._verify, block.piece,
+                                    self.assembly.take(block.piece))
 
     async def _verify(self, piece: int, partial: PartialPiece) -> None:
         if await self.torrent.piece_downloaded(piece, partial.data):
             return
         self.picker.piece_failed(piece)
-        senders = set(partial.senders.values())
-        log.warning("piece %d failed its hash check (sent by %d peer(s))", piece, len(senders))
-        if len(senders) == 1:
-            self._ban(next(iter(senders)), f"piece {piece} failed its hash check")
-        else:
-            blocks = self.suspects.setdefault(piece, {})
-            for begin, peer_id in partial.senders.items():
-                conn = self.peers.get(peer_id)
-                if conn is None:
-                    continue
-                end = min(begin + self.picker.block_size, len(partial.data))
-                digest = hashlib.sha1(partial.data[begin:end]).digest()
-                blocks.setdefault(begin, []).append(Suspect(peer_id, conn.address[0], digest))
+        log.warning("piece %d failed its hash check (sent by %d source(s))", piece,
+                    len(set(partial.senders.values())))
+        self._blame(piece, self.assembly.failed(piece, partial, self._host_of))
         self.kick_all()
 
-    def _settle_suspects(self, piece: int) -> None:
-        blocks = self.suspects.pop(piece, None)
-        if not blocks:
-            return
-        plen = self.info.piece_length
-        for begin, suspects in blocks.items():
-            length = min(self.picker.block_size, self.info.piece_size(piece) - begin)
-            good = hashlib.sha1(self.torrent.storage.read(piece * plen + begin, length)).digest()
-            for s in suspects:
-                if s.digest != good:
-                    self._ban(s.peer_id, f"sent a bad block of piece {piece}", host=s.host)
+    def _host_of(self, source: bytes) -> str | None:
+        conn = self.peers.get(source)
+        return conn.address[0] if conn is not None else None
 
-    def _ban(self, peer_id: bytes, reason: str, host: str | None = None) -> None:
-        conn = self.peers.get(peer_id)
-        if host is None and conn is not None:
-            host = conn.address[0]
-        if host is not None and self.book.ban(host):
-            log.warning("banning %s: %s", host, reason)
-        if conn is not None:
-            conn.close()
+    def _blame(self, piece: int, culprits: list[Culprit]) -> None:
+        for c in culprits:
+            web_seed = self.web_seeds.get(c.source)
+            if web_seed is not None:
+                web_seed.hash_failed(piece)
+                continue
+            conn = self.peers.get(c.source)
+            if c.host is not None and self.book.ban(c.host):
+                log.warning("banning %s: %s", c.host, c.reason)
+            if conn is not None:
+                conn.close()
 
     # Peers ----------------------------------------------------------------------------------
 
@@ -430,6 +415,11 @@ class Swarm:
                     bind=self.config.bind,
                 )
                 nursery.start_soon(self.tracker_session.run)
+            if self.config.web_seeds:
+                for url in self.meta.web_seeds:
+                    source = WebSeedSource(WebSeed(url, self.info, bind=self.config.bind), self)
+                    self.web_seeds[source.id] = source
+                    nursery.start_soon(source.run)
             log.info("listening on port %d", self.listen_port)
             self.on_listening(self.listen_port)
             task_status.started(self.listen_port)

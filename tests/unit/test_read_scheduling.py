@@ -20,8 +20,8 @@ import trio.testing
 from btfs import wire
 from tests.support.remote import RemotePeer, RemoteSwarm
 
-PIECE = 256 * 1024
-PIECES = 64
+PIECE = 1 << 20
+PIECES = 24
 RATE = 1 << 20  # each peer's upload, bytes/s
 A = ("127.0.0.2", 7001)
 B = ("127.0.0.3", 7001)
@@ -30,7 +30,9 @@ DATA = os.urandom(PIECE * PIECES)
 
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.002)
+    """Virtual time; it jumps only after 5 ms of real idleness, so a piece being hashed
+    in a worker thread (the loop idle meanwhile) seldom moves it."""
+    return trio.testing.MockClock(autojump_threshold=0.005)
 
 
 @asynccontextmanager
@@ -59,7 +61,7 @@ async def timed_read(rs: RemoteSwarm, piece: int, size: int = 64 * 1024,
     return trio.current_time() - start
 
 
-def far_missing_piece(rs: RemoteSwarm, after: int = 40) -> int:
+def far_missing_piece(rs: RemoteSwarm, after: int = 16) -> int:
     return next(p for p in range(after, PIECES) if p not in rs.torrent.verified
                 and p not in rs.swarm.picker.in_progress)
 
@@ -73,8 +75,8 @@ async def test_a_read_behind_full_background_queues_takes_the_time_its_bytes_nee
         piece = far_missing_piece(rs)
         took = await timed_read(rs, piece)
         ideal = PIECE / (2 * RATE)  # the piece over both peers
-        assert took <= 2 * ideal + 0.05, (took, ideal)
-        assert took < queued / RATE  # it did not wait for a queue to drain
+        drained_first = queued / RATE + ideal  # what waiting behind the queue would take
+        assert took <= 1.2 * ideal + 0.05 < drained_first, (took, ideal, drained_first)
         assert sum(r.cancels for r in remotes.values()) > 0
 
 
@@ -83,8 +85,8 @@ async def test_two_readers_the_nearest_deadline_first(
 ) -> None:
     remotes = {A: RemotePeer(DATA, rate=RATE), B: RemotePeer(DATA, rate=RATE)}
     async with swarm_of(tmp_path, remotes) as rs:
-        first = far_missing_piece(rs, 40)
-        second = far_missing_piece(rs, first + 8)
+        first = far_missing_piece(rs, 12)
+        second = far_missing_piece(rs, first + 4)
         done: dict[str, float] = {}
 
         async def read(name: str, piece: int, reader: int) -> None:

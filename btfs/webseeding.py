@@ -1,0 +1,136 @@
+"""Web seeds (BEP 19) as sources for the picker: one more kind of peer.
+
+A web seed has every piece. Its workers ask the picker for blocks as a peer's request
+loop does (so a waiting read's pieces come first, then the read-ahead, then the rest)
+and fetch each run of contiguous blocks with one HTTP Range request; the blocks go to
+the swarm like any peer's, and the piece is verified by its SHA-1 there. A fetch that
+fails gives its blocks back to the picker; a seed that fails repeatedly (or sends
+pieces that fail their hash) is dropped by `btfs.webseed.WebSeed` and its workers stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Container, Sequence
+from typing import Protocol
+
+import trio
+
+from btfs.picker import Block
+from btfs.webseed import WebSeed, WebSeedError
+
+log = logging.getLogger(__name__)
+
+BLOCKS_PER_FETCH = 64        # 1 MiB of 16 KiB blocks per round of one worker
+WORKERS_PER_SEED = 2         # rounds in flight per seed (its connections per host)
+IDLE_WAIT = 1.0              # nothing to fetch: look again after this (or when woken)
+RETRY_FIRST = 1.0            # a failed fetch: wait, doubling to RETRY_MAX
+RETRY_MAX = 30.0
+
+
+class WebSeedHost(Protocol):
+    """What a web seed's workers need from the swarm."""
+
+    def pick_for(self, source: bytes, has: Container[int], count: int) -> list[Block]: ...
+
+    def block_from(self, source: bytes, block: Block, data: bytes) -> None: ...
+
+    def give_back(self, source: bytes, blocks: Sequence[Block]) -> None: ...
+
+    def receive_delay(self, size: int) -> float: ...
+
+    @property
+    def complete(self) -> bool: ...
+
+
+class _Everything:
+    def __contains__(self, piece: object) -> bool:
+        return True
+
+
+def source_id(url: str) -> bytes:
+    """A picker key for a web seed: never a peer id (those are 20 bytes)."""
+    return b"webseed:" + hashlib.sha1(url.encode()).digest()[:8]
+
+
+def contiguous_runs(blocks: Sequence[Block]) -> list[list[Block]]:
+    """Blocks grouped into runs that are adjacent within one piece, in order."""
+    runs: list[list[Block]] = []
+    for block in sorted(blocks, key=lambda b: (b.piece, b.begin)):
+        last = runs[-1][-1] if runs else None
+        if last is not None and last.piece == block.piece \
+                and last.begin + last.length == block.begin:
+            runs[-1].append(block)
+        else:
+            runs.append([block])
+    return runs
+
+
+class WebSeedSource:
+    """Runs a web seed's workers for a swarm."""
+
+    def __init__(self, seed: WebSeed, host: WebSeedHost) -> None:
+        self.seed = seed
+        self.host = host
+        self.id = source_id(seed.url)
+        self._wake = trio.Event()
+
+    def kick(self) -> None:
+        """Something changed (a read waits): look for work now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(WORKERS_PER_SEED):
+                    nursery.start_soon(self._worker)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.seed.aclose()
+
+    async def _worker(self) -> None:
+        delay = RETRY_FIRST
+        everything = _Everything()
+        while not self.seed.dropped and not self.host.complete:
+            blocks = self.host.pick_for(self.id, everything, BLOCKS_PER_FETCH)
+            if not blocks:
+                self._wake = trio.Event()
+                with trio.move_on_after(IDLE_WAIT):
+                    await self._wake.wait()
+                continue
+            try:
+                await self._fetch(blocks)
+            except WebSeedError as exc:
+                log.info("web seed %s: %s", self.seed.url, exc)
+                if self.seed.failures >= self.seed.max_failures:
+                    log.warning("web seed %s dropped after %d failures in a row: %s",
+                                self.seed.url, self.seed.failures, self.seed.last_error)
+                await trio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+            else:
+                delay = RETRY_FIRST
+
+    async def _fetch(self, blocks: list[Block]) -> None:
+        """Fetch `blocks` run by run; what was not delivered goes back to the picker."""
+        pending = list(blocks)
+        try:
+            for run in contiguous_runs(blocks):
+                length = sum(b.length for b in run)
+                wait = self.host.receive_delay(length)
+                if wait:
+                    await trio.sleep(wait)
+                data = await self.seed.fetch(run[0].piece, run[0].begin, length)
+                offset = 0
+                for block in run:
+                    self.host.block_from(self.id, block, data[offset : offset + block.length])
+                    offset += block.length
+                    pending.remove(block)
+        finally:
+            if pending:
+                self.host.give_back(self.id, pending)
+
+    def hash_failed(self, piece: int) -> None:
+        self.seed.report_hash_failure(piece)
+        if self.seed.dropped:
+            log.warning("web seed %s dropped: pieces from it fail their hash", self.seed.url)
