@@ -35,11 +35,11 @@ class TorrentSource(Protocol):
     @property
     def info(self) -> Info: ...
 
-    async def read(self, offset: int, size: int, stream: int) -> bytes:
-        """Verified bytes of the torrent's byte stream; `stream` names one open file."""
+    async def read(self, offset: int, size: int, reader: int) -> bytes:
+        """Verified bytes of the torrent's byte stream; `reader` names one open file handle."""
         ...
 
-    def close_stream(self, stream: int) -> None: ...
+    def close_reader(self, reader: int) -> None: ...
 
     def attributes(self, file_index: int | None) -> dict[str, str]:
         """Status figures for a file (or the whole torrent, for None), as xattr values."""
@@ -202,7 +202,7 @@ class TorrentFS(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         node = self._handles.pop(fh, None)
         if node is not None and node.source is not None:
-            node.source.close_stream(fh)
+            node.source.close_reader(fh)
 
     async def access(self, inode: int, mode: int, ctx: Any) -> bool:
         return not mode & os.W_OK

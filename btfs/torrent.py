@@ -1,6 +1,6 @@
 """One torrent's session: what is verified, who waits for what, and the door reads use.
 
-`await torrent.read(offset, size, stream)` is the one door the filesystem uses: it
+`await torrent.read(offset, size, reader)` is the one door the filesystem uses: it
 raises the priority of the pieces it needs, waits until each is verified, then reads
 them from storage. A piece becomes verified in one place, `piece_downloaded`, which
 checks its SHA-1 (in a worker thread), writes it, records it for resume and wakes the
@@ -33,8 +33,8 @@ class TorrentClosed(BtfsError):
 
 
 @dataclass
-class StreamState:
-    """Where one open file is being read, to size its read-ahead window."""
+class ReaderState:
+    """Where one open file handle (a reader) is reading, to size its read-ahead window."""
 
     next_offset: int = -1
     window: int = 0
@@ -70,10 +70,10 @@ class Torrent:
         self.counters = Counters()
         self.closed = False
         self._events: dict[int, trio.Event] = {}
-        self._streams: dict[int, StreamState] = {}
+        self._readers: dict[int, ReaderState] = {}
         # Set by the swarm: called with pieces a reader waits on now, and the read-ahead.
         self.on_urgent: Callable[[list[int]], None] = lambda pieces: None
-        self.on_readahead: Callable[[int, range], None] = lambda stream, pieces: None
+        self.on_readahead: Callable[[int, range], None] = lambda reader, pieces: None
         self.on_verified: Callable[[int], None] = lambda piece: None
         # Set by the swarm: its figures (peers, rates) for the whole torrent's xattrs.
         self.network_attributes: Callable[[], dict[str, str]] = dict
@@ -147,14 +147,14 @@ class Torrent:
 
     # Reads ---------------------------------------------------------------------------
 
-    async def read(self, offset: int, size: int, stream: int = 0) -> bytes:
-        """Verified bytes from the torrent's stream, waiting for missing pieces first."""
+    async def read(self, offset: int, size: int, reader: int = 0) -> bytes:
+        """Verified bytes from the torrent's byte stream, waiting for missing pieces first."""
         if self.closed:
             raise TorrentClosed("the torrent is being closed")
         layout = self.storage.layout
         size = max(0, min(size, self._info.total_length - offset))
         pieces = layout.pieces_of_range(offset, size)
-        self._advance_stream(stream, offset, size)
+        self._advance_reader(reader, offset, size)
         missing = [p for p in pieces if p not in self.verified]
         if missing:
             self.counters.waited_pieces.update(missing)
@@ -172,9 +172,9 @@ class Torrent:
                 event = self._events[piece] = trio.Event()
             await event.wait()
 
-    def _advance_stream(self, stream: int, offset: int, size: int) -> None:
+    def _advance_reader(self, reader: int, offset: int, size: int) -> None:
         """Grow the read-ahead window while reads stay sequential; reset it on a seek."""
-        state = self._streams.setdefault(stream, StreamState())
+        state = self._readers.setdefault(reader, ReaderState())
         if offset == state.next_offset or (
             state.next_offset >= 0 and 0 <= state.next_offset - offset <= 128 << 10
         ):
@@ -187,11 +187,11 @@ class Torrent:
         if self.readahead > 0 and state.window > 0:
             end = min(self._info.total_length, state.next_offset + state.window)
             ahead = self.storage.layout.pieces_of_range(state.next_offset, end - state.next_offset)
-            self.on_readahead(stream, ahead)
+            self.on_readahead(reader, ahead)
 
-    def close_stream(self, stream: int) -> None:
-        if self._streams.pop(stream, None) is not None:
-            self.on_readahead(stream, range(0))
+    def close_reader(self, reader: int) -> None:
+        if self._readers.pop(reader, None) is not None:
+            self.on_readahead(reader, range(0))
 
     # Status ----------------------------------------------------------------------------
 
