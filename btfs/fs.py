@@ -1,10 +1,12 @@
 """The filesystem: pyfuse3 operations over one or more torrents, read-only.
 
 The tree is fixed at mount time (a torrent's files never change), so every inode is
-made up front. A read is `await source.read(...)` on the torrent session: the FUSE
-handler waits on the trio loop for the pieces it needs, so a player opening a file in
-the mount streams it. Files are opened with `keep_cache`: their bytes can never
-change once verified, so the kernel's page cache answers repeated reads.
+made up front. A name longer than a path component may be (255 bytes) is shown
+shortened (`metainfo.fit_name`), so FUSE can always hold it. A read is
+`await source.read(...)` on the torrent session: the FUSE handler waits on the trio
+loop for the pieces it needs, so a player opening a file in the mount streams it.
+Files are opened with `keep_cache`: their bytes can never change once verified, so
+the kernel's page cache answers repeated reads.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Protocol
 import pyfuse3
 
 from btfs.errors import BtfsError
-from btfs.metainfo import Info
+from btfs.metainfo import Info, fit_name
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +94,8 @@ class TorrentFS(pyfuse3.Operations):
             parts = (info.name, *f.path) if info.multi_file else f.path
             parent = root_parent
             for folder in parts[:-1]:
-                parent = self._child_dir(parent, folder.encode(), mtime_ns, source)
-            name = parts[-1].encode()
+                parent = self._child_dir(parent, fit_name(folder).encode(), mtime_ns, source)
+            name = fit_name(parts[-1]).encode()
             node = Node(
                 next(self._next_inode), name, parent, False, source=source,
                 file_index=index, offset=f.offset, size=f.length,

@@ -24,7 +24,7 @@ from btfs.cachelock import LOCK_NAME, lock_folder, note_owner
 from btfs.errors import BtfsError, first_leaf
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
-from btfs.storage import ResumeLog, Storage
+from btfs.storage import ResumeLog, Storage, adopt_named_data
 from btfs.swarm import Swarm, SwarmConfig
 from btfs.torrent import Torrent
 
@@ -244,19 +244,15 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
 
     assert options.cache_dir is not None
     cache = options.cache_dir
-    data_root = cache / "data"
-    storage = Storage(meta.info, data_root)
-    resume = ResumeLog(cache / "resume", meta.info.num_pieces)
+    storage = Storage(meta.info, cache / "files", by_index=True)
+    resume = ResumeLog(cache / "resume", meta.info.num_pieces, len(meta.info.files))
     torrent = Torrent(meta, storage, resume, readahead=options.readahead)
     swarm: Swarm | None = None
     try:
-        total = meta.info.num_pieces
-        if await trio.Path(resume.path).exists():
-            n = await torrent.load_resume()
-            log.info("%d of %d pieces verified from the resume record", n, total)
-        elif await trio.Path(data_root).exists():
-            n = await torrent.check_data()
-            log.info("checked the data in %s: %d of %d pieces good", data_root, n, total)
+        moved = await trio.to_thread.run_sync(adopt_named_data, storage, cache / "data")
+        if moved:
+            log.info("moved %d file(s) from %s into the cache", moved, cache / "data")
+        log.info("%s", await torrent.restore())
         swarm = Swarm(meta, torrent, options.network)
         async with trio.open_nursery() as nursery:
             await nursery.start(swarm.run)
@@ -272,9 +268,11 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
                 nursery.cancel_scope.cancel()
     finally:
         torrent.close()
-        if swarm is not None:
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            if swarm is not None:
                 await swarm.stop(grace=TRACKER_GOODBYE)
+            if options.keep:
+                await torrent.save_resume()
         storage.close()
         resume.close()
         if not options.keep:
