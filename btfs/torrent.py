@@ -352,9 +352,10 @@ class Torrent:
         bounds is None too.
         """
         info = self._info
-        wanted = {p for p, begin, length in requests
-                  if p in self.verified and begin >= 0 and length > 0
-                  and begin + length <= info.piece_size(p)}
+        valid = [0 <= p < info.num_pieces and begin >= 0 and length > 0
+                 and begin + length <= info.piece_size(p) for p, begin, length in requests]
+        wanted = {r[0] for r, ok in zip(requests, valid, strict=True)
+                  if ok and r[0] in self.verified}
         first = wanted - self._disk_checked
         if first:
             bad = await trio.to_thread.run_sync(self._bad_pieces, first)
@@ -365,8 +366,8 @@ class Torrent:
                 for piece in bad:
                     self._unverify(piece)
         for _ in range(3):
-            live = [(p, b, n) if p in wanted and p in self._disk_checked else None
-                    for p, b, n in requests]
+            live = [(p, b, n) if ok and p in self.verified and p in self._disk_checked
+                    else None for (p, b, n), ok in zip(requests, valid, strict=True)]
             blocks, changed = await trio.to_thread.run_sync(self._read_blocks, live)
             if not changed:
                 return blocks
