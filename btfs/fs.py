@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyfuse3
+import trio
 
 from btfs.errors import BtfsError
 from btfs.metainfo import Info, fit_name
@@ -77,6 +78,9 @@ class TorrentFS(pyfuse3.Operations):
         self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
         self._handles: dict[int, Node] = {}
         self._next_handle = itertools.count(1)
+        self._reads_in_flight = 0
+        self._last_read = float("-inf")
+        self._quiet: trio.Event | None = None
         for source, created in torrents:
             mtime = created * 1_000_000_000 if created is not None else now_ns
             if len(torrents) == 1:
@@ -195,11 +199,30 @@ class TorrentFS(pyfuse3.Operations):
         if off >= node.size or size <= 0:
             return b""
         size = min(size, node.size - off)
+        self._reads_in_flight += 1
         try:
             return await node.source.read(node.offset + off, size, fh)
         except BtfsError as exc:
             log.warning("read of %s failed: %s", node.name.decode(errors="replace"), exc)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            self._reads_in_flight -= 1
+            self._last_read = trio.current_time()
+            if self._reads_in_flight == 0 and self._quiet is not None:
+                self._quiet.set()
+
+    async def reads_answered(self, quiet: float = 0.2) -> None:
+        """Until no read is in flight nor came for `quiet` s. At shutdown, reads fail with
+        EIO before the FUSE connection ends (which would fail them with ENOTCONN): the
+        kernel retries a failed read page by page, so one answer is not the last."""
+        while True:
+            while self._reads_in_flight:
+                self._quiet = trio.Event()
+                await self._quiet.wait()
+            idle = trio.current_time() - self._last_read
+            if idle >= quiet:
+                return
+            await trio.sleep(quiet - idle)
 
     async def release(self, fh: int) -> None:
         node = self._handles.pop(fh, None)

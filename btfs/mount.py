@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,6 +28,9 @@ from btfs.sdnotify import notify
 from btfs.storage import ResumeLog, Storage, adopt_named_data
 from btfs.swarm import Swarm, SwarmConfig
 from btfs.torrent import Torrent
+
+if TYPE_CHECKING:
+    from btfs.fs import TorrentFS
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +266,7 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
             except RuntimeError as exc:
                 raise MountError(f"cannot mount on {options.mountpoint}: {exc}") from exc
             try:
-                await _run_mounted(torrent, options.mountpoint, ready)
+                await _run_mounted(torrent, fs, options.mountpoint, ready)
             finally:
                 pyfuse3.close(unmount=True)
                 nursery.cancel_scope.cancel()
@@ -280,7 +284,8 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
         notify("STOPPING=1")
 
 
-async def _run_mounted(torrent: Torrent, mountpoint: Path, ready: Callable[[], None]) -> None:
+async def _run_mounted(torrent: Torrent, fs: TorrentFS, mountpoint: Path,
+                       ready: Callable[[], None]) -> None:
     import pyfuse3 as fuse
 
     stop = trio.Event()
@@ -304,6 +309,8 @@ async def _run_mounted(torrent: Torrent, mountpoint: Path, ready: Callable[[], N
     async def stopper(cancel_scope: trio.CancelScope) -> None:
         await stop.wait()
         torrent.close()
+        with trio.move_on_after(SHUTDOWN_GRACE):
+            await fs.reads_answered()
         fuse.terminate()
         await trio.sleep(SHUTDOWN_GRACE)
         log.warning("FUSE handlers still busy after %s s: cancelling them", SHUTDOWN_GRACE)
@@ -344,8 +351,9 @@ def _remove_cache(storage: Storage, resume: ResumeLog, cache: Path) -> None:
             pass
 
 
-def unmount(mountpoint: Path, timeout: float = 10.0) -> int:
-    """Stop the btfs process behind a mount and wait until the mount is gone."""
+def unmount(mountpoint: Path, timeout: float = 10.0, exit_timeout: float = 60.0) -> int:
+    """Stop the btfs process behind a mount; wait until the mount is gone and then until
+    the process has exited (it may still be tidying its cache), at most `exit_timeout` s."""
     absolute = Path(os.path.abspath(mountpoint))
     fstype = find_mount(absolute)
     if fstype is None:
@@ -371,7 +379,23 @@ def unmount(mountpoint: Path, timeout: float = 10.0) -> int:
                 break
             raise MountError(f"{mountpoint} is still mounted after {timeout:.0f} s")
         time.sleep(0.05)
+    deadline = time.monotonic() + exit_timeout
+    while pid is not None and _running(pid):
+        if time.monotonic() > deadline:
+            print(f"btfs: warning: {mountpoint} is unmounted but its process {pid} is still "
+                  f"running after {exit_timeout:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
     return 0
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _fusermount(path: Path, lazy: bool) -> bool:
