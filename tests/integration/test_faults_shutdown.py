@@ -8,11 +8,11 @@ import errno
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
+from tests.integration.test_mount_local import blocked_reader
 from tests.support.env import require_fuse
 from tests.support.procs import Mounts, pid_alive, wait_for
 from tests.support.swarm import share
@@ -40,17 +40,7 @@ def test_a_read_waiting_at_unmount_fails_with_eio_and_unmount_waits_for_the_proc
     pid = mounts.remember_pid(mnt)
     assert pid is not None
     target = mnt / shared.data.name
-    outcome: list[object] = []
-
-    def read() -> None:
-        try:
-            with open(target, "rb") as f:
-                outcome.append(f.read(65536))
-        except OSError as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
+    thread, outcome = blocked_reader(target)
     wait_for(lambda: int(os.getxattr(target, "user.btfs.pieces_waited_on")) > 0, 10,
              "the read to wait on pieces")
     if how == "btfs unmount":
