@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.env import STRICT, require_fuse
+from tests.support.env import require_fuse, strict
 from tests.support.net import next_loopback_ipv4
 from tests.support.procs import Mounts, Processes, is_mounted, pid_alive, wait_for
 from tests.support.swarm import share, start_seed
@@ -38,7 +38,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
                        capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
         reason = f"cannot mount a tmpfs: {r.stderr.strip()}"
-        pytest.fail(reason) if STRICT else pytest.skip(reason)
+        pytest.fail(reason) if strict() else pytest.skip(reason)
     try:
         yield folder
     finally:
