@@ -401,21 +401,23 @@ class ResumeLog:
         return Record(tuple(stamps), pieces)
 
     def append(self, pieces: Iterable[int]) -> None:
+        """Add verified pieces. A record begun here has no stamps: at the next start every
+        file it lists pieces of counts as changed, and those pieces are hashed again."""
         record = b"".join(struct.pack(">I", i) for i in pieces)
         with self._lock:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                flags = os.O_WRONLY | os.O_APPEND
+                try:
+                    self._file = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                    os.write(self._file, self._header([None] * self.num_files))
+                except FileExistsError:
+                    self._file = os.open(self.path, flags)
             os.write(self._file, record)
 
     def rewrite(self, pieces: Iterable[int], stamps: Sequence[Stamp | None]) -> None:
         """Replace the record with exactly `pieces`, verified against `stamps`, atomically."""
-        if len(stamps) != self.num_files:
-            raise ValueError(f"{len(stamps)} stamps for {self.num_files} files")
-        body = RECORD_MAGIC + struct.pack(">I", len(stamps)) + b"".join(
-            struct.pack(">qq", *(record_stamp(s) or (-1, 0))) for s in stamps)
-        header = body + hashlib.sha1(body).digest()
-        header += bytes(_header_size(self.num_files) - len(header))
+        header = self._header(stamps)
         tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -434,6 +436,14 @@ class ResumeLog:
             if self._file is not None:
                 os.close(self._file)
                 self._file = None
+
+    def _header(self, stamps: Sequence[Stamp | None]) -> bytes:
+        if len(stamps) != self.num_files:
+            raise ValueError(f"{len(stamps)} stamps for {self.num_files} files")
+        body = RECORD_MAGIC + struct.pack(">I", len(stamps)) + b"".join(
+            struct.pack(">qq", *(record_stamp(s) or (-1, 0))) for s in stamps)
+        header = body + hashlib.sha1(body).digest()
+        return header + bytes(_header_size(self.num_files) - len(header))
 
 
 def _header_size(num_files: int) -> int:

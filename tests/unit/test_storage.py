@@ -149,6 +149,12 @@ def test_resume_log_survives_torn_record(tmp_path: Path) -> None:
     assert log.load() == Record(((20, 456), (0, 1)), frozenset({1, 2}))
     log.append([5])
     log.close()
+    path.unlink()
+    log.append([4])  # a record begun by an append knows no stamps
+    log.close()
+    assert log.load() == Record((None, None), frozenset({4}))
+    log.append([50])
+    log.close()
     with pytest.raises(DamagedRecord, match="does not have"):
         ResumeLog(path, num_pieces=4, num_files=2).load()
     with pytest.raises(DamagedRecord, match="another torrent"):
