@@ -256,7 +256,9 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
         moved = await trio.to_thread.run_sync(adopt_named_data, storage, cache / "data")
         if moved:
             log.info("moved %d file(s) from %s into the cache", moved, cache / "data")
-        log.info("%s", await torrent.restore())
+        restored = await torrent.restore()
+        if restored:
+            log.info("%s", restored)
         swarm = Swarm(meta, torrent, options.network)
         async with trio.open_nursery() as nursery:
             await nursery.start(swarm.run)

@@ -132,8 +132,9 @@ class Torrent:
 
     # Start-up ----------------------------------------------------------------------
 
-    async def restore(self) -> str:
-        """Start from the resume record and the data on disk; says what it did, for the log.
+    async def restore(self) -> str | None:
+        """Start from the resume record and the data on disk; says what it did, for the log
+        (None when there was nothing: no record and no data).
 
         The record is trusted for files whose size and mtime it matches; the pieces it
         lists in files that changed are hashed again. With no record, or a damaged one,
@@ -154,7 +155,7 @@ class Torrent:
                 good = await self.check_data()
                 return f"checked the data: {good} of {total} pieces good{damaged}"
             await self._take_stamps(stamps, set())
-            return f"no data yet{damaged}"
+            return f"no data{damaged}" if damaged else None
         changed = [i for i, s in enumerate(stamps) if self.storage.file_path(i) is not None
                    and record_stamp(s) != record.sizes_and_mtimes[i]]
         layout = self.storage.layout

@@ -150,7 +150,9 @@ async def _download(meta: Metainfo, out_dir: Path, net: SwarmConfig, seed_after:
     try:
         if await trio.Path(resume.path).exists() or not await trio.to_thread.run_sync(
                 _any_exists, storage):
-            log.info("resuming: %s", await torrent.restore())
+            restored = await torrent.restore()
+            if restored:
+                log.info("resuming: %s", restored)
         else:
             await _check(torrent, "checking existing data")
         # Zero-length files: no piece ever writes them. Made when the data is complete,

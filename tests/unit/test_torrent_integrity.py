@@ -65,7 +65,7 @@ async def close(torrent: Torrent) -> None:
 async def test_a_cache_changed_or_truncated_between_sessions_is_checked(tmp_path: Path) -> None:
     meta, stream = make_meta([300, 200, 140])
     first = open_session(meta, tmp_path)
-    assert await first.restore() == "no data yet"
+    assert await first.restore() is None
     await fill(first, stream)
     await close(first)
 
