@@ -154,7 +154,8 @@ class Torrent:
             if any(s is not None for s in stamps):
                 good = await self.check_data()
                 return f"checked the data: {good} of {total} pieces good{damaged}"
-            await self._take_stamps(stamps, set())
+            for i, stamp in enumerate(stamps):
+                self.storage.set_known(i, stamp)
             return f"no data{damaged}" if damaged else None
         changed = [i for i, s in enumerate(stamps) if self.storage.file_path(i) is not None
                    and record_stamp(s) != record.sizes_and_mtimes[i]]
@@ -196,7 +197,7 @@ class Torrent:
     async def save_resume(self) -> None:
         """Rewrite the resume record: the verified pieces and the stamps they hold for."""
         self._last_save = trio.current_time()
-        if self.resume is None:
+        if self.resume is None or (not self.verified and not self.resume.path.exists()):
             return
         pieces = set(self.verified)
         stamps = [self.storage.known_stamp(i) for i in range(len(self._info.files))]
