@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 from btfs import __version__
 from btfs.addresses import parse_peer
-from btfs.errors import BtfsError
+from btfs.errors import BtfsError, MetainfoError
 from btfs.magnet import Magnet, is_magnet, parse_magnet
-from btfs.metainfo import Metainfo, load_torrent, parse_torrent
+from btfs.metainfo import MAX_TORRENT_FILE_SIZE, Metainfo, load_torrent, parse_torrent
+from btfs.mount_options import port_argument, positive_int
 from btfs.progress import ProgressBar
 from btfs.units import parse_size
 
@@ -234,22 +235,6 @@ def peer_argument(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def positive_int(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
-    return int(text)
-
-
-def port_argument(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port < 65536:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
-    return port
-
-
 def size_argument(text: str) -> int:
     try:
         return parse_size(text)
@@ -262,7 +247,11 @@ def load_source(source: str) -> Metainfo | Magnet:
     if is_magnet(source):
         return parse_magnet(source)
     if source == "-":
-        return parse_torrent(sys.stdin.buffer.read())
+        data = sys.stdin.buffer.read(MAX_TORRENT_FILE_SIZE + 1)
+        if len(data) > MAX_TORRENT_FILE_SIZE:
+            raise MetainfoError(f"standard input: larger than {MAX_TORRENT_FILE_SIZE} bytes, "
+                                "not a torrent")
+        return parse_torrent(data)
     return load_torrent(source)
 
 
@@ -355,6 +344,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from btfs.mount import MountOptions, mount
+    from btfs.mount_options import apply_mount_options
 
     options = MountOptions(
         mountpoint=args.mountpoint,
@@ -372,69 +362,6 @@ def cmd_mount(args: argparse.Namespace) -> int:
         apply_mount_options(options, group)
     meta = load_torrent_source(args.source, options.network, timeout=MAGNET_MOUNT_TIMEOUT)
     return mount(meta, options)
-
-
-# Options mount(8) and systemd use for themselves; a mount helper must accept and ignore them.
-# mount(8) passes "rw" unless told "ro": accepted, the mount is read-only all the same.
-IGNORED_MOUNT_OPTIONS = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users",
-                         "nouser", "owner", "group", "ro", "rw", "sync", "async", "nomand"}
-FUSE_PASSTHROUGH = {"dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
-                    "relatime", "norelatime", "strictatime", "nodiratime", "diratime",
-                    "default_permissions", "dirsync", "lazytime", "nolazytime"}
-
-
-def apply_mount_options(options: object, text: str) -> None:
-    """Apply one `-o a,b=c` group (mount-helper form) to MountOptions."""
-    from btfs.mount import MountOptions
-
-    assert isinstance(options, MountOptions)
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, has_value, value = item.partition("=")
-        key = key.replace("-", "_") if not key.startswith(("x-", "_")) else key
-        if key in IGNORED_MOUNT_OPTIONS or key.startswith(("x-", "comment")):
-            continue
-        if key in FUSE_PASSTHROUGH and not has_value:
-            options.fuse_options.append(key)
-        elif key in ("fsname", "subtype", "max_read") and has_value:
-            options.fuse_options.append(item)
-        elif key == "keep" and not has_value:
-            options.keep = True
-        elif key == "allow_other" and not has_value:
-            options.allow_other = True
-        elif key == "allow_root" and not has_value:
-            options.allow_root = True
-        elif key == "foreground" and not has_value:
-            options.foreground = True
-        elif key == "readahead" and value:
-            options.readahead = parse_size(value)
-        elif key == "cache_dir" and value:
-            options.cache_dir = Path(value)
-        elif key == "log" and value:
-            options.log_file = Path(value)
-        elif key == "lazy" and not has_value:
-            options.network.lazy = True
-        elif key == "no_trackers" and not has_value:
-            options.network.trackers = False
-        elif key == "peer" and value:
-            options.network.peers.append(parse_peer(value))
-        elif key == "bind" and value:
-            options.network.bind = value
-        elif key == "port" and value:
-            try:
-                options.network.port = port_argument(value)
-            except argparse.ArgumentTypeError as exc:
-                raise BtfsError(str(exc)) from None
-        elif key == "max_download_rate" and value:
-            options.network.max_download_rate = parse_size(value)
-        elif key == "max_upload_rate" and value:
-            options.network.max_upload_rate = parse_size(value)
-        elif key == "max_peers" and has_value:
-            try:
-                options.network.max_peers = positive_int(value)
-            except argparse.ArgumentTypeError as exc:
-                raise BtfsError(f"max_peers: {exc}") from None
-        else:
-            raise BtfsError(f"unknown mount option {item!r}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -1,10 +1,12 @@
 """The filesystem: pyfuse3 operations over one or more torrents, read-only.
 
 The tree is fixed at mount time (a torrent's files never change), so every inode is
-made up front. A read is `await source.read(...)` on the torrent session: the FUSE
-handler waits on the trio loop for the pieces it needs, so a player opening a file in
-the mount streams it. Files are opened with `keep_cache`: their bytes can never
-change once verified, so the kernel's page cache answers repeated reads.
+made up front. A name longer than a path component may be (255 bytes) is shown
+shortened (`metainfo.fit_name`), so FUSE can always hold it. A read is
+`await source.read(...)` on the torrent session: the FUSE handler waits on the trio
+loop for the pieces it needs, so a player opening a file in the mount streams it.
+Files are opened with `keep_cache`: their bytes can never change once verified, so
+the kernel's page cache answers repeated reads.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyfuse3
+import trio
 
 from btfs.errors import BtfsError
-from btfs.metainfo import Info
+from btfs.metainfo import Info, fit_name
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +38,11 @@ class TorrentSource(Protocol):
     @property
     def info(self) -> Info: ...
 
-    async def read(self, offset: int, size: int, stream: int) -> bytes:
-        """Verified bytes of the torrent's byte stream; `stream` names one open file."""
+    async def read(self, offset: int, size: int, reader: int) -> bytes:
+        """Verified bytes of the torrent's byte stream; `reader` names one open file handle."""
         ...
 
-    def close_stream(self, stream: int) -> None: ...
+    def close_reader(self, reader: int) -> None: ...
 
     def attributes(self, file_index: int | None) -> dict[str, str]:
         """Status figures for a file (or the whole torrent, for None), as xattr values."""
@@ -75,6 +78,9 @@ class TorrentFS(pyfuse3.Operations):
         self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
         self._handles: dict[int, Node] = {}
         self._next_handle = itertools.count(1)
+        self._reads_in_flight = 0
+        self._last_read = float("-inf")
+        self._quiet: trio.Event | None = None
         for source, created in torrents:
             mtime = created * 1_000_000_000 if created is not None else now_ns
             if len(torrents) == 1:
@@ -92,8 +98,8 @@ class TorrentFS(pyfuse3.Operations):
             parts = (info.name, *f.path) if info.multi_file else f.path
             parent = root_parent
             for folder in parts[:-1]:
-                parent = self._child_dir(parent, folder.encode(), mtime_ns, source)
-            name = parts[-1].encode()
+                parent = self._child_dir(parent, fit_name(folder).encode(), mtime_ns, source)
+            name = fit_name(parts[-1]).encode()
             node = Node(
                 next(self._next_inode), name, parent, False, source=source,
                 file_index=index, offset=f.offset, size=f.length,
@@ -193,16 +199,35 @@ class TorrentFS(pyfuse3.Operations):
         if off >= node.size or size <= 0:
             return b""
         size = min(size, node.size - off)
+        self._reads_in_flight += 1
         try:
             return await node.source.read(node.offset + off, size, fh)
         except BtfsError as exc:
             log.warning("read of %s failed: %s", node.name.decode(errors="replace"), exc)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            self._reads_in_flight -= 1
+            self._last_read = trio.current_time()
+            if self._reads_in_flight == 0 and self._quiet is not None:
+                self._quiet.set()
+
+    async def reads_answered(self, quiet: float = 0.2) -> None:
+        """Until no read is in flight nor came for `quiet` s. At shutdown, reads fail with
+        EIO before the FUSE connection ends (which would fail them with ENOTCONN): the
+        kernel retries a failed read page by page, so one answer is not the last."""
+        while True:
+            while self._reads_in_flight:
+                self._quiet = trio.Event()
+                await self._quiet.wait()
+            idle = trio.current_time() - self._last_read
+            if idle >= quiet:
+                return
+            await trio.sleep(quiet - idle)
 
     async def release(self, fh: int) -> None:
         node = self._handles.pop(fh, None)
         if node is not None and node.source is not None:
-            node.source.close_stream(fh)
+            node.source.close_reader(fh)
 
     async def access(self, inode: int, mode: int, ctx: Any) -> bool:
         return not mode & os.W_OK

@@ -17,6 +17,7 @@ from btfs.bencode import decode_with_spans
 from btfs.errors import BencodeError, MetainfoError
 
 MAX_TORRENT_FILE_SIZE = 64 * 1024 * 1024
+NAME_MAX = 255  # bytes in one path component, on Linux filesystems and FUSE
 MAX_PIECE_LENGTH = 512 * 1024 * 1024
 TRACKER_SCHEMES = ("http://", "https://", "udp://")
 
@@ -236,6 +237,24 @@ def _file_entry(entry: Any, index: int, offset: int) -> FileEntry:
         padding=b"p" in attr,
         executable=b"x" in attr,
     )
+
+
+def fit_name(name: str, limit: int = NAME_MAX) -> str:
+    """`name` if its UTF-8 form fits in `limit` bytes, else a shortened name that does.
+
+    The shortened name is stable (the same torrent gives the same names in every run and
+    in every btfs command): the start of the name, `~` and 8 hex digits of the SHA-1 of
+    the whole name (so two long names never shorten to the same), then the extension
+    when it is short, so players still recognise the file.
+    """
+    raw = name.encode()
+    if len(raw) <= limit:
+        return name
+    tag = "~" + hashlib.sha1(raw).hexdigest()[:8]
+    stem, dot, ext = name.rpartition(".")
+    suffix = f".{ext}" if dot and stem and len(ext.encode()) <= 16 else ""
+    room = limit - len(tag) - len(suffix.encode())
+    return raw[:room].decode(errors="ignore") + tag + suffix
 
 
 def _check_component(text: str, what: str) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -24,9 +25,12 @@ from btfs.cachelock import LOCK_NAME, lock_folder, note_owner
 from btfs.errors import BtfsError, first_leaf
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
-from btfs.storage import ResumeLog, Storage
+from btfs.storage import ResumeLog, Storage, adopt_named_data
 from btfs.swarm import Swarm, SwarmConfig
 from btfs.torrent import Torrent
+
+if TYPE_CHECKING:
+    from btfs.fs import TorrentFS
 
 log = logging.getLogger(__name__)
 
@@ -244,19 +248,17 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
 
     assert options.cache_dir is not None
     cache = options.cache_dir
-    data_root = cache / "data"
-    storage = Storage(meta.info, data_root)
-    resume = ResumeLog(cache / "resume", meta.info.num_pieces)
+    storage = Storage(meta.info, cache / "files", by_index=True)
+    resume = ResumeLog(cache / "resume", meta.info.num_pieces, len(meta.info.files))
     torrent = Torrent(meta, storage, resume, readahead=options.readahead)
     swarm: Swarm | None = None
     try:
-        total = meta.info.num_pieces
-        if await trio.Path(resume.path).exists():
-            n = await torrent.load_resume()
-            log.info("%d of %d pieces verified from the resume record", n, total)
-        elif await trio.Path(data_root).exists():
-            n = await torrent.check_data()
-            log.info("checked the data in %s: %d of %d pieces good", data_root, n, total)
+        moved = await trio.to_thread.run_sync(adopt_named_data, storage, cache / "data")
+        if moved:
+            log.info("moved %d file(s) from %s into the cache", moved, cache / "data")
+        restored = await torrent.restore()
+        if restored:
+            log.info("%s", restored)
         swarm = Swarm(meta, torrent, options.network)
         async with trio.open_nursery() as nursery:
             await nursery.start(swarm.run)
@@ -266,15 +268,17 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
             except RuntimeError as exc:
                 raise MountError(f"cannot mount on {options.mountpoint}: {exc}") from exc
             try:
-                await _run_mounted(torrent, options.mountpoint, ready)
+                await _run_mounted(torrent, fs, options.mountpoint, ready)
             finally:
                 pyfuse3.close(unmount=True)
                 nursery.cancel_scope.cancel()
     finally:
         torrent.close()
-        if swarm is not None:
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            if swarm is not None:
                 await swarm.stop(grace=TRACKER_GOODBYE)
+            if options.keep:
+                await torrent.save_resume()
         storage.close()
         resume.close()
         if not options.keep:
@@ -282,7 +286,8 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
         notify("STOPPING=1")
 
 
-async def _run_mounted(torrent: Torrent, mountpoint: Path, ready: Callable[[], None]) -> None:
+async def _run_mounted(torrent: Torrent, fs: TorrentFS, mountpoint: Path,
+                       ready: Callable[[], None]) -> None:
     import pyfuse3 as fuse
 
     stop = trio.Event()
@@ -306,6 +311,8 @@ async def _run_mounted(torrent: Torrent, mountpoint: Path, ready: Callable[[], N
     async def stopper(cancel_scope: trio.CancelScope) -> None:
         await stop.wait()
         torrent.close()
+        with trio.move_on_after(SHUTDOWN_GRACE):
+            await fs.reads_answered()
         fuse.terminate()
         await trio.sleep(SHUTDOWN_GRACE)
         log.warning("FUSE handlers still busy after %s s: cancelling them", SHUTDOWN_GRACE)
@@ -346,8 +353,9 @@ def _remove_cache(storage: Storage, resume: ResumeLog, cache: Path) -> None:
             pass
 
 
-def unmount(mountpoint: Path, timeout: float = 10.0) -> int:
-    """Stop the btfs process behind a mount and wait until the mount is gone."""
+def unmount(mountpoint: Path, timeout: float = 10.0, exit_timeout: float = 60.0) -> int:
+    """Stop the btfs process behind a mount; wait until the mount is gone and then until
+    the process has exited (it may still be tidying its cache), at most `exit_timeout` s."""
     absolute = Path(os.path.abspath(mountpoint))
     fstype = find_mount(absolute)
     if fstype is None:
@@ -373,7 +381,23 @@ def unmount(mountpoint: Path, timeout: float = 10.0) -> int:
                 break
             raise MountError(f"{mountpoint} is still mounted after {timeout:.0f} s")
         time.sleep(0.05)
+    deadline = time.monotonic() + exit_timeout
+    while pid is not None and _running(pid):
+        if time.monotonic() > deadline:
+            print(f"btfs: warning: {mountpoint} is unmounted but its process {pid} is still "
+                  f"running after {exit_timeout:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
     return 0
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _fusermount(path: Path, lazy: bool) -> bool:

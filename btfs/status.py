@@ -62,6 +62,8 @@ def render(status: dict[str, Any]) -> str:
         f"pieces {t.get('pieces_verified', '?')}/{t.get('pieces', '?')}  "
         f"waited on {t.get('pieces_waited_on', '0')}"
     )
+    if t.get("problem"):
+        lines.append(f"  problem: {t['problem']}")
     for key, label in (("peers", "peers"), ("download_rate", "down"), ("upload_rate", "up")):
         if key in t:
             value = t[key] if key == "peers" else f"{format_size(float(t[key]))}/s"

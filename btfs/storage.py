@@ -5,30 +5,53 @@ piece may span many files; BEP 47 padding is never stored and reads as zeros).
 `Storage` does the blocking I/O with `pread`/`pwrite` on cached descriptors; it is
 thread-safe so the trio shell can run it in worker threads. Pieces are written only
 after their SHA-1 matched, so a file never holds bytes that failed verification.
+A mount's private cache stores file N of the torrent as `N` (`by_index`), so the
+torrent's names never have to fit the cache's filesystem; `download` and `seed` use
+the torrent's names, each component shortened to fit (`metainfo.fit_name`).
 
-The resume record is an append-only log of verified piece indices (4 bytes each,
-written after the piece's data): a `kill -9` loses at most the pieces whose record had
-not been appended yet, and a torn last record is ignored.
+Storage remembers each file's stamp (inode, size, mtime) as btfs last left it: its own
+writes move the stamp on, so a file whose stamp differs was changed by someone else,
+and the pieces verified in it must be checked again before their bytes are used.
+
+The resume record is a header (each file's size and mtime when it was written, under a
+SHA-1) followed by an append-only log of verified piece indices (4 bytes each, written
+after the piece's data): a `kill -9` loses at most the pieces whose record had not been
+appended yet, a torn last record is ignored, and files whose stamp moved since the
+header are re-checked. A record that is empty, garbage or of an older format is
+reported as damaged, and the caller checks the data instead of trusting it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from btfs.errors import BtfsError
-from btfs.metainfo import FileEntry, Info
+from btfs.metainfo import FileEntry, Info, fit_name
 
 MAX_OPEN_FILES = 128
+RECORD_MAGIC = b"btfs-resume 2\n"
+
+Stamp = tuple[int, int, int]
+"""A file's (inode, size, mtime in ns): it changes whenever the file's bytes do."""
 
 
 class StorageError(BtfsError):
     """The torrent's files cannot be read or written where they should be."""
+
+
+class WriteError(StorageError):
+    """A write failed (a full disk, most often); nothing was marked verified."""
+
+
+class DamagedRecord(StorageError):
+    """The resume record cannot be trusted: the data must be checked instead."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +119,9 @@ class Storage:
     """Reads and writes a torrent's files under `root`, creating them sparse as needed.
 
     For a multi-file torrent the files go to `root/NAME/...`; a single-file torrent is
-    `root/NAME`. With `read_only`, nothing is ever created or written (seeding the
-    original data). `data_path` overrides where a single file or the folder is.
+    `root/NAME`; with `by_index`, file N is `root/N` whatever its name. With
+    `read_only`, nothing is ever created or written (seeding the original data).
+    `data_path` overrides where a single file or the folder is.
     """
 
     def __init__(
@@ -107,25 +131,66 @@ class Storage:
         *,
         read_only: bool = False,
         data_path: Path | None = None,
+        by_index: bool = False,
     ) -> None:
         self.info = info
         self.layout = Layout(info)
         self.read_only = read_only
-        base = data_path if data_path is not None else root / info.name
-        self.paths: list[Path | None] = []
-        for f in info.files:
-            if f.padding:
-                self.paths.append(None)
-            elif info.multi_file:
-                self.paths.append(base.joinpath(*f.path))
-            else:
-                self.paths.append(base)
+        self.root = root
+        self.paths: list[Path | None] = (
+            [None if f.padding else root / str(i) for i, f in enumerate(info.files)]
+            if by_index else named_paths(info, data_path or root / fit_name(info.name))
+        )
         self._fds: dict[int, tuple[int, bool]] = {}
         self._users: dict[int, int] = {}
         self._lock = threading.Lock()
+        # Held across a write and the stamp it leaves, and across a re-check.
+        self.write_lock = threading.Lock()
+        self._known: dict[int, Stamp | None] = {}
 
     def file_path(self, file_index: int) -> Path | None:
         return self.paths[file_index]
+
+    # Stamps ---------------------------------------------------------------------------
+
+    def stamp(self, file_index: int) -> Stamp | None:
+        """The file's stamp now; None if it does not exist (or is padding)."""
+        path = self.paths[file_index]
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def known_stamp(self, file_index: int) -> Stamp | None:
+        return self._known.get(file_index)
+
+    def set_known(self, file_index: int, stamp: Stamp | None) -> None:
+        """Take the file as it is now (`stamp`) as verified; descriptors reopen on it."""
+        with self._lock:
+            self._known[file_index] = stamp
+            if file_index in self._fds:
+                self._forget(file_index)
+
+    def changed_files(self, offset: int, length: int) -> list[int]:
+        """Files of the range that someone other than this Storage changed since."""
+        with self.write_lock:
+            return [e.file_index for e in self.layout.extents(offset, length)
+                    if self.paths[e.file_index] is not None
+                    and self.stamp(e.file_index) != self._known.get(e.file_index)]
+
+    def free_space(self) -> int | None:
+        """Bytes free for writing where the files go (None if that cannot be told)."""
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
 
     def read(self, offset: int, length: int) -> bytes:
         """Bytes of the torrent's stream; padding reads as zeros. Missing files raise."""
@@ -154,12 +219,25 @@ class Storage:
         view = memoryview(data)
         pos = 0
         for ext in self.layout.extents(offset, len(view)):
-            if self.paths[ext.file_index] is not None:
-                with self._open(ext.file_index, write=True) as fd:
-                    done = 0
-                    while done < ext.length:
-                        done += os.pwrite(fd, view[pos + done : pos + ext.length],
-                                          ext.file_offset + done)
+            index = ext.file_index
+            if self.paths[index] is not None:
+                with self.write_lock:
+                    before = self.stamp(index)
+                    try:
+                        with self._open(index, write=True) as fd:
+                            done = 0
+                            while done < ext.length:
+                                done += os.pwrite(fd, view[pos + done : pos + ext.length],
+                                                  ext.file_offset + done)
+                    except WriteError:
+                        raise
+                    except StorageError as exc:
+                        raise WriteError(str(exc)) from exc
+                    except OSError as exc:
+                        raise WriteError(f"{self.paths[index]}: {exc.strerror}") from exc
+                    finally:
+                        if before == self._known.get(index):
+                            self._known[index] = self.stamp(index)
             pos += ext.length
 
     def write_piece(self, piece: int, data: bytes | bytearray | memoryview) -> None:
@@ -176,7 +254,7 @@ class Storage:
             return
         for i, f in enumerate(self.info.files):
             if f.length == 0 and self.paths[i] is not None:
-                with self._open(i, write=True):
+                with self.write_lock, self._open(i, write=True):
                     pass
 
     def close(self) -> None:
@@ -232,37 +310,121 @@ class Storage:
             os.close(fd)
 
 
-class ResumeLog:
-    """The set of verified pieces, kept as an append-only file of 4-byte indices."""
+def named_paths(info: Info, base: Path) -> list[Path | None]:
+    """Where each file goes under its torrent names (`base` is the file or top folder)."""
+    paths: list[Path | None] = []
+    for f in info.files:
+        if f.padding:
+            paths.append(None)
+        elif info.multi_file:
+            paths.append(base.joinpath(*(fit_name(part) for part in f.path)))
+        else:
+            paths.append(base)
+    return paths
 
-    def __init__(self, path: Path, num_pieces: int) -> None:
+
+def adopt_named_data(storage: Storage, folder: Path) -> int:
+    """Move data left under its torrent names in `folder` (by a user, or an older btfs)
+    to where `storage` keeps it; returns how many files moved. Empty folders go."""
+    if not folder.is_dir():
+        return 0
+    moved = 0
+    named = named_paths(storage.info, folder / fit_name(storage.info.name))
+    for old, new in zip(named, storage.paths, strict=True):
+        if old is None or new is None:
+            continue
+        try:
+            if not old.is_file() or new.exists():
+                continue
+            new.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old, new)
+            moved += 1
+        except OSError:
+            continue
+    for here, _, _ in os.walk(folder, topdown=False):
+        try:
+            os.rmdir(here)
+        except OSError:
+            pass
+    return moved
+
+
+@dataclass(frozen=True)
+class Record:
+    """A resume record's content: each file's (size, mtime) when written, and the pieces."""
+
+    sizes_and_mtimes: tuple[tuple[int, int] | None, ...]
+    pieces: frozenset[int]
+
+
+def record_stamp(stamp: Stamp | None) -> tuple[int, int] | None:
+    """The part of a stamp a record keeps: size and mtime survive a copy, the inode not."""
+    return None if stamp is None else (stamp[1], stamp[2])
+
+
+class ResumeLog:
+    """The set of verified pieces and the files' stamps they were verified against."""
+
+    def __init__(self, path: Path, num_pieces: int, num_files: int) -> None:
         self.path = path
         self.num_pieces = num_pieces
+        self.num_files = num_files
         self._lock = threading.Lock()
         self._file: int | None = None
 
-    def load(self) -> set[int]:
+    def load(self) -> Record | None:
+        """The record; None if there is none. DamagedRecord if it cannot be trusted."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return set()
+            return None
         except OSError as exc:
-            raise StorageError(f"{self.path}: {exc.strerror}") from exc
-        whole = len(raw) - len(raw) % 4
-        return {i for (i,) in struct.iter_unpack(">I", raw[:whole]) if i < self.num_pieces}
+            raise DamagedRecord(f"{self.path}: {exc.strerror}") from exc
+        size = _header_size(self.num_files)
+        if not raw.startswith(RECORD_MAGIC) or len(raw) < len(RECORD_MAGIC) + 4:
+            raise DamagedRecord(f"{self.path}: empty, damaged or of an older btfs")
+        (count,) = struct.unpack_from(">I", raw, len(RECORD_MAGIC))
+        if count != self.num_files:
+            raise DamagedRecord(f"{self.path}: made for another torrent")
+        body = raw[: len(RECORD_MAGIC) + 4 + 16 * count]
+        if len(raw) < size or hashlib.sha1(body).digest() != raw[len(body) : len(body) + 20]:
+            raise DamagedRecord(f"{self.path}: its header is damaged")
+        stamps = []
+        for i in range(count):
+            length, mtime = struct.unpack_from(">qq", raw, len(RECORD_MAGIC) + 4 + 16 * i)
+            stamps.append(None if length < 0 else (length, mtime))
+        log = raw[size:]
+        log = log[: len(log) - len(log) % 4]
+        pieces = frozenset(i for (i,) in struct.iter_unpack(">I", log))
+        if any(i >= self.num_pieces for i in pieces):
+            raise DamagedRecord(f"{self.path}: lists pieces the torrent does not have")
+        return Record(tuple(stamps), pieces)
 
     def append(self, pieces: Iterable[int]) -> None:
+        """Add verified pieces. A record begun here has no stamps: at the next start every
+        file it lists pieces of counts as changed, and those pieces are hashed again."""
         record = b"".join(struct.pack(">I", i) for i in pieces)
         with self._lock:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                flags = os.O_WRONLY | os.O_APPEND
+                try:
+                    self._file = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                    os.write(self._file, self._header([None] * self.num_files))
+                except FileExistsError:
+                    self._file = os.open(self.path, flags)
             os.write(self._file, record)
 
-    def rewrite(self, pieces: Iterable[int]) -> None:
-        """Replace the log with exactly `pieces` (compaction), atomically."""
+    def rewrite(self, pieces: Iterable[int], stamps: Sequence[Stamp | None]) -> None:
+        """Replace the record with exactly `pieces`, verified against `stamps`, atomically."""
+        header = self._header(stamps)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_bytes(b"".join(struct.pack(">I", i) for i in sorted(pieces)))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.write_bytes(header + b"".join(struct.pack(">I", i) for i in sorted(pieces)))
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         with self._lock:
             if self._file is not None:
                 os.close(self._file)
@@ -274,3 +436,17 @@ class ResumeLog:
             if self._file is not None:
                 os.close(self._file)
                 self._file = None
+
+    def _header(self, stamps: Sequence[Stamp | None]) -> bytes:
+        if len(stamps) != self.num_files:
+            raise ValueError(f"{len(stamps)} stamps for {self.num_files} files")
+        body = RECORD_MAGIC + struct.pack(">I", len(stamps)) + b"".join(
+            struct.pack(">qq", *(record_stamp(s) or (-1, 0))) for s in stamps)
+        header = body + hashlib.sha1(body).digest()
+        return header + bytes(_header_size(self.num_files) - len(header))
+
+
+def _header_size(num_files: int) -> int:
+    """Magic, file count, (size, mtime) per file, SHA-1; then zeros to a multiple of 4."""
+    size = len(RECORD_MAGIC) + 4 + 16 * num_files + 20
+    return size + (-size) % 4

@@ -1,17 +1,27 @@
 """One torrent's session: what is verified, who waits for what, and the door reads use.
 
-`await torrent.read(offset, size, stream)` is the one door the filesystem uses: it
+`await torrent.read(offset, size, reader)` is the one door the filesystem uses: it
 raises the priority of the pieces it needs, waits until each is verified, then reads
 them from storage. A piece becomes verified in one place, `piece_downloaded`, which
 checks its SHA-1 (in a worker thread), writes it, records it for resume and wakes the
 readers waiting on it; bytes that fail their hash are never written or returned.
+
+Verified bytes on disk can still change under us (a user editing the cache, or the
+data being seeded): each read compares the files' stamps with those btfs left, and a
+file that changed has its verified pieces hashed again; those that fail are no longer
+verified (`on_unverified`), so they are fetched again rather than served. An upload
+hashes a piece's bytes on disk once before its first upload (`read_blocks_for_upload`).
+
+A write that fails (a full disk) does not end the session: the piece is kept in memory
+and written when space returns, reads that need missing pieces fail meanwhile, and
+`problem` says why (`on_disk_full` tells the network side to pause).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -19,22 +29,36 @@ import trio
 from btfs.errors import BtfsError
 from btfs.metainfo import Info, Metainfo
 from btfs.piecehash import Segment, hash_pieces
-from btfs.storage import ResumeLog, Storage
+from btfs.storage import (
+    DamagedRecord,
+    ResumeLog,
+    Stamp,
+    Storage,
+    StorageError,
+    WriteError,
+    record_stamp,
+)
 
 log = logging.getLogger(__name__)
 
 # The read-ahead window right after a seek: a player waits for a few seconds of media
 # there, so the pieces after the first are asked for at once, not one by one.
 SEEK_WINDOW = 4 << 20
+SPACE_POLL = 1.0  # seconds between looks at the free space while writes fail
+SAVE_INTERVAL = 60.0  # seconds between rewrites of the resume record while pieces arrive
 
 
 class TorrentClosed(BtfsError):
     """The session is shutting down; reads still waiting fail with this."""
 
 
+class CannotStore(BtfsError):
+    """A read needs pieces that cannot be written to the cache now (a full disk)."""
+
+
 @dataclass
-class StreamState:
-    """Where one open file is being read, to size its read-ahead window."""
+class ReaderState:
+    """Where one open file handle (a reader) is reading, to size its read-ahead window."""
 
     next_offset: int = -1
     window: int = 0
@@ -47,6 +71,7 @@ class Counters:
     uploaded: int = 0
     wasted: int = 0
     hash_failures: int = 0
+    changed_on_disk: int = 0  # verified pieces whose bytes on disk later failed their hash
     waited_pieces: set[int] = field(default_factory=set)
 
 
@@ -69,12 +94,19 @@ class Torrent:
         self.verified: set[int] = set()
         self.counters = Counters()
         self.closed = False
+        self.problem: str | None = None
+        self._disk_checked: set[int] = set()  # verified pieces hashed from disk this run
+        self._last_save = float("-inf")
         self._events: dict[int, trio.Event] = {}
-        self._streams: dict[int, StreamState] = {}
+        self._readers: dict[int, ReaderState] = {}
         # Set by the swarm: called with pieces a reader waits on now, and the read-ahead.
         self.on_urgent: Callable[[list[int]], None] = lambda pieces: None
-        self.on_readahead: Callable[[int, range], None] = lambda stream, pieces: None
+        self.on_readahead: Callable[[int, range], None] = lambda reader, pieces: None
         self.on_verified: Callable[[int], None] = lambda piece: None
+        # A verified piece whose bytes on disk no longer match: it is wanted again.
+        self.on_unverified: Callable[[int], None] = lambda piece: None
+        # True when writes start failing (pause fetching), False when they work again.
+        self.on_disk_full: Callable[[bool], None] = lambda full: None
         # Set by the swarm: its figures (peers, rates) for the whole torrent's xattrs.
         self.network_attributes: Callable[[], dict[str, str]] = dict
 
@@ -87,6 +119,11 @@ class Torrent:
         return len(self.verified) == self._info.num_pieces
 
     @property
+    def disk_full(self) -> bool:
+        """Writes fail now: fetch nothing a read does not need (pieces cannot be stored)."""
+        return self.problem is not None
+
+    @property
     def verified_bytes(self) -> int:
         return sum(self._info.piece_size(p) for p in self.verified)
 
@@ -95,32 +132,88 @@ class Torrent:
 
     # Start-up ----------------------------------------------------------------------
 
-    async def load_resume(self) -> int:
-        """Take the verified set from the resume log; returns how many pieces it holds."""
-        if self.resume is None:
-            return 0
-        pieces = await trio.to_thread.run_sync(self.resume.load)
-        self.verified |= pieces
-        return len(pieces)
+    async def restore(self) -> str | None:
+        """Start from the resume record and the data on disk; says what it did, for the log
+        (None when there was nothing: no record and no data).
+
+        The record is trusted for files whose size and mtime it matches; the pieces it
+        lists in files that changed are hashed again. With no record, or a damaged one,
+        whatever data is present is hashed.
+        """
+        total = self._info.num_pieces
+        stamps = await trio.to_thread.run_sync(self._stamps)
+        damaged = ""
+        record = None
+        if self.resume is not None:
+            try:
+                record = await trio.to_thread.run_sync(self.resume.load)
+            except DamagedRecord as exc:
+                log.warning("%s: checking the data instead", exc)
+                damaged = " (the resume record was damaged)"
+        if record is None:
+            if any(s is not None for s in stamps):
+                good = await self.check_data()
+                return f"checked the data: {good} of {total} pieces good{damaged}"
+            for i, stamp in enumerate(stamps):
+                self.storage.set_known(i, stamp)
+            return f"no data{damaged}" if damaged else None
+        changed = [i for i, s in enumerate(stamps) if self.storage.file_path(i) is not None
+                   and record_stamp(s) != record.sizes_and_mtimes[i]]
+        layout = self.storage.layout
+        suspect = {p for f in changed for p in layout.pieces_of_file(f) if p in record.pieces}
+        bad = await trio.to_thread.run_sync(self._bad_pieces, suspect)
+        self._disk_checked |= suspect - bad
+        await self._take_stamps(stamps, record.pieces - bad)
+        line = f"{len(self.verified)} of {total} pieces verified from the resume record"
+        if changed:
+            line += (f"; {len(changed)} file(s) changed since: {len(suspect)} piece(s) "
+                     f"in them checked again, {len(bad)} bad")
+        return line
 
     async def check_data(self, on_progress: Callable[[int], None] | None = None) -> int:
         """Hash whatever data is on disk and mark the good pieces verified (seed, recheck)."""
         info = self._info
+        stamps = await trio.to_thread.run_sync(self._stamps)
         segments = [Segment(self.storage.file_path(i), f.length) for i, f in enumerate(info.files)]
         digests = await trio.to_thread.run_sync(
             lambda: hash_pieces(segments, info.piece_length, missing_ok=True,
                                 on_progress=on_progress)
         )
         good = {i for i, d in enumerate(digests) if d == info.piece_hash(i)}
-        self.verified |= good
-        if self.resume is not None:
-            await trio.to_thread.run_sync(self.resume.rewrite, self.verified)
+        self._disk_checked |= good
+        await self._take_stamps(stamps, good)
         return len(good)
+
+    def _stamps(self) -> list[Stamp | None]:
+        return [self.storage.stamp(i) for i in range(len(self._info.files))]
+
+    async def _take_stamps(self, stamps: Sequence[Stamp | None], good: Iterable[int]) -> None:
+        """The files as they were before they were checked, and the pieces found good."""
+        for i, stamp in enumerate(stamps):
+            self.storage.set_known(i, stamp)
+        self.verified.update(good)
+        await self.save_resume()
+
+    async def save_resume(self) -> None:
+        """Rewrite the resume record: the verified pieces and the stamps they hold for."""
+        self._last_save = trio.current_time()
+        if self.resume is None or (not self.verified and not self.resume.path.exists()):
+            return
+        pieces = set(self.verified)
+        stamps = [self.storage.known_stamp(i) for i in range(len(self._info.files))]
+        try:
+            await trio.to_thread.run_sync(self.resume.rewrite, pieces, stamps)
+        except OSError as exc:
+            log.warning("cannot save the resume record %s: %s", self.resume.path, exc.strerror)
 
     # Pieces arriving -----------------------------------------------------------------
 
     async def piece_downloaded(self, piece: int, data: bytes | bytearray) -> bool:
-        """Verify and store a whole downloaded piece; False if its SHA-1 does not match."""
+        """Verify and store a whole downloaded piece; False if its SHA-1 does not match.
+
+        While the piece cannot be written (a full disk) this waits, holding it, and
+        retries when space returns; False if the session closes first.
+        """
         if piece in self.verified:
             return True
         expected = self._info.piece_hash(piece)
@@ -129,13 +222,23 @@ class Torrent:
             self.counters.hash_failures += 1
             self.counters.wasted += len(data)
             return False
-        if piece in self.verified or self.closed:
-            return piece in self.verified
-        await trio.to_thread.run_sync(self.storage.write_piece, piece, data)
-        if self.resume is not None:
-            await trio.to_thread.run_sync(self.resume.append, [piece])
-        self._mark_verified(piece)
-        return True
+        while piece not in self.verified and not self.closed:
+            try:
+                await trio.to_thread.run_sync(self.storage.write_piece, piece, data)
+            except WriteError as exc:
+                self._cannot_write(str(exc))
+                await self._wait_for_space(len(data))
+                continue
+            self._can_write()
+            if self.resume is not None:
+                try:
+                    await trio.to_thread.run_sync(self.resume.append, [piece])
+                except OSError as exc:
+                    log.warning("cannot append to the resume record: %s", exc.strerror)
+            self._mark_verified(piece)
+            if trio.current_time() - self._last_save >= SAVE_INTERVAL:
+                await self.save_resume()
+        return piece in self.verified
 
     def _mark_verified(self, piece: int) -> None:
         self.verified.add(piece)
@@ -145,36 +248,191 @@ class Torrent:
             event.set()
         self.on_verified(piece)
 
+    def _unverify(self, piece: int) -> None:
+        if piece in self.verified:
+            self.verified.discard(piece)
+            self._disk_checked.discard(piece)
+            self.counters.changed_on_disk += 1
+            self.on_unverified(piece)
+
+    def _cannot_write(self, message: str) -> None:
+        """Writes fail: say why, fail the reads waiting on missing pieces, pause fetching."""
+        if self.problem is not None:
+            return
+        self.problem = f"cannot write to the cache: {message}"
+        log.error("%s; reads of missing pieces fail and fetching pauses until it can",
+                  self.problem)
+        self._wake_all()
+        self.on_disk_full(True)
+
+    def _can_write(self) -> None:
+        if self.problem is not None:
+            log.warning("writing to the cache works again: fetching resumes")
+            self.problem = None
+            self.on_disk_full(False)
+
+    async def _wait_for_space(self, size: int) -> None:
+        """Until `size` bytes are free where the files go (or the session closes)."""
+        while not self.closed:
+            await trio.sleep(SPACE_POLL)
+            free = await trio.to_thread.run_sync(self.storage.free_space)
+            if free is None or free >= size:
+                return
+
+    def _wake_all(self) -> None:
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+
+    # Checking bytes on disk ----------------------------------------------------------
+
+    def _bad_pieces(self, pieces: Iterable[int]) -> set[int]:
+        """Of `pieces`, those whose bytes on disk do not pass SHA-1 (or cannot be read)."""
+        bad = set()
+        for piece in sorted(pieces):
+            try:
+                data = self.storage.read_piece(piece)
+            except StorageError:
+                bad.add(piece)
+                continue
+            if hashlib.sha1(data).digest() != self._info.piece_hash(piece):
+                bad.add(piece)
+        return bad
+
+    async def _recheck(self, files: Iterable[int]) -> set[int]:
+        """Files changed under us: hash their verified pieces again, unverify the bad ones."""
+        files = sorted(set(files))
+        layout = self.storage.layout
+        suspect = {p for f in files for p in layout.pieces_of_file(f) if p in self.verified}
+
+        def check() -> set[int]:
+            with self.storage.write_lock:
+                for f in files:
+                    self.storage.set_known(f, self.storage.stamp(f))
+                return self._bad_pieces(suspect)
+
+        bad = await trio.to_thread.run_sync(check)
+        log.warning("%d file(s) changed on disk under btfs: %d of the %d verified piece(s) "
+                    "in them no longer match and will be fetched again",
+                    len(files), len(bad), len(suspect))
+        self._disk_checked |= suspect - bad
+        for piece in bad:
+            self._unverify(piece)
+        await self.save_resume()
+        return bad
+
+    async def _read_checked(self, offset: int, size: int) -> bytes | None:
+        """The bytes, if their files are as btfs left them; None after a re-check."""
+        storage = self.storage
+
+        def read() -> tuple[bytes | None, list[int], StorageError | None]:
+            try:
+                data, error = storage.read(offset, size), None
+            except StorageError as exc:
+                data, error = None, exc
+            return data, storage.changed_files(offset, size), error
+
+        data, changed, error = await trio.to_thread.run_sync(read)
+        if data is not None and not changed:
+            return data
+        if error is not None and not changed:
+            changed = [e.file_index for e in storage.layout.extents(offset, size)
+                       if storage.file_path(e.file_index) is not None]
+        bad = await self._recheck(changed)
+        if error is not None and not bad.intersection(storage.layout.pieces_of_range(offset, size)):
+            raise error
+        return None
+
+    async def read_blocks_for_upload(
+        self, requests: Sequence[tuple[int, int, int]]
+    ) -> list[bytes | None]:
+        """The blocks (piece, begin, length) to send a peer; None where not ours to give.
+
+        A piece's bytes on disk are hashed before its first upload (the start-up check
+        counts) and again when its files change; a piece that fails is no longer
+        verified (`on_unverified`), and its blocks are None. A block out of its piece's
+        bounds is None too.
+        """
+        info = self._info
+        valid = [0 <= p < info.num_pieces and begin >= 0 and length > 0
+                 and begin + length <= info.piece_size(p) for p, begin, length in requests]
+        wanted = {r[0] for r, ok in zip(requests, valid, strict=True)
+                  if ok and r[0] in self.verified}
+        first = wanted - self._disk_checked
+        if first:
+            bad = await trio.to_thread.run_sync(self._bad_pieces, first)
+            self._disk_checked |= first - bad
+            if bad:
+                log.warning("%d piece(s) changed on disk since they were verified: "
+                            "not uploading them", len(bad))
+                for piece in bad:
+                    self._unverify(piece)
+        for _ in range(3):
+            live = [(p, b, n) if ok and p in self.verified and p in self._disk_checked
+                    else None for (p, b, n), ok in zip(requests, valid, strict=True)]
+            blocks, changed = await trio.to_thread.run_sync(self._read_blocks, live)
+            if not changed:
+                return blocks
+            await self._recheck(changed)
+        return [None] * len(requests)
+
+    def _read_blocks(
+        self, requests: list[tuple[int, int, int] | None]
+    ) -> tuple[list[bytes | None], set[int]]:
+        storage = self.storage
+        plen = self._info.piece_length
+        blocks: list[bytes | None] = []
+        changed: set[int] = set()
+        for request in requests:
+            if request is None:
+                blocks.append(None)
+                continue
+            offset, length = request[0] * plen + request[1], request[2]
+            try:
+                blocks.append(storage.read(offset, length))
+            except StorageError:
+                blocks.append(None)
+                changed.update(e.file_index for e in storage.layout.extents(offset, length)
+                               if storage.file_path(e.file_index) is not None)
+            changed.update(storage.changed_files(offset, length))
+        return blocks, changed
+
     # Reads ---------------------------------------------------------------------------
 
-    async def read(self, offset: int, size: int, stream: int = 0) -> bytes:
-        """Verified bytes from the torrent's stream, waiting for missing pieces first."""
+    async def read(self, offset: int, size: int, reader: int = 0) -> bytes:
+        """Verified bytes from the torrent's byte stream, waiting for missing pieces first."""
         if self.closed:
             raise TorrentClosed("the torrent is being closed")
         layout = self.storage.layout
         size = max(0, min(size, self._info.total_length - offset))
         pieces = layout.pieces_of_range(offset, size)
-        self._advance_stream(stream, offset, size)
-        missing = [p for p in pieces if p not in self.verified]
-        if missing:
-            self.counters.waited_pieces.update(missing)
-            self.on_urgent(missing)
-            for piece in missing:
-                await self._wait_for(piece)
-        return await trio.to_thread.run_sync(self.storage.read, offset, size)
+        self._advance_reader(reader, offset, size)
+        while True:
+            missing = [p for p in pieces if p not in self.verified]
+            if missing:
+                self.counters.waited_pieces.update(missing)
+                self.on_urgent(missing)
+                for piece in missing:
+                    await self._wait_for(piece)
+            data = await self._read_checked(offset, size)
+            if data is not None:
+                return data
 
     async def _wait_for(self, piece: int) -> None:
         while piece not in self.verified:
             if self.closed:
                 raise TorrentClosed("the torrent was closed while a read waited")
+            if self.problem is not None:
+                self.counters.waited_pieces.discard(piece)
+                raise CannotStore(f"piece {piece} is missing and {self.problem}")
             event = self._events.get(piece)
             if event is None:
                 event = self._events[piece] = trio.Event()
             await event.wait()
 
-    def _advance_stream(self, stream: int, offset: int, size: int) -> None:
+    def _advance_reader(self, reader: int, offset: int, size: int) -> None:
         """Grow the read-ahead window while reads stay sequential; reset it on a seek."""
-        state = self._streams.setdefault(stream, StreamState())
+        state = self._readers.setdefault(reader, ReaderState())
         if offset == state.next_offset or (
             state.next_offset >= 0 and 0 <= state.next_offset - offset <= 128 << 10
         ):
@@ -187,11 +445,11 @@ class Torrent:
         if self.readahead > 0 and state.window > 0:
             end = min(self._info.total_length, state.next_offset + state.window)
             ahead = self.storage.layout.pieces_of_range(state.next_offset, end - state.next_offset)
-            self.on_readahead(stream, ahead)
+            self.on_readahead(reader, ahead)
 
-    def close_stream(self, stream: int) -> None:
-        if self._streams.pop(stream, None) is not None:
-            self.on_readahead(stream, range(0))
+    def close_reader(self, reader: int) -> None:
+        if self._readers.pop(reader, None) is not None:
+            self.on_readahead(reader, range(0))
 
     # Status ----------------------------------------------------------------------------
 
@@ -212,6 +470,8 @@ class Torrent:
             )
         progress = have / total if total else 1.0
         extra = self.network_attributes() if file_index is None else {}
+        if file_index is None and self.problem is not None:
+            extra["problem"] = self.problem
         return extra | {
             "progress": f"{progress:.4f}",
             "verified_bytes": str(have),
@@ -227,6 +487,4 @@ class Torrent:
     def close(self) -> None:
         """Fail every waiting read at once so nothing hangs; storage is closed by the owner."""
         self.closed = True
-        for event in self._events.values():
-            event.set()
-        self._events.clear()
+        self._wake_all()

@@ -25,9 +25,9 @@ from btfs.addresses import parse_peer
 from btfs.cachelock import lock_folder
 from btfs.errors import BtfsError, first_leaf
 from btfs.magnet import Magnet
-from btfs.metainfo import Metainfo
+from btfs.metainfo import Info, Metainfo, fit_name
 from btfs.progress import ProgressBar
-from btfs.storage import ResumeLog, Storage
+from btfs.storage import ResumeLog, Storage, named_paths
 from btfs.swarm import Swarm, SwarmConfig
 from btfs.torrent import Torrent
 from btfs.units import format_duration, format_size
@@ -73,13 +73,35 @@ def resolve_magnet(magnet: Magnet, net: SwarmConfig, timeout: float | None = Non
 
 
 def resume_path(meta: Metainfo, out_dir: Path) -> Path:
-    return out_dir / f".{meta.info.name}.btfs-resume"
+    return out_dir / fit_name(f".{meta.info.name}.btfs-resume")
+
+
+def check_names(info: Info, out_dir: Path) -> None:
+    """Refuse, up front, a torrent whose files cannot be created under `out_dir`.
+
+    Over-long names are shortened (`fit_name`); what is left to refuse is a path longer
+    than the system takes, or a folder whose filesystem takes shorter names than 255.
+    """
+    path_max = os.pathconf(out_dir, "PC_PATH_MAX")
+    name_max = os.pathconf(out_dir, "PC_NAME_MAX")
+    base = out_dir.absolute()
+    for path in named_paths(info, base / fit_name(info.name)):
+        if path is None:
+            continue
+        size = len(os.fsencode(path))
+        if size >= path_max:
+            raise BtfsError(f"{info.name[:60]}...: a file's path would be {size} bytes in "
+                            f"{out_dir}, longer than this system takes ({path_max - 1})")
+        if any(len(os.fsencode(part)) > name_max for part in path.relative_to(base).parts):
+            raise BtfsError(f"{out_dir} takes names of {name_max} bytes at most, "
+                            f"shorter than {info.name[:60]!r} needs")
 
 
 def download(meta: Metainfo, out_dir: Path, net: SwarmConfig, *, seed_after: bool) -> int:
     if not out_dir.is_dir():
         raise BtfsError(f"{out_dir} is not a directory")
-    lock = out_dir / f".{meta.info.name}.btfs-lock"
+    check_names(meta.info, out_dir)
+    lock = out_dir / fit_name(f".{meta.info.name}.btfs-lock")
     fd = lock_folder(out_dir, name=lock.name, what="-o")
     try:
         return _run(_download(meta, out_dir, net, seed_after))
@@ -123,13 +145,15 @@ def run_trio(main: Coroutine[Any, Any, T]) -> T:
 async def _download(meta: Metainfo, out_dir: Path, net: SwarmConfig, seed_after: bool) -> int:
     info = meta.info
     storage = Storage(info, out_dir)
-    resume = ResumeLog(resume_path(meta, out_dir), info.num_pieces)
+    resume = ResumeLog(resume_path(meta, out_dir), info.num_pieces, len(info.files))
     torrent = Torrent(meta, storage, resume, readahead=0)
     try:
-        if await trio.Path(resume.path).exists():
-            count = await torrent.load_resume()
-            log.info("resuming: %d of %d pieces already verified", count, info.num_pieces)
-        elif await trio.to_thread.run_sync(_any_exists, storage):
+        if await trio.Path(resume.path).exists() or not await trio.to_thread.run_sync(
+                _any_exists, storage):
+            restored = await torrent.restore()
+            if restored:
+                log.info("resuming: %s", restored)
+        else:
             await _check(torrent, "checking existing data")
         # Zero-length files: no piece ever writes them. Made when the data is complete,
         # already at start or as the last piece arrives (on_complete).
@@ -152,6 +176,9 @@ async def _download(meta: Metainfo, out_dir: Path, net: SwarmConfig, seed_after:
             resume.path.unlink(missing_ok=True)
         return status
     finally:
+        if not torrent.complete:
+            with trio.CancelScope(shield=True):
+                await torrent.save_resume()
         resume.close()
         storage.close()
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,8 +10,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from btfs import storage as storage_module
-from btfs.metainfo import FileEntry, Info
-from btfs.storage import Extent, Layout, ResumeLog, Storage, StorageError
+from btfs.metainfo import NAME_MAX, FileEntry, Info, fit_name
+from btfs.storage import (
+    RECORD_MAGIC,
+    DamagedRecord,
+    Extent,
+    Layout,
+    Record,
+    ResumeLog,
+    Storage,
+    StorageError,
+    adopt_named_data,
+)
 
 
 def make_info(sizes: list[int], piece_length: int = 16, padding: set[int] | None = None) -> Info:
@@ -123,18 +134,93 @@ def test_concurrent_io_with_few_descriptors(
 
 
 def test_resume_log_survives_torn_record(tmp_path: Path) -> None:
-    log = ResumeLog(tmp_path / "state" / "resume", num_pieces=100)
-    assert log.load() == set()
+    path = tmp_path / "state" / "resume"
+    log = ResumeLog(path, num_pieces=100, num_files=2)
+    assert log.load() is None
+    stamps = [(1, 10, 123), None]
+    log.rewrite(set(), stamps)
     log.append([3, 7])
     log.append([99])
     log.close()
-    with open(tmp_path / "state" / "resume", "ab") as f:
+    with open(path, "ab") as f:
         f.write(b"\x00\x00")  # a crash mid-record
-    assert log.load() == {3, 7, 99}
-    log.rewrite({1, 2})
-    assert log.load() == {1, 2}
+    assert log.load() == Record(((10, 123), None), frozenset({3, 7, 99}))
+    log.rewrite({1, 2}, [(5, 20, 456), (6, 0, 1)])
+    assert log.load() == Record(((20, 456), (0, 1)), frozenset({1, 2}))
     log.append([5])
-    assert ResumeLog(tmp_path / "state" / "resume", num_pieces=4).load() == {1, 2}
+    log.close()
+    path.unlink()
+    log.append([4])  # a record begun by an append knows no stamps
+    log.close()
+    assert log.load() == Record((None, None), frozenset({4}))
+    log.append([50])
+    log.close()
+    with pytest.raises(DamagedRecord, match="does not have"):
+        ResumeLog(path, num_pieces=4, num_files=2).load()
+    with pytest.raises(DamagedRecord, match="another torrent"):
+        ResumeLog(path, num_pieces=100, num_files=3).load()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\x01\x00\x00\x00\x02",
+                                     b"garbage " * 40, "header"])
+def test_a_damaged_resume_record_is_never_trusted(tmp_path: Path, content: bytes | str) -> None:
+    path = tmp_path / "resume"
+    log = ResumeLog(path, num_pieces=8, num_files=1)
+    if content == "header":
+        log.rewrite({0, 1}, [(1, 10, 5)])
+        raw = bytearray(path.read_bytes())
+        raw[len(RECORD_MAGIC) + 9] ^= 1  # the file's size in the header
+        path.write_bytes(bytes(raw))
+    else:
+        assert isinstance(content, bytes)
+        path.write_bytes(content)
+    with pytest.raises(DamagedRecord):
+        log.load()
+
+
+def test_cache_files_are_named_by_index_and_named_data_is_adopted(tmp_path: Path) -> None:
+    long_name = "é" * 200 + ".mkv"
+    info = Info(name="T" * 300, piece_length=16, pieces=b"\0" * 40,
+                files=(FileEntry(("a", long_name), 10, 0), FileEntry(("b.txt",), 20, 10)),
+                multi_file=True)
+    store = Storage(info, tmp_path / "files", by_index=True)
+    assert store.paths == [tmp_path / "files" / "0", tmp_path / "files" / "1"]
+    named = tmp_path / "data" / fit_name("T" * 300)
+    (named / "a").mkdir(parents=True)
+    (named / "a" / fit_name(long_name)).write_bytes(b"0123456789")
+    (tmp_path / "data" / "other.txt").write_text("not the torrent's")
+    assert adopt_named_data(store, tmp_path / "data") == 1
+    assert store.read(0, 10) == b"0123456789"
+    assert not named.exists()
+    assert (tmp_path / "data" / "other.txt").exists()
+    store.close()
+
+
+def test_fit_name_shortens_stably_and_keeps_the_extension() -> None:
+    assert fit_name("movie.mp4") == "movie.mp4"
+    long = "ü" * 200 + ".mkv"
+    short = fit_name(long)
+    assert len(short.encode()) <= NAME_MAX
+    assert short.endswith(".mkv") and short.startswith("ü" * 100)
+    assert fit_name(long) == short
+    assert fit_name("ü" * 199 + "x.mkv") != short
+    assert len(fit_name("x" * 1000).encode()) == NAME_MAX
+
+
+def test_own_writes_move_the_known_stamp_and_other_changes_do_not(tmp_path: Path) -> None:
+    info = make_info([32])
+    store = Storage(info, tmp_path, by_index=True)
+    store.set_known(0, store.stamp(0))
+    store.write_piece(0, b"a" * 16)
+    assert store.changed_files(0, 32) == []
+    with open(tmp_path / "0", "r+b") as f:
+        f.seek(20)
+        f.write(b"zz")
+    os.utime(tmp_path / "0", ns=(0, 1))
+    assert store.changed_files(0, 16) == [0]
+    store.write_piece(1, b"b" * 16)  # does not hide the change it did not make
+    assert store.changed_files(0, 16) == [0]
+    store.close()
 
 
 def test_a_file_shorter_than_the_torrent_says_is_a_storage_error(tmp_path: Path) -> None:
@@ -177,13 +263,15 @@ def test_a_file_read_then_written_gets_a_writable_descriptor(tmp_path: Path) -> 
 def test_unreadable_resume_log_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "resume").mkdir()  # a folder where the log should be
     with pytest.raises(StorageError, match="resume"):
-        ResumeLog(tmp_path / "resume", num_pieces=4).load()
+        ResumeLog(tmp_path / "resume", num_pieces=4, num_files=1).load()
 
 
 def test_resume_log_rewritten_while_open_for_appending(tmp_path: Path) -> None:
-    log = ResumeLog(tmp_path / "resume", num_pieces=10)
+    log = ResumeLog(tmp_path / "resume", num_pieces=10, num_files=1)
+    log.rewrite({1}, [None])
     log.append([1, 2, 3])
-    log.rewrite({2, 3})  # compaction closes the open descriptor of the old file
+    log.rewrite({2, 3}, [None])  # compaction closes the open descriptor of the old file
     log.append([7])
     log.close()
-    assert ResumeLog(tmp_path / "resume", num_pieces=10).load() == {2, 3, 7}
+    record = ResumeLog(tmp_path / "resume", num_pieces=10, num_files=1).load()
+    assert record is not None and record.pieces == {2, 3, 7}
