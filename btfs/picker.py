@@ -128,6 +128,11 @@ class Picker:
             self._forget_holders(piece, progress)
         self._order_dirty = True
 
+    def piece_unverified(self, piece: int) -> None:
+        """A verified piece's bytes went bad (changed or cut short on disk): fetch it again."""
+        self.verified.discard(piece)
+        self._order_dirty = True
+
     def piece_failed(self, piece: int) -> None:
         """The piece's hash did not match: every block of it is wanted again."""
         progress = self.in_progress.pop(piece, None)

@@ -31,7 +31,6 @@ from btfs.peerstate import GotHave, GotPieces, PeerError, PeerState
 from btfs.picker import BLOCK_SIZE as BLOCK
 from btfs.picker import Block, Picker, Priority
 from btfs.rates import RateMeter, TokenBucket
-from btfs.storage import Storage
 from btfs.torrent import Torrent
 from btfs.trackers import TrackerSession
 from btfs.webseed import WebSeed
@@ -115,6 +114,8 @@ class Swarm:
         torrent.on_urgent = self._urgent
         torrent.on_readahead = self._readahead
         torrent.on_verified = self._verified
+        torrent.on_unverified = self.picker.piece_unverified
+        torrent.on_disk_full = self._disk_full
         torrent.network_attributes = self.attributes
 
     @property
@@ -183,6 +184,11 @@ class Swarm:
                     self.book.known_seeds.add(peer.address)
                     peer.close()
 
+    def _disk_full(self, full: bool) -> None:
+        """The cache disk filled (background download pauses) or has room again."""
+        if not full:
+            self.kick_all()
+
     def kick_all(self) -> None:
         for peer in list(self.peers.values()):
             peer.kick()
@@ -193,6 +199,8 @@ class Swarm:
 
     def pick(self, peer: PeerConnection, has: Container[int], count: int, *,
              urgent_only: bool = False, patience: float | None = None) -> list[Block]:
+        """Blocks to ask `peer` for; while the cache disk is full, only what a read needs."""
+        urgent_only = urgent_only or self.torrent.disk_full
         return self.picker.pick(peer.peer_id, has, count, trio.current_time(),
                                 urgent_only=urgent_only, patience=patience)
 
@@ -211,7 +219,8 @@ class Swarm:
     # WebSeedHost: what web seeds' workers ask of the swarm ----------------------------------
 
     def pick_for(self, source: bytes, has: Container[int], count: int) -> list[Block]:
-        return self.picker.pick(source, has, count, trio.current_time())
+        return self.picker.pick(source, has, count, trio.current_time(),
+                                urgent_only=self.torrent.disk_full)
 
     def give_back(self, source: bytes, blocks: Sequence[Block]) -> None:
         self.picker.release(source, blocks)
@@ -242,9 +251,9 @@ class Swarm:
         return self.upload_bucket.delay(size, trio.current_time())
 
     async def read_blocks(self, requests: Sequence[wire.Request]) -> list[bytes | None]:
-        storage = self.torrent.storage
-        plen = self.info.piece_length
-        return await trio.to_thread.run_sync(_read_blocks, storage, plen, list(requests))
+        """Blocks to upload, each piece's bytes checked against its SHA-1 first."""
+        return await self.torrent.read_blocks_for_upload(
+            [(r.index, r.begin, r.length) for r in requests])
 
     def uploaded(self, peer: PeerConnection, size: int) -> None:
         self.upload_meter.add(size, trio.current_time())
@@ -493,11 +502,6 @@ def urgent_shares(peers: Sequence[PeerConnection], blocks: int,
         finish[i] += BLOCK / rates[i]
         counts[i] += 1
     return [(p, n) for p, n in zip(able, counts, strict=True) if n]
-
-
-def _read_blocks(storage: Storage, piece_length: int,
-                 batch: list[wire.Request]) -> list[bytes | None]:
-    return [storage.read(r.index * piece_length + r.begin, r.length) for r in batch]
 
 
 async def open_listeners(bind: str | None, port: int) -> list[trio.SocketListener]:

@@ -186,15 +186,15 @@ def test_keep_then_remount_uses_the_resume_record(tmp_path: Path, mounts: Mounts
     do_mount(mounts, torrent, mnt, "--cache-dir", cache, "--keep")
     assert btfs("unmount", mnt).returncode == 0
     assert (cache / "resume").exists()
-    # Damage a piece of the kept data: the resume record is trusted, so the remount does
-    # not re-hash; the file still reads back complete because nothing needed fetching.
+    # The resume record is trusted for files whose size and mtime it matches, so the
+    # remount does not re-hash them; everything reads back complete with nothing fetched.
     log = tmp_path / "log"
     do_mount(mounts, torrent, mnt, "-o", f"cache_dir={cache},keep,log={log}")
     assert float(os.getxattr(mnt, "user.btfs.progress")) == 1.0
     assert sha256(mnt / "Show" / "Season 1" / "e01.mkv") == sha256(root / "Season 1/e01.mkv")
     assert "from the resume record" in log.read_text()
     assert btfs("unmount", mnt).returncode == 0
-    assert (cache / "data" / "Show" / "notes.txt").exists()
+    assert (cache / "files" / "4").exists()  # notes.txt, file 4, kept under its index
 
 
 def test_cache_is_removed_without_keep(tmp_path: Path, mounts: Mounts) -> None:

@@ -31,11 +31,11 @@ class Source:
         self.info = info
         self.closed: list[int] = []
 
-    async def read(self, offset: int, size: int, stream: int) -> bytes:
+    async def read(self, offset: int, size: int, reader: int) -> bytes:
         return bytes(i % 251 for i in range(offset, offset + size))
 
-    def close_stream(self, stream: int) -> None:
-        self.closed.append(stream)
+    def close_reader(self, reader: int) -> None:
+        self.closed.append(reader)
 
     def attributes(self, file_index: int | None) -> dict[str, str]:
         return {"size": "0"}
