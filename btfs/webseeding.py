@@ -27,6 +27,7 @@ WORKERS_PER_SEED = 2         # rounds in flight per seed (its connections per ho
 IDLE_WAIT = 1.0              # nothing to fetch: look again after this (or when woken)
 RETRY_FIRST = 1.0            # a failed fetch: wait, doubling to RETRY_MAX
 RETRY_MAX = 30.0
+MAX_HASH_FAILURES = 3        # pieces that failed their SHA-1 before the seed is dropped
 
 
 class WebSeedHost(Protocol):
@@ -74,6 +75,7 @@ class WebSeedSource:
         self.seed = seed
         self.host = host
         self.id = source_id(seed.url)
+        self.hash_failures = 0
         self._wake = trio.Event()
 
     def kick(self) -> None:
@@ -92,7 +94,7 @@ class WebSeedSource:
     async def _worker(self) -> None:
         delay = RETRY_FIRST
         everything = _Everything()
-        while not self.seed.dropped and not self.host.complete:
+        while not self.dropped and not self.host.complete:
             blocks = self.host.pick_for(self.id, everything, BLOCKS_PER_FETCH)
             if not blocks:
                 self._wake = trio.Event()
@@ -130,7 +132,16 @@ class WebSeedSource:
             if pending:
                 self.host.give_back(self.id, pending)
 
+    @property
+    def dropped(self) -> bool:
+        """Failed too often in a row (`WebSeed`), or sent pieces that fail their hash."""
+        return self.seed.dropped or self.hash_failures >= MAX_HASH_FAILURES
+
     def hash_failed(self, piece: int) -> None:
+        """A piece with blocks from this seed failed its SHA-1; a fetch that succeeds does
+        not make up for it (the server is up, but serves other bytes)."""
         self.seed.report_hash_failure(piece)
-        if self.seed.dropped:
-            log.warning("web seed %s dropped: pieces from it fail their hash", self.seed.url)
+        self.hash_failures += 1
+        if self.hash_failures == MAX_HASH_FAILURES:
+            log.warning("web seed %s dropped: %d pieces from it failed their hash check",
+                        self.seed.url, self.hash_failures)

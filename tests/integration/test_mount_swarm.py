@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.data import make_media_mp4
 from tests.support.env import require_fuse, require_libtorrent, require_tool
+from tests.support.mounting import btfs, mount_swarm
 from tests.support.net import free_port, next_loopback_ipv4
 from tests.support.procs import HANG, Mounts, Processes, is_mounted, pid_alive, wait_for
 from tests.support.swarm import Shared, lt_leech, share, start_lt_seed, tree_digest
@@ -32,11 +33,6 @@ TREE = {
 }
 
 
-def btfs(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
 def seeded(tmp_path: Path, procs: Processes, layout: dict[str, int] | int,
            piece_length: int = 32768) -> tuple[Shared, str]:
     require_libtorrent()
@@ -45,18 +41,6 @@ def seeded(tmp_path: Path, procs: Processes, layout: dict[str, int] | int,
     port = free_port(host)
     start_lt_seed(procs, shared, host, port)
     return shared, f"{host}:{port}"
-
-
-def mount(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Path) -> int:
-    require_fuse()
-    mnt.mkdir(exist_ok=True)
-    mounts.add(mnt)
-    r = btfs("mount", torrent, mnt, "--bind", next_loopback_ipv4(), "--no-trackers", *extra)
-    assert r.returncode == 0, r.stderr
-    assert is_mounted(mnt)
-    pid = mounts.remember_pid(mnt)
-    assert pid is not None
-    return pid
 
 
 def xattr(path: Path, name: str) -> str:
@@ -69,7 +53,7 @@ def test_files_and_random_reads_match_the_original(tmp_path: Path, procs: Proces
                                                    layout: dict[str, int] | int) -> None:
     shared, peer = seeded(tmp_path, procs, layout)
     mnt = tmp_path / "mnt"
-    mount(mounts, shared.torrent, mnt, "--peer", peer, "--lazy")
+    mount_swarm(mounts, shared.torrent, mnt, "--peer", peer, "--lazy")
     name = shared.data.name
     rng = random.Random(5)
     files = ([Path(name)] if isinstance(layout, int)
@@ -103,7 +87,7 @@ def test_media_plays_from_the_middle_while_little_is_fetched(tmp_path: Path, pro
     port = free_port(host)
     start_lt_seed(procs, shared, host, port)
     mnt = tmp_path / "mnt"
-    mount(mounts, torrent, mnt, "--peer", f"{host}:{port}", "--lazy", "--readahead", "256K")
+    mount_swarm(mounts, torrent, mnt, "--peer", f"{host}:{port}", "--lazy", "--readahead", "256K")
     movie = mnt / "movie.mp4"
 
     probe = subprocess.run([ffprobe, "-v", "error", "-show_entries", "format=duration",
@@ -149,12 +133,12 @@ def test_keep_then_remount_reads_everything_without_downloading(tmp_path: Path,
     shared, peer = seeded(tmp_path, procs, 2_000_000)
     cache = tmp_path / "cache"
     mnt = tmp_path / "mnt"
-    mount(mounts, shared.torrent, mnt, "--peer", peer, "--keep", "--cache-dir", cache)
+    mount_swarm(mounts, shared.torrent, mnt, "--peer", peer, "--keep", "--cache-dir", cache)
     wait_for(lambda: xattr(mnt, "progress") == "1.0000", 60, "the mount to finish")
     assert btfs("unmount", mnt).returncode == 0
     for proc, _ in procs.started:
         procs.stop(proc)
-    mount(mounts, shared.torrent, mnt, "--keep", "--cache-dir", cache)
+    mount_swarm(mounts, shared.torrent, mnt, "--keep", "--cache-dir", cache)
     assert xattr(mnt, "progress") == "1.0000"
     assert hashlib.sha256((mnt / shared.data.name).read_bytes()).digest() == \
         hashlib.sha256(shared.data.read_bytes()).digest()
@@ -166,7 +150,7 @@ def test_unmount_while_a_read_waits_for_an_absent_seeder(tmp_path: Path, procs: 
     shared = share(tmp_path, 1_000_000, piece_length=32768)
     nobody = next_loopback_ipv4()
     mnt = tmp_path / "mnt"
-    pid = mount(mounts, shared.torrent, mnt, "--peer", f"{nobody}:{free_port(nobody)}")
+    pid = mount_swarm(mounts, shared.torrent, mnt, "--peer", f"{nobody}:{free_port(nobody)}")
     target = mnt / shared.data.name
     reader = subprocess.Popen([sys.executable, "-c", f"open({str(target)!r}, 'rb').read(10)"],
                               stderr=subprocess.PIPE)
@@ -188,7 +172,7 @@ def test_mount_a_magnet(tmp_path: Path, procs: Processes, mounts: Mounts) -> Non
     shared, peer = seeded(tmp_path, procs, TREE)
     magnet = f"magnet:?xt=urn:btih:{load_torrent(shared.torrent).info_hash_hex}"
     mnt = tmp_path / "mnt"
-    mount(mounts, magnet, mnt, "--peer", peer)
+    mount_swarm(mounts, magnet, mnt, "--peer", peer)
     assert tree_digest(mnt / shared.data.name) == tree_digest(shared.data)
 
 
@@ -225,7 +209,7 @@ def test_a_second_mount_of_the_same_cache_is_refused(tmp_path: Path, procs: Proc
     shared = share(tmp_path, 100_000, piece_length=16384)
     cache = tmp_path / "cache"
     first = tmp_path / "one"
-    pid = mount(mounts, shared.torrent, first, "--cache-dir", cache)
+    pid = mount_swarm(mounts, shared.torrent, first, "--cache-dir", cache)
     second = tmp_path / "two"
     second.mkdir()
     r = btfs("mount", shared.torrent, second, "--cache-dir", cache, "--no-trackers")

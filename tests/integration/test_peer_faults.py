@@ -10,32 +10,24 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from btfs import wire
 from btfs.metainfo import load_torrent
-from tests.support.env import require_fuse
+from tests.support.mounting import mount_swarm
 from tests.support.net import free_port, next_loopback_ipv4
-from tests.support.procs import Mounts, Processes, is_mounted, wait_for
+from tests.support.procs import Mounts, Processes, wait_for
 from tests.support.swarm import share, start_seed, wait_for_line
 
 NOTICED = 20.0  # far below the 60-90 s a dead connection used to live
-
-
-def _btfs(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.fuse
 def test_a_killed_and_restarted_seeder_is_noticed_and_the_read_finishes(
     tmp_path: Path, procs: Processes, mounts: Mounts,
 ) -> None:
-    require_fuse()
     shared = share(tmp_path, 4_000_000, piece_length=65536)
     host = next_loopback_ipv4()
     port = free_port(host)
@@ -44,12 +36,7 @@ def test_a_killed_and_restarted_seeder_is_noticed_and_the_read_finishes(
                              "--no-trackers", *seed_args)
     wait_for_line(procs, first, "listening on port")
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounts.add(mnt)
-    r = _btfs("mount", shared.torrent, mnt, "--bind", next_loopback_ipv4(), "--no-trackers",
-              "--lazy", "--peer", f"{host}:{port}")
-    assert r.returncode == 0, r.stderr
-    assert is_mounted(mnt)
+    mount_swarm(mounts, shared.torrent, mnt, "--lazy", "--peer", f"{host}:{port}")
     target = mnt / shared.data.name
     original = shared.data.read_bytes()
     with open(target, "rb") as f:
