@@ -42,6 +42,10 @@ class TorrentSource(Protocol):
         """Verified bytes of the torrent's byte stream; `reader` names one open file handle."""
         ...
 
+    def open_reader(self, reader: int, file_index: int) -> None:
+        """File handle `reader` was opened on file `file_index` (fetch what players need)."""
+        ...
+
     def close_reader(self, reader: int) -> None: ...
 
     def attributes(self, file_index: int | None) -> dict[str, str]:
@@ -190,6 +194,8 @@ class TorrentFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         handle = next(self._next_handle)
         self._handles[handle] = node
+        if node.source is not None and node.file_index is not None:
+            node.source.open_reader(handle, node.file_index)
         return pyfuse3.FileInfo(fh=handle, keep_cache=True)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:

@@ -63,6 +63,20 @@ class ReaderState:
     next_offset: int = -1
     window: int = 0
     sequential_reads: int = 0
+    file_index: int | None = None
+    last_seek_wait: float | None = None  # seconds the last read after a seek waited
+
+
+# Players read a media file's index before playing, often at its end (an MP4's `moov`,
+# Matroska's cues): at open, its head and its last few MiB are fetched first.
+MEDIA_SUFFIXES = (".mp4", ".m4v", ".m4a", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts",
+                  ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".ogg", ".mp3", ".flac", ".opus")
+MEDIA_TAIL = 4 << 20
+
+
+def _tail_key(reader: int) -> int:
+    """The picker's read-ahead key of a reader's media tail (file handles are positive)."""
+    return -1 - reader
 
 
 @dataclass
@@ -406,7 +420,8 @@ class Torrent:
         layout = self.storage.layout
         size = max(0, min(size, self._info.total_length - offset))
         pieces = layout.pieces_of_range(offset, size)
-        self._advance_reader(reader, offset, size)
+        state = self._advance_reader(reader, offset, size)
+        started = trio.current_time()
         while True:
             missing = [p for p in pieces if p not in self.verified]
             if missing:
@@ -416,6 +431,8 @@ class Torrent:
                     await self._wait_for(piece)
             data = await self._read_checked(offset, size)
             if data is not None:
+                if state.sequential_reads == 0:
+                    state.last_seek_wait = trio.current_time() - started
                 return data
 
     async def _wait_for(self, piece: int) -> None:
@@ -430,7 +447,20 @@ class Torrent:
                 event = self._events[piece] = trio.Event()
             await event.wait()
 
-    def _advance_reader(self, reader: int, offset: int, size: int) -> None:
+    def open_reader(self, reader: int, file_index: int) -> None:
+        """A file was opened: for a media file, fetch its head and tail first."""
+        state = self._readers.setdefault(reader, ReaderState())
+        state.file_index = file_index
+        f = self._info.files[file_index]
+        if self.readahead <= 0 or not f.path[-1].lower().endswith(MEDIA_SUFFIXES):
+            return
+        layout = self.storage.layout
+        self.on_readahead(reader, layout.pieces_of_range(f.offset, min(f.length, SEEK_WINDOW)))
+        tail = min(f.length, MEDIA_TAIL)
+        self.on_readahead(_tail_key(reader),
+                          layout.pieces_of_range(f.offset + f.length - tail, tail))
+
+    def _advance_reader(self, reader: int, offset: int, size: int) -> ReaderState:
         """Grow the read-ahead window while reads stay sequential; reset it on a seek."""
         state = self._readers.setdefault(reader, ReaderState())
         if offset == state.next_offset or (
@@ -446,10 +476,12 @@ class Torrent:
             end = min(self._info.total_length, state.next_offset + state.window)
             ahead = self.storage.layout.pieces_of_range(state.next_offset, end - state.next_offset)
             self.on_readahead(reader, ahead)
+        return state
 
     def close_reader(self, reader: int) -> None:
         if self._readers.pop(reader, None) is not None:
             self.on_readahead(reader, range(0))
+            self.on_readahead(_tail_key(reader), range(0))
 
     # Status ----------------------------------------------------------------------------
 
@@ -470,6 +502,14 @@ class Torrent:
             )
         progress = have / total if total else 1.0
         extra = self.network_attributes() if file_index is None else {}
+        readers = [r for r in self._readers.values()
+                   if file_index is None or r.file_index == file_index]
+        if readers:
+            extra["readers"] = str(len(readers))
+            extra["readahead_window"] = str(max(r.window for r in readers))
+            waits = [r.last_seek_wait for r in readers if r.last_seek_wait is not None]
+            if waits:
+                extra["last_seek_wait"] = f"{waits[-1]:.3f}"
         if file_index is None and self.problem is not None:
             extra["problem"] = self.problem
         return extra | {

@@ -30,9 +30,13 @@ class Source:
     def __init__(self, info: Info) -> None:
         self.info = info
         self.closed: list[int] = []
+        self.opened: list[tuple[int, int]] = []
 
     async def read(self, offset: int, size: int, reader: int) -> bytes:
         return bytes(i % 251 for i in range(offset, offset + size))
+
+    def open_reader(self, reader: int, file_index: int) -> None:
+        self.opened.append((reader, file_index))
 
     def close_reader(self, reader: int) -> None:
         self.closed.append(reader)

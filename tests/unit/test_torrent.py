@@ -97,3 +97,46 @@ async def test_close_fails_a_waiting_read_and_a_piece_wakes_one(tmp_path: Path) 
             await trio.testing.wait_all_tasks_blocked()
             torrent.close()
     torrent.storage.close()
+
+
+def media_torrent(tmp_path: Path, name: str, pieces: int = 12,
+                  piece_length: int = PIECE) -> Torrent:
+    """A single-file torrent named `name`, with read-ahead."""
+    original = make_random_file(tmp_path / "origin" / name, pieces * piece_length, seed=4)
+    meta = parse_torrent(make_torrent(original, CreateOptions(piece_length=piece_length)))
+    return Torrent(meta, Storage(meta.info, tmp_path / "out"), None, readahead=8 << 20)
+
+
+def test_opening_a_media_file_fetches_its_head_and_tail_first(tmp_path: Path) -> None:
+    torrent = media_torrent(tmp_path, "clip.MP4", pieces=40, piece_length=256 << 10)
+    windows: dict[int, range] = {}
+    torrent.on_readahead = windows.__setitem__
+    torrent.open_reader(7, 0)
+    assert windows[7] == range(0, 16)  # the head: 4 MiB
+    tail_keys = [k for k in windows if k != 7]
+    assert len(tail_keys) == 1 and windows[tail_keys[0]] == range(24, 40)  # the last 4 MiB
+    torrent.close_reader(7)
+    assert all(len(r) == 0 for r in windows.values())
+    torrent.storage.close()
+
+
+def test_opening_another_file_fetches_nothing_until_it_is_read(tmp_path: Path) -> None:
+    torrent = media_torrent(tmp_path, "notes.txt")
+    windows: dict[int, range] = {}
+    torrent.on_readahead = windows.__setitem__
+    torrent.open_reader(7, 0)
+    assert windows == {}
+    assert torrent.attributes(0)["readers"] == "1"
+    torrent.storage.close()
+
+
+async def test_a_read_after_a_seek_records_its_wait(tmp_path: Path) -> None:
+    torrent = media_torrent(tmp_path, "notes.txt")
+    data = (tmp_path / "origin" / "notes.txt").read_bytes()
+    for i in range(12):
+        assert await torrent.piece_downloaded(i, piece(data, i))
+    torrent.open_reader(3, 0)
+    assert await torrent.read(5 * PIECE, 100, 3) == data[5 * PIECE : 5 * PIECE + 100]
+    figures = torrent.attributes(0)
+    assert figures["last_seek_wait"] == "0.000" and int(figures["readahead_window"]) > 0
+    torrent.storage.close()
