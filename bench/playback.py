@@ -11,9 +11,14 @@ The physical limit of a startup or seek is the bytes it waits for (`need` second
 media, rounded out to whole pieces) divided by what the whole swarm can upload.
 
     .venv/bin/python bench/playback.py [--size 300M] [--seeders 3] \\
-        [--seeder-rate 1.5M] [--bitrate 1.5M] [--seeks 5] [--clients debian,ours]
+        [--seeder-rate 1.5M] [--bitrate 1.5M] [--seeks 5] [--clients debian,ours] \\
+        [--web-seed-only]
 
-Needs: opentracker, /usr/bin/btfs (apt-get install btfs), libtorrent (pip).
+`--web-seed-only`: no seeders; the torrent's one source is a web seed (BEP 19), nginx on
+loopback limited to `--seeders` x `--seeder-rate` in all (per connection: that over the
+two connections a client opens).
+
+Needs: opentracker, nginx, /usr/bin/btfs (apt-get install btfs), libtorrent (pip).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from tests.support.data import make_random_file  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
 TRACKER_IP = "127.0.0.4"
+WEB_SEED_IP = "127.0.0.9"
 PIECE = 1 << 20
 CHUNK = 128 * 1024  # what a player asks of the kernel at a time
 
@@ -149,6 +155,23 @@ class Player:
         os.close(self.fd)
 
 
+class WebSeedOnly:
+    """nginx serving the data folder, each connection limited to `rate` bytes/s."""
+
+    def __init__(self, work: Path, data_dir: Path, host: str, port: int, rate: int) -> None:
+        from tests.support.nginx import start_nginx
+        from tests.support.procs import Processes
+
+        logs = work / "nginx-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.procs = Processes(logs)
+        start_nginx(self.procs, work / "nginx", host, port, data_dir,
+                    locations=f"limit_rate {rate};")
+
+    def close(self) -> None:
+        self.procs.cleanup()
+
+
 def measure(client: str, torrent: Path, work: Path, args: argparse.Namespace) -> Playback:
     m = Mount(client, torrent, work / f"{client}-mnt", work / f"{client}-cache")
     try:
@@ -187,6 +210,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--clients", default="debian,ours")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/btfs-playback"))
+    parser.add_argument("--web-seed-only", action="store_true")
     args = parser.parse_args()
     work = args.workdir
     data = work / "data"
@@ -196,19 +220,26 @@ def main() -> None:
         make_random_file(big, args.size, seed=1)
     port = free_port(TRACKER_IP)
     torrent = work / "movie.torrent"
+    source = ["-w", f"http://{WEB_SEED_IP}:{port}/movie.bin"] if args.web_seed_only \
+        else ["-t", f"http://{TRACKER_IP}:{port}/announce"]
     run([sys.executable, "-m", "btfs", "create", str(big), "-o", str(torrent), "-f", "-q",
-         "-l", "1M", "-t", f"http://{TRACKER_IP}:{port}/announce"])
+         "-l", "1M", *source])
     swarm_rate = args.seeders * args.seeder_rate
     limit = physical_limit(args.need, args.bitrate, swarm_rate)
     results: dict[str, Playback] = {}
     clients = args.clients.split(",")
     for client in clients:
-        swarm = LimitedSwarm(work, torrent, data, port, args.seeders, args.seeder_rate)
+        swarm: LimitedSwarm | WebSeedOnly
+        if args.web_seed_only:
+            swarm = WebSeedOnly(work, data, WEB_SEED_IP, port, swarm_rate // 2)
+        else:
+            swarm = LimitedSwarm(work, torrent, data, port, args.seeders, args.seeder_rate)
         try:
             results[client] = measure(client, torrent, work, args)
         finally:
             swarm.close()
-    print(f"{format_size(args.size)} file, 1 MiB pieces; swarm {args.seeders} x "
+    sources = "a web seed alone, " if args.web_seed_only else ""
+    print(f"{format_size(args.size)} file, 1 MiB pieces; {sources}{args.seeders} x "
           f"{format_size(args.seeder_rate)}/s; stream {format_size(args.bitrate)}/s; "
           f"wait for {args.need:g} s of media, read ahead {args.readahead:g} s, "
           f"seek every {args.seek_every:g} s")
