@@ -68,7 +68,8 @@ class ReaderState:
 
 
 # Players read a media file's index before playing, often at its end (an MP4's `moov`,
-# Matroska's cues): at open, its head and its last few MiB are fetched first.
+# Matroska's cues): at open, its head and its last few MiB (no more than the read-ahead)
+# are fetched first.
 MEDIA_SUFFIXES = (".mp4", ".m4v", ".m4a", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts",
                   ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".ogg", ".mp3", ".flac", ".opus")
 MEDIA_TAIL = 4 << 20
@@ -455,8 +456,9 @@ class Torrent:
         if self.readahead <= 0 or not f.path[-1].lower().endswith(MEDIA_SUFFIXES):
             return
         layout = self.storage.layout
-        self.on_readahead(reader, layout.pieces_of_range(f.offset, min(f.length, SEEK_WINDOW)))
-        tail = min(f.length, MEDIA_TAIL)
+        head = min(f.length, SEEK_WINDOW, self.readahead)
+        self.on_readahead(reader, layout.pieces_of_range(f.offset, head))
+        tail = min(f.length, MEDIA_TAIL, self.readahead)
         self.on_readahead(_tail_key(reader),
                           layout.pieces_of_range(f.offset + f.length - tail, tail))
 
