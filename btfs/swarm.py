@@ -33,6 +33,7 @@ from btfs.picker import Block, Picker, Priority
 from btfs.rates import RateMeter, TokenBucket
 from btfs.torrent import Torrent
 from btfs.trackers import TrackerSession
+from btfs.urgency import spread, worth_preempting
 from btfs.webseed import WebSeed
 from btfs.webseeding import WebSeedSource
 
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 RECHOKE_INTERVAL = 10.0
 CONNECT_INTERVAL = 1.0
 MAX_HALF_OPEN = 8
-PREEMPT_AFTER = 0.05  # seconds of a peer's queue worth cancelling for a waiting read
-UNKNOWN_RATE = 256 * 1024  # what a peer not yet measured is assumed to send, bytes/s
 
 
 def make_peer_id() -> bytes:
@@ -141,14 +140,10 @@ class Swarm:
         self.kick_all()
 
     def _preempt(self, peer: PeerConnection, now: float) -> None:
-        """Cancel the background requests queued at `peer` when they would hold up a read
-        (more than `PREEMPT_AFTER` seconds of its rate); the picker hands them out later."""
+        """Cancel the background requests queued at `peer` when they would hold up a read;
+        the picker hands them out later."""
         in_flight = peer.state.in_flight
-        if not in_flight:
-            return
-        rate = peer.download_meter.value(now)
-        queued = len(in_flight) * BLOCK
-        if rate > 0 and queued / rate < PREEMPT_AFTER:
+        if not worth_preempting(len(in_flight) * BLOCK, peer.download_meter.value(now)):
             return
         background = self.picker.background_blocks(in_flight)
         if not background:
@@ -488,19 +483,10 @@ class Swarm:
 
 def urgent_shares(peers: Sequence[PeerConnection], blocks: int,
                   now: float) -> list[tuple[PeerConnection, int]]:
-    """How many of a waiting read's `blocks` to ask of each peer: each block goes to the
-    peer that would deliver it soonest, given its measured rate and what it already has
-    queued, so a read is not left to the first peer alone."""
+    """How many of a waiting read's `blocks` to ask of each peer that may be asked."""
     able = [p for p in peers if p.state.requestable() is not None]
-    if not able or blocks <= 0:
-        return []
-    rates = [p.download_meter.value(now) or UNKNOWN_RATE for p in able]
-    finish = [len(p.state.in_flight) * BLOCK / r for p, r in zip(able, rates, strict=True)]
-    counts = [0] * len(able)
-    for _ in range(blocks):
-        i = min(range(len(able)), key=lambda k: finish[k] + BLOCK / rates[k])
-        finish[i] += BLOCK / rates[i]
-        counts[i] += 1
+    counts = spread([p.download_meter.value(now) for p in able],
+                    [len(p.state.in_flight) * BLOCK for p in able], blocks, BLOCK)
     return [(p, n) for p, n in zip(able, counts, strict=True) if n]
 
 

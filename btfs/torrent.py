@@ -29,6 +29,7 @@ import trio
 from btfs.errors import BtfsError
 from btfs.metainfo import Info, Metainfo
 from btfs.piecehash import Segment, hash_pieces
+from btfs.readahead import Readers, ReaderState, Window
 from btfs.storage import (
     DamagedRecord,
     ResumeLog,
@@ -41,9 +42,6 @@ from btfs.storage import (
 
 log = logging.getLogger(__name__)
 
-# The read-ahead window right after a seek: a player waits for a few seconds of media
-# there, so the pieces after the first are asked for at once, not one by one.
-SEEK_WINDOW = 4 << 20
 SPACE_POLL = 1.0  # seconds between looks at the free space while writes fail
 SAVE_INTERVAL = 60.0  # seconds between rewrites of the resume record while pieces arrive
 
@@ -55,29 +53,6 @@ class TorrentClosed(BtfsError):
 class CannotStore(BtfsError):
     """A read needs pieces that cannot be written to the cache now (a full disk)."""
 
-
-@dataclass
-class ReaderState:
-    """Where one open file handle (a reader) is reading, to size its read-ahead window."""
-
-    next_offset: int = -1
-    window: int = 0
-    sequential_reads: int = 0
-    file_index: int | None = None
-    last_seek_wait: float | None = None  # seconds the last read after a seek waited
-
-
-# Players read a media file's index before playing, often at its end (an MP4's `moov`,
-# Matroska's cues): at open, its head and its last few MiB (no more than the read-ahead)
-# are fetched first.
-MEDIA_SUFFIXES = (".mp4", ".m4v", ".m4a", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts",
-                  ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".ogg", ".mp3", ".flac", ".opus")
-MEDIA_TAIL = 4 << 20
-
-
-def _tail_key(reader: int) -> int:
-    """The picker's read-ahead key of a reader's media tail (file handles are positive)."""
-    return -1 - reader
 
 
 @dataclass
@@ -113,7 +88,7 @@ class Torrent:
         self._disk_checked: set[int] = set()  # verified pieces hashed from disk this run
         self._last_save = float("-inf")
         self._events: dict[int, trio.Event] = {}
-        self._readers: dict[int, ReaderState] = {}
+        self._readers = Readers(readahead, meta.info.total_length)
         # Set by the swarm: called with pieces a reader waits on now, and the read-ahead.
         self.on_urgent: Callable[[list[int]], None] = lambda pieces: None
         self.on_readahead: Callable[[int, range], None] = lambda reader, pieces: None
@@ -450,40 +425,23 @@ class Torrent:
 
     def open_reader(self, reader: int, file_index: int) -> None:
         """A file was opened: for a media file, fetch its head and tail first."""
-        state = self._readers.setdefault(reader, ReaderState())
-        state.file_index = file_index
         f = self._info.files[file_index]
-        if self.readahead <= 0 or not f.path[-1].lower().endswith(MEDIA_SUFFIXES):
-            return
-        layout = self.storage.layout
-        head = min(f.length, SEEK_WINDOW, self.readahead)
-        self.on_readahead(reader, layout.pieces_of_range(f.offset, head))
-        tail = min(f.length, MEDIA_TAIL, self.readahead)
-        self.on_readahead(_tail_key(reader),
-                          layout.pieces_of_range(f.offset + f.length - tail, tail))
+        for window in self._readers.open(reader, file_index, f.path[-1], f.offset, f.length):
+            self._fetch_ahead(window)
 
     def _advance_reader(self, reader: int, offset: int, size: int) -> ReaderState:
-        """Grow the read-ahead window while reads stay sequential; reset it on a seek."""
-        state = self._readers.setdefault(reader, ReaderState())
-        if offset == state.next_offset or (
-            state.next_offset >= 0 and 0 <= state.next_offset - offset <= 128 << 10
-        ):
-            state.sequential_reads += 1
-            state.window = min(max(state.window * 2, SEEK_WINDOW), self.readahead)
-        else:
-            state.sequential_reads = 0
-            state.window = min(SEEK_WINDOW, self.readahead)
-        state.next_offset = offset + size
-        if self.readahead > 0 and state.window > 0:
-            end = min(self._info.total_length, state.next_offset + state.window)
-            ahead = self.storage.layout.pieces_of_range(state.next_offset, end - state.next_offset)
-            self.on_readahead(reader, ahead)
+        state, window = self._readers.advance(reader, offset, size)
+        if window is not None:
+            self._fetch_ahead(window)
         return state
 
+    def _fetch_ahead(self, window: Window) -> None:
+        key, start, length = window
+        self.on_readahead(key, self.storage.layout.pieces_of_range(start, length))
+
     def close_reader(self, reader: int) -> None:
-        if self._readers.pop(reader, None) is not None:
-            self.on_readahead(reader, range(0))
-            self.on_readahead(_tail_key(reader), range(0))
+        for key in self._readers.close(reader):
+            self.on_readahead(key, range(0))
 
     # Status ----------------------------------------------------------------------------
 
@@ -504,7 +462,7 @@ class Torrent:
             )
         progress = have / total if total else 1.0
         extra = self.network_attributes() if file_index is None else {}
-        readers = [r for r in self._readers.values()
+        readers = [r for r in self._readers.states.values()
                    if file_index is None or r.file_index == file_index]
         if readers:
             extra["readers"] = str(len(readers))
