@@ -158,6 +158,10 @@ def start_ours(work: Path, http: bool, udp: bool, profile: Path | None = None,
         "--max-peers-per-torrent", "10000000", "--max-peers", "10000000",
         "--log-level", "warning",
     ]
+    if "max-connections-per-ip" in (source / "tracker" / "cli.py").read_text():
+        # The load generators are one address with 50 connections, which the per-address
+        # limit (32 by default) is there to refuse; real clients are many addresses.
+        cmd += ["--max-connections-per-ip", "1000"]
     log = work / "ours.log"
     proc = subprocess.Popen(cmd, cwd=source, stdout=subprocess.PIPE,
                             stderr=log.open("ab"))
