@@ -178,7 +178,7 @@ def decode(datagram: bytes) -> Message:
         return _response(msg, tid)
     if kind == b"e":
         return _error(msg, tid)
-    raise KrpcError("message type missing or unknown", tid)
+    raise KrpcError("message type missing or unknown")
 
 
 def _query(msg: dict[bytes, Any], tid: bytes) -> Query:
