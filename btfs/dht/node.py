@@ -172,6 +172,7 @@ class DhtNode:
         self._next_tid = rng.getrandbits(16)
         self._outbox: list[Outgoing] = []
         self._last_bootstrap = -BOOTSTRAP_RETRY
+        self._joining: Search | None = None
         self._next_housekeeping = now + HOUSEKEEPING
 
     # The shell's side ----------------------------------------------------------------------
@@ -181,11 +182,13 @@ class DhtNode:
         return out
 
     def bootstrap(self, routers: Iterable[Address], now: float) -> Search:
-        """Join through `routers` (addresses of any DHT nodes): a lookup of our own id;
-        repeated by `tick` while the table stays empty."""
+        """Join through `routers` (addresses of any DHT nodes): a lookup of our own id, then
+        one in each farther bucket; repeated by `tick` while the table holds fewer than k
+        nodes (the routers also seed every lookup until then)."""
         self.routers = list(routers)
         self._last_bootstrap = now
-        return self._start("find_node", self.id, now, seeds=self.routers)
+        self._joining = self._start("find_node", self.id, now, seeds=self.routers)
+        return self._joining
 
     def add_node(self, address: Address, now: float) -> None:
         """Ping a node we heard of (a peer's BEP 5 PORT message); it enters when it answers."""
@@ -221,16 +224,17 @@ class DhtNode:
             self._failed(pending, now)
         for search in list(self.searches):
             self._advance(search, now)
-        if not len(self.table) and self.routers and (
+        if len(self.table) < self.table.k and self.routers and (
                 now - self._last_bootstrap >= BOOTSTRAP_RETRY):
             self.bootstrap(self.routers, now)
         if len(self.table) and len(self.searches) < MAX_SEARCHES // 2:
             for target in self.table.refresh_due(now, self.rng):
                 self._start("find_node", target, now)
-        for node in self.table.questionable(now)[:2]:
-            if node.address in self._pinging or not self._limits.pings.take(now):
-                break
-            self._ping(node.address, node.id, now)
+        if self._limits.pings.available(now) >= 1:
+            for node in self.table.questionable(now)[:2]:
+                if node.address in self._pinging or not self._limits.pings.take(now):
+                    break
+                self._ping(node.address, node.id, now)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING
             self.store.expire(now)
@@ -340,6 +344,8 @@ class DhtNode:
         if len(self.searches) >= MAX_SEARCHES:
             return Search(kind, target, None, now)
         seed_list: list[Contact | Address] = list(seeds) if seeds else []
+        if not seeds and len(self.table) < self.table.k:
+            seed_list.extend(self.routers)
         seed_list.extend(self.table.closest(target, 2 * self.table.k))
         lookup = Lookup(target, seed_list, get_peers=kind != "find_node", own_id=self.id,
                         k=self.table.k)
@@ -370,6 +376,11 @@ class DhtNode:
         if lookup.done:
             search.finished = now
             self.searches.remove(search)
+            if search is self._joining:
+                # Found our neighbours: now fill the farther buckets (Kademlia's join).
+                self._joining = None
+                for index in range(len(self.table.buckets) - 1):
+                    self._start("find_node", self.table.random_id_in(index, self.rng), now)
             if search.kind == "announce":
                 for contact, token in lookup.closest_answered():
                     if token is not None:

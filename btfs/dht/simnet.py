@@ -8,6 +8,7 @@ when its `next_tick` says. No sockets and no clock: `run` advances `now` event b
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import random
 from collections.abc import Callable, Iterable
 
@@ -36,8 +37,8 @@ class SimNet:
 
     def address(self, index: int) -> Address:
         """A distinct address for node number `index`."""
-        if self.family == 6:
-            return f"fd00::{index // 65536:x}:{index % 65536:x}", 6881
+        if self.family == 6:   # in canonical form, as compact node info decodes
+            return str(ipaddress.IPv6Address(0xFD00 << 112 | index)), 6881
         return f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}", 6881
 
     def add(self, address: Address, *, bootstrap: Iterable[Address] = (),
