@@ -100,16 +100,26 @@ Message = Query | Response | Error
 # Compact forms ---------------------------------------------------------------------------
 
 
+_packed: dict[Address, bytes] = {}   # the same nodes are named over and over
+_PACKED_CACHE = 8192
+
+
 def pack_address(address: Address) -> bytes:
     """4+2 bytes for IPv4, 16+2 for IPv6; `KrpcError` for anything else."""
+    packed = _packed.get(address)
+    if packed is not None:
+        return packed
     host, port = address
     if not 0 <= port < 65536:
         raise KrpcError(f"port {port} out of range")
     try:
-        packed = ipaddress.ip_address(host).packed
+        packed = ipaddress.ip_address(host).packed + port.to_bytes(2, "big")
     except ValueError as exc:
         raise KrpcError(f"not an IP address: {host!r}") from exc
-    return packed + port.to_bytes(2, "big")
+    if len(_packed) >= _PACKED_CACHE:
+        _packed.clear()
+    _packed[address] = packed
+    return packed
 
 
 def unpack_address(data: bytes) -> Address:

@@ -289,6 +289,7 @@ class DhtNode:
         if q.sender != self.id and not self.table.heard_query(Contact(q.sender, address), now) \
                 and self.table.wants(q.sender):
             self._ping(address, q.sender, now)
+        data: bytes | None
         if q.method == krpc.PING:
             data = self._answer(q.tid, None)
         elif q.method == krpc.FIND_NODE:
@@ -300,13 +301,18 @@ class DhtNode:
                                 self.tokens.make(address[0], now))
         else:
             data = self._on_announce(q, address, now)
-        self._reply(data, address)
-        self.stats.answers_sent += 1
-
-    def _on_announce(self, q: krpc.Query, address: Address, now: float) -> bytes:
-        if not self.tokens.check(q.token, address[0], now):
+        if data is None:
             self.stats.bad_tokens += 1
-            return krpc.error(q.tid, krpc.ERROR_PROTOCOL, "bad token")
+            self.stats.errors_sent += 1
+            self._reply(krpc.error(q.tid, krpc.ERROR_PROTOCOL, "bad token"), address)
+        else:
+            self._reply(data, address)
+            self.stats.answers_sent += 1
+
+    def _on_announce(self, q: krpc.Query, address: Address, now: float) -> bytes | None:
+        """The answer to an announce_peer, or None when its token is wrong."""
+        if not self.tokens.check(q.token, address[0], now):
+            return None
         port = address[1] if q.implied_port or not q.port else q.port
         if self.store.announce(q.info_hash, krpc.pack_address((address[0], port)), now):
             self.stats.announces_stored += 1
