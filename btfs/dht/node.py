@@ -14,6 +14,10 @@ all), and the addresses whose rate is tracked. Malformed queries get a KRPC erro
 their transaction id can be read (within the same budgets); other bad datagrams, answers
 nobody asked for and answers from another address than the one asked are dropped.
 Nothing a datagram holds makes `receive` raise.
+
+Addresses are `(host, port)` with the host as the socket reports it (an IPv6 node's
+shell passes 2-tuples, and an IPv4 node's shell unmaps `::ffff:a.b.c.d`); datagrams from
+the other family are dropped, so both families never mix in one table.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class Stats:
     errors_sent: int = 0
     bad_tokens: int = 0
     announces_stored: int = 0
+    wrong_family: int = 0      # datagrams from an address of the other family
 
 
 class Search:
@@ -244,6 +249,9 @@ class DhtNode:
     def receive(self, datagram: bytes, address: Address, now: float) -> list[Outgoing]:
         """One datagram from `address`; what to send because of it."""
         self.stats.received += 1
+        if (":" in address[0]) != (self.family == 6):
+            self.stats.wrong_family += 1   # its compact form would not fit our answers
+            return []
         try:
             message = krpc.decode(datagram)
         except krpc.KrpcError as exc:

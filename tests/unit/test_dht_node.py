@@ -75,6 +75,14 @@ def test_an_ipv6_node_answers_with_nodes6() -> None:
     assert answer.nodes == () and answer.nodes6 == (Contact(5, ("2001:db8::5", 6881)),)
 
 
+def test_a_datagram_from_the_other_family_is_dropped() -> None:
+    v4, v6 = node(), node(family=6)
+    assert v4.receive(krpc.ping(b"p1", OTHER), ("2001:db8::1", 9), 1.0) == []
+    assert v6.receive(krpc.ping(b"p1", OTHER), ASKER, 1.0) == []
+    assert v4.stats.wrong_family == v6.stats.wrong_family == 1
+    assert answers_to(v6.receive(krpc.ping(b"p1", OTHER), ("::1", 9), 1.0), ("::1", 9))
+
+
 def test_get_peers_gives_a_token_that_lets_the_asker_announce() -> None:
     n = node(known=3)
     [r] = answers_to(n.receive(krpc.get_peers(b"g1", OTHER, HASH), ASKER, 1.0), ASKER)
