@@ -12,7 +12,7 @@ rounds that led to the closest node that answered (1 when it was a seed).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from btfs.dht.krpc import Address, Contact, NodeId
@@ -63,16 +63,20 @@ class Lookup:
 
     # What to do next ---------------------------------------------------------------------
 
-    def _shortlist(self) -> list[Candidate]:
-        """The `k` closest candidates that did not fail."""
+    def _closest(self, keep: Callable[[Candidate], bool]) -> list[Candidate]:
+        """The `k` closest candidates that `keep` accepts."""
         out = []
         for _, address in self._order:
             c = self._by_address[address]
-            if c.state != FAILED:
+            if keep(c):
                 out.append(c)
                 if len(out) == self.k:
                     break
         return out
+
+    def _shortlist(self) -> list[Candidate]:
+        """The `k` closest candidates that did not fail."""
+        return self._closest(lambda c: c.state != FAILED)
 
     @property
     def done(self) -> bool:
@@ -139,14 +143,8 @@ class Lookup:
 
     def closest_answered(self) -> list[tuple[Contact, bytes | None]]:
         """The `k` closest nodes that answered, with their tokens."""
-        out = []
-        for _, address in self._order:
-            c = self._by_address[address]
-            if c.state == ANSWERED and c.id is not None:
-                out.append((Contact(c.id, address), c.token))
-                if len(out) == self.k:
-                    break
-        return out
+        answered = self._closest(lambda c: c.state == ANSWERED)
+        return [(Contact(c.id, c.address), c.token) for c in answered if c.id is not None]
 
     @property
     def hops(self) -> int:
