@@ -207,7 +207,7 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         last, figures = measure(n, args.lookups, args.seed)
         rows.append(figures)
-        print(f"{n} nodes: built in {figures['build_s']:.0f} s of CPU;"
+        print(f"{n} nodes: built in {figures['build_s']:.0f} s;"
               f" table {figures['table_mean']:.1f} nodes (min {figures['table_min']})")
     print()
     print("nodes   hops mean/p50/p90/max  queries answers per lookup  lookup s mean/p90"
