@@ -5,13 +5,15 @@ For each network size, nodes join one by one (every 0.1 s of virtual time, each 
 real `DhtNode`s exchanging real KRPC datagrams through a heap in virtual time, 20-80 ms
 of latency each way, no sockets. After 15 virtual minutes to settle it prints:
 
-- idle traffic: datagrams each node sends per minute with no lookups (pings, refresh);
+- idle traffic: datagrams each node receives per minute with no lookups of its users
+  (pings, and bucket refresh: over these 15 minutes every untouched bucket refreshes
+  once, so the figure does not depend on where the window falls);
 - lookups: `--lookups` get_peers from random nodes for random info-hashes, one at a
   time: hops (rounds to the closest node found), queries sent and answers received per
   lookup, virtual time to finish, and how many of the true 8 closest nodes it found;
 - announce then get_peers from another node: how often the peer is found;
 - busy traffic: every node announces one torrent every 30 minutes (spread evenly),
-  10 virtual minutes: datagrams each node receives per minute (mean, p99, max).
+  15 virtual minutes: datagrams each node receives per minute (mean, p99, max).
 
 Then, on this machine: CPU time per query answered by one node of the largest network
 (`DhtNode.receive` on pre-encoded queries from nodes of its table, perf_counter over
@@ -37,7 +39,7 @@ from btfs.dht.routing import MAX_BUCKETS, REPLACEMENTS, K, RoutingTable
 from btfs.dht.simnet import SimNet
 
 SETTLE = 15 * 60.0
-WINDOW = 10 * 60.0
+WINDOW = 15 * 60.0           # one refresh period: every idle bucket refreshes once in it
 ANNOUNCE_EVERY = 30 * 60.0
 
 
