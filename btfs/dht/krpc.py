@@ -5,17 +5,17 @@ the DHT reads (types, lengths, bounds): anything else raises `KrpcError`, which 
 whether the datagram was a query with a readable transaction id (those are answered
 with a KRPC error; the rest are dropped). Node ids are 160-bit ints inside the DHT and
 20 bytes on the wire. Compact node info is 26 bytes (IPv4) or 38 (IPv6, BEP 32);
-compact peers 6 or 18.
+compact peers 6 or 18, packed by `btfs.trackerwire.compact` as tracker answers are.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
 from btfs import bencode
 from btfs.errors import BtfsError
+from btfs.trackerwire import compact
 
 Address = tuple[str, int]
 NodeId = int
@@ -100,36 +100,19 @@ Message = Query | Response | Error
 # Compact forms ---------------------------------------------------------------------------
 
 
-_packed: dict[Address, bytes] = {}   # the same nodes are named over and over
-_PACKED_CACHE = 8192
-
-
 def pack_address(address: Address) -> bytes:
     """4+2 bytes for IPv4, 16+2 for IPv6; `KrpcError` for anything else."""
-    packed = _packed.get(address)
-    if packed is not None:
-        return packed
-    host, port = address
-    if not 0 <= port < 65536:
-        raise KrpcError(f"port {port} out of range")
     try:
-        packed = ipaddress.ip_address(host).packed + port.to_bytes(2, "big")
+        return compact.pack(*address)
     except ValueError as exc:
-        raise KrpcError(f"not an IP address: {host!r}") from exc
-    if len(_packed) >= _PACKED_CACHE:
-        _packed.clear()
-    _packed[address] = packed
-    return packed
+        raise KrpcError(f"cannot pack {address!r}: {exc}") from None
 
 
 def unpack_address(data: bytes) -> Address:
     """The inverse of `pack_address` (6 or 18 bytes)."""
-    port = int.from_bytes(data[-2:], "big")
-    if len(data) == 6:
-        return ".".join(map(str, data[:4])), port
-    if len(data) == 18:
-        return str(ipaddress.IPv6Address(data[:16])), port
-    raise KrpcError(f"compact address of {len(data)} bytes")
+    if len(data) not in (compact.V4_SIZE, compact.V6_SIZE):
+        raise KrpcError(f"compact address of {len(data)} bytes")
+    return compact.unpack(data)
 
 
 def pack_nodes(contacts: list[Contact]) -> bytes:

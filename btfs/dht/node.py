@@ -17,7 +17,8 @@ Nothing a datagram holds makes `receive` raise.
 
 Addresses are `(host, port)` with the host as the socket reports it (an IPv6 node's
 shell passes 2-tuples, and an IPv4 node's shell unmaps `::ffff:a.b.c.d`); datagrams from
-the other family are dropped, so both families never mix in one table.
+the other family (IPv4-mapped addresses count as IPv4) are dropped, so both families
+never mix in one table.
 """
 
 from __future__ import annotations
@@ -249,7 +250,9 @@ class DhtNode:
     def receive(self, datagram: bytes, address: Address, now: float) -> list[Outgoing]:
         """One datagram from `address`; what to send because of it."""
         self.stats.received += 1
-        if (":" in address[0]) != (self.family == 6):
+        host = address[0]
+        if (":" in host and not (host.startswith("::ffff:") and "." in host)) \
+                != (self.family == 6):
             self.stats.wrong_family += 1   # its compact form would not fit our answers
             return []
         try:

@@ -52,7 +52,8 @@ def test_responses_carry_compact_nodes_of_26_and_38_bytes_and_peers() -> None:
 
 
 def test_compact_nodes_with_port_zero_are_skipped_and_ragged_lists_refused() -> None:
-    good = krpc.pack_nodes([Contact(ID_A, ("10.0.0.1", 0)), Contact(ID_B, ("10.0.0.2", 5))])
+    no_port = ID_A.to_bytes(20, "big") + bytes([10, 0, 0, 1, 0, 0])
+    good = no_port + krpc.pack_nodes([Contact(ID_B, ("10.0.0.2", 5))])
     assert krpc.unpack_nodes(good, 26) == (Contact(ID_B, ("10.0.0.2", 5)),)
     with pytest.raises(KrpcError):
         krpc.unpack_nodes(good + b"x", 26)
@@ -69,6 +70,12 @@ def test_a_malformed_query_names_its_transaction_and_the_error_code() -> None:
     with pytest.raises(KrpcError) as info:
         krpc.decode(unknown)
     assert info.value.code == krpc.ERROR_METHOD
+
+
+def test_addresses_that_cannot_be_packed_raise_krpc_error() -> None:
+    for address in (("example.org", 1), ("10.0.0.1", 0), ("10.0.0.1", 65536)):
+        with pytest.raises(KrpcError):
+            krpc.pack_address(address)
 
 
 @pytest.mark.parametrize("value", [
