@@ -27,7 +27,6 @@ import argparse
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from stream import Mount, find_file, info_hash, run  # noqa: E402
+from stream import Mount, find_file, info_hash, run, stop_all  # noqa: E402
 
 from btfs.units import format_size, parse_size  # noqa: E402
 from tests.support.data import make_random_file  # noqa: E402
@@ -79,16 +78,7 @@ class LimitedSwarm:
         time.sleep(2)  # the seeders' first announce
 
     def close(self) -> None:
-        for p in self.procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_all(self.procs)
 
 
 @dataclass

@@ -51,6 +51,20 @@ def info_hash(torrent: Path) -> str:
     return str(json.loads(out)["info_hash"])
 
 
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process group, then SIGKILL those still there after 5 s."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
 class Swarm:
     """opentracker + a libtorrent seeder for the benchmark's torrents."""
 
@@ -84,16 +98,7 @@ class Swarm:
         return f"http://{TRACKER_IP}:{self.tracker_port}/announce"
 
     def close(self) -> None:
-        for p in self.procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_all(self.procs)
 
 
 class Mount:
