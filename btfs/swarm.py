@@ -1,13 +1,12 @@
-"""One torrent's swarm: peer connections, the piece picker, the choker and trackers.
+"""One torrent's swarm: peer connections, web seeds, the picker, the choker, trackers.
 
-The swarm is the trio shell around the pure cores: it owns the picker (which block to
-ask whom), the choker (whom to upload to), the assembly of blocks into pieces, the
-listening socket, the tracker session and the peer connections. A whole piece goes to
-`Torrent.piece_downloaded`, the only place a piece becomes verified.
-
-A piece that fails its hash: if one peer sent all of it, that peer is banned at once.
-If several did, a digest of each block and its sender is kept; when the piece later
-passes, the peers whose blocks differ from the good data are banned (a "smart ban").
+The swarm is the trio shell around the pure cores: the picker (which block to ask
+whom), the choker (whom to upload to), the peer book (whom to dial), the assembly of
+blocks into pieces and the smart ban (`btfs.assembly`: whom to blame for a piece that
+fails its hash), and the read path's decisions (`btfs.urgency`). It owns the listening
+socket, the tracker session, the peer connections (it is their `PeerHost`) and the web
+seeds' workers (their `WebSeedHost`). A whole piece goes to `Torrent.piece_downloaded`,
+the only place a piece becomes verified.
 """
 
 from __future__ import annotations
