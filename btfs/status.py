@@ -69,8 +69,12 @@ def render(status: dict[str, Any]) -> str:
             value = t[key] if key == "peers" else f"{format_size(float(t[key]))}/s"
             lines.append(f"  {label} {value}")
     for f in status["files"]:
-        lines.append(
-            f"  {float(f.get('progress', 0)) * 100:5.1f}%  {format_size(int(f.get('size', 0))):>10}"
-            f"  waited on {f.get('pieces_waited_on', '0'):>4}  {f['path']}"
-        )
+        line = (f"  {float(f.get('progress', 0)) * 100:5.1f}%  "
+                f"{format_size(int(f.get('size', 0))):>10}"
+                f"  waited on {f.get('pieces_waited_on', '0'):>4}  {f['path']}")
+        if "readers" in f:
+            line += (f"  (open: read-ahead {format_size(int(f.get('readahead_window', 0)))}"
+                     + (f", last seek waited {float(f['last_seek_wait']):.2f} s"
+                        if "last_seek_wait" in f else "") + ")")
+        lines.append(line)
     return "\n".join(lines)
