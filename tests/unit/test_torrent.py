@@ -130,13 +130,24 @@ def test_opening_another_file_fetches_nothing_until_it_is_read(tmp_path: Path) -
     torrent.storage.close()
 
 
-async def test_a_read_after_a_seek_records_its_wait(tmp_path: Path) -> None:
+async def test_a_read_after_a_seek_records_its_wait(
+    tmp_path: Path, mock_clock: trio.testing.MockClock,
+) -> None:
+    """The wait of the read that follows a seek, in (virtual) seconds, per open file."""
     torrent = media_torrent(tmp_path, "notes.txt")
     data = (tmp_path / "origin" / "notes.txt").read_bytes()
-    for i in range(12):
-        assert await torrent.piece_downloaded(i, piece(data, i))
     torrent.open_reader(3, 0)
-    assert await torrent.read(5 * PIECE, 100, 3) == data[5 * PIECE : 5 * PIECE + 100]
+    got: list[bytes] = []
+
+    async def read() -> None:
+        got.append(await torrent.read(5 * PIECE, 100, 3))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(5)
+        assert await torrent.piece_downloaded(5, piece(data, 5))
+    assert got == [data[5 * PIECE : 5 * PIECE + 100]]
     figures = torrent.attributes(0)
-    assert figures["last_seek_wait"] == "0.000" and int(figures["readahead_window"]) > 0
+    assert figures["last_seek_wait"] == "5.000" and int(figures["readahead_window"]) > 0
     torrent.storage.close()
