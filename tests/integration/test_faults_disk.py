@@ -7,13 +7,13 @@ import errno
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.env import require_fuse, strict
+from tests.support.env import missing, require_fuse
+from tests.support.mounting import btfs
 from tests.support.net import next_loopback_ipv4
 from tests.support.procs import Mounts, Processes, is_mounted, pid_alive, wait_for
 from tests.support.swarm import share, start_seed
@@ -24,10 +24,6 @@ SIZE = 64 << 20
 CHUNK = 1 << 20
 
 
-def btfs(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
-
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
@@ -37,8 +33,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(folder)],
                        capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
-        reason = f"cannot mount a tmpfs: {r.stderr.strip()}"
-        pytest.fail(reason) if strict() else pytest.skip(reason)
+        missing(f"cannot mount a tmpfs: {r.stderr.strip()}")
     try:
         yield folder
     finally:

@@ -4,13 +4,12 @@ two `--keep` mounts is checked at the second, and its bad pieces fetched again."
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.env import require_fuse
+from tests.support.mounting import btfs
 from tests.support.net import next_loopback_ipv4
 from tests.support.procs import Mounts, Processes, is_mounted, pid_alive
 from tests.support.swarm import share, start_seed
@@ -19,10 +18,6 @@ pytestmark = pytest.mark.fuse
 
 TREE = {"a.bin": 300_000, "b.bin": 200_000, "c.bin": 100_000}
 
-
-def btfs(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def mount_read_unmount(mounts: Mounts, torrent: Path, mnt: Path, data: Path,

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from btfs.bencode import encode
 from btfs.metainfo import fit_name
-from tests.support.env import require_fuse
+from tests.support.mounting import btfs, mount
 from tests.support.net import next_loopback_ipv4
 from tests.support.procs import Mounts, Processes, is_mounted, pid_alive
 from tests.support.swarm import Shared, finish, start_download, start_seed
@@ -27,10 +25,6 @@ pytestmark = pytest.mark.fuse
 LONG = "ü" * 148 + ".mkv"  # 300 bytes in UTF-8
 PLEN = 16384
 
-
-def btfs(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def make_torrent(tmp_path: Path, paths: list[list[str]], sizes: list[int]) -> tuple[Path, bytes]:
@@ -56,17 +50,6 @@ def place(root: Path, paths: list[list[str]], sizes: list[int], stream: bytes,
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(stream[offset : offset + size])
         offset += size
-
-
-def mount(mounts: Mounts, torrent: Path, mnt: Path, *args: str | Path) -> int:
-    require_fuse()
-    mnt.mkdir()
-    mounts.add(mnt)
-    r = btfs("mount", torrent, mnt, *args)
-    assert r.returncode == 0, r.stderr
-    pid = mounts.remember_pid(mnt)
-    assert pid is not None
-    return pid
 
 
 def test_a_300_byte_name_is_shortened_and_every_file_served(tmp_path: Path, procs: Processes,

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_mount_local import blocked_reader
 from tests.support.env import require_fuse
+from tests.support.mounting import btfs
 from tests.support.procs import Mounts, pid_alive, wait_for
 from tests.support.swarm import share
 
 pytestmark = pytest.mark.fuse
 
-
-def btfs(*args: str | Path, stdin: int | None = subprocess.DEVNULL
-         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
-                          text=True, timeout=60, stdin=stdin)
 
 
 @pytest.mark.parametrize("how", ["btfs unmount", "SIGTERM"])

@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.data import make_tree
 from tests.support.env import require_fuse, require_libtorrent, require_tool
+from tests.support.mounting import btfs, mount
 from tests.support.procs import HANG, Mounts, is_mounted, pid_alive, wait_for
 
 pytestmark = pytest.mark.fuse
@@ -30,10 +31,6 @@ pytestmark = pytest.mark.fuse
 TREE = {"Season 1/e01.mkv": 700_001, "Season 1/e02.mkv": 300_000, "notes.txt": 1234,
         "Season 1/extras/ä b.bin": 65_536, "empty.dat": 0}
 
-
-def btfs(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def make_torrent(tmp_path: Path, tree: dict[str, int] = TREE) -> tuple[Path, Path]:
@@ -50,18 +47,6 @@ def place_in_cache(root: Path, cache: Path) -> None:
     shutil.copytree(root, cache / "data" / root.name)
 
 
-def do_mount(mounts: Mounts, torrent: Path, mnt: Path, *extra: str | Path) -> int:
-    require_fuse()
-    mnt.mkdir(exist_ok=True)
-    mounts.add(mnt)
-    r = btfs("mount", torrent, mnt, *extra)
-    assert r.returncode == 0, r.stderr
-    assert is_mounted(mnt), "btfs mount returned before the mount was live"
-    pid = mounts.remember_pid(mnt)
-    assert pid is not None
-    return pid
-
-
 def mount_complete(tmp_path: Path, mounts: Mounts,
                    tree: dict[str, int] = TREE) -> tuple[Path, Path, Path]:
     """A torrent of `tree` mounted on tmp_path/mnt, all its data already in the cache;
@@ -70,7 +55,7 @@ def mount_complete(tmp_path: Path, mounts: Mounts,
     cache = tmp_path / "cache"
     place_in_cache(root, cache)
     mnt = tmp_path / "mnt"
-    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    mount(mounts, torrent, mnt, "--cache-dir", cache)
     return torrent, root, mnt
 
 
@@ -137,7 +122,7 @@ def test_xattrs_and_statfs(tmp_path: Path, mounts: Mounts) -> None:
     place_in_cache(root, cache)
     (cache / "data" / "Show" / "notes.txt").write_bytes(b"x" * 1234)  # corrupt: not verified
     mnt = tmp_path / "mnt"
-    pid = do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    pid = mount(mounts, torrent, mnt, "--cache-dir", cache)
     f = mnt / "Show" / "Season 1" / "e02.mkv"
     assert os.getxattr(f, "user.btfs.progress") == b"1.0000"
     assert os.getxattr(f, "user.btfs.size") == b"300000"
@@ -172,7 +157,7 @@ def test_padding_files_are_hidden(tmp_path: Path, mounts: Mounts) -> None:
     cache = tmp_path / "cache"
     place_in_cache(root, cache)
     mnt = tmp_path / "mnt"
-    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    mount(mounts, torrent, mnt, "--cache-dir", cache)
     assert sorted(p.name for p in (mnt / "Padded").iterdir()) == ["a.bin", "b.bin"]
     assert (mnt / "Padded" / "b.bin").read_bytes() == (root / "b.bin").read_bytes()
     assert float(os.getxattr(mnt, "user.btfs.progress")) == 1.0
@@ -183,13 +168,13 @@ def test_keep_then_remount_uses_the_resume_record(tmp_path: Path, mounts: Mounts
     cache = tmp_path / "cache"
     place_in_cache(root, cache)
     mnt = tmp_path / "mnt"
-    do_mount(mounts, torrent, mnt, "--cache-dir", cache, "--keep")
+    mount(mounts, torrent, mnt, "--cache-dir", cache, "--keep")
     assert btfs("unmount", mnt).returncode == 0
     assert (cache / "resume").exists()
     # The resume record is trusted for files whose size and mtime it matches, so the
     # remount does not re-hash them; everything reads back complete with nothing fetched.
     log = tmp_path / "log"
-    do_mount(mounts, torrent, mnt, "-o", f"cache_dir={cache},keep,log={log}")
+    mount(mounts, torrent, mnt, "-o", f"cache_dir={cache},keep,log={log}")
     assert float(os.getxattr(mnt, "user.btfs.progress")) == 1.0
     assert sha256(mnt / "Show" / "Season 1" / "e01.mkv") == sha256(root / "Season 1/e01.mkv")
     assert "from the resume record" in log.read_text()
@@ -203,7 +188,7 @@ def test_cache_is_removed_without_keep(tmp_path: Path, mounts: Mounts) -> None:
     place_in_cache(root, cache)
     (cache / "mine.txt").write_text("not btfs's")
     mnt = tmp_path / "mnt"
-    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    mount(mounts, torrent, mnt, "--cache-dir", cache)
     assert btfs("unmount", mnt).returncode == 0
     assert not (cache / "data").exists()
     assert not (cache / "resume").exists()
@@ -230,7 +215,7 @@ def blocked_reader(path: Path) -> tuple[threading.Thread, list[object]]:
 def test_unmount_while_a_read_is_blocked(tmp_path: Path, mounts: Mounts, how: str) -> None:
     torrent, _ = make_torrent(tmp_path)
     mnt = tmp_path / "mnt"
-    pid = do_mount(mounts, torrent, mnt, "--cache-dir", tmp_path / "empty-cache")
+    pid = mount(mounts, torrent, mnt, "--cache-dir", tmp_path / "empty-cache")
     target = mnt / "Show" / "Season 1" / "e01.mkv"
     thread, outcome = blocked_reader(target)
     wait_for(lambda: int(os.getxattr(target, "user.btfs.pieces_waited_on")) > 0, HANG,
@@ -284,7 +269,7 @@ def test_bad_mount_points(tmp_path: Path, mounts: Mounts, setup: str, message: s
     elif setup == "mounted":
         cache = tmp_path / "cache"
         place_in_cache(root, cache)
-        do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+        mount(mounts, torrent, mnt, "--cache-dir", cache)
     r = btfs("mount", torrent, mnt)
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
@@ -310,7 +295,7 @@ def test_status_command(tmp_path: Path, mounts: Mounts) -> None:
     place_in_cache(root, cache)
     (cache / "data" / "Show" / "notes.txt").unlink()
     mnt = tmp_path / "mnt"
-    do_mount(mounts, torrent, mnt, "--cache-dir", cache)
+    mount(mounts, torrent, mnt, "--cache-dir", cache)
     r = btfs("status", mnt, "--json")
     assert r.returncode == 0, r.stderr
     [status] = json.loads(r.stdout)

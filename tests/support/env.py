@@ -23,7 +23,8 @@ def strict() -> bool:
     return os.environ.get("BTFS_REQUIRE_FUSE") == "1"
 
 
-def _missing(reason: str) -> None:
+def missing(reason: str) -> None:
+    """Skip for `reason`, or fail under strict mode (CI)."""
     if strict():
         pytest.fail(f"{reason} (BTFS_REQUIRE_FUSE=1 makes this a failure)", pytrace=False)
     pytest.skip(reason)
@@ -33,14 +34,14 @@ def require_tool(command: str, package: str) -> str:
     """Return the tool's full path, or skip/fail naming the Debian package that provides it."""
     path = shutil.which(command)
     if path is None:
-        _missing(f"{command} not found: apt-get install {package}")
+        missing(f"{command} not found: apt-get install {package}")
     assert path is not None
     return path
 
 
 def require_python_module(module: str, pip_name: str) -> None:
     if importlib.util.find_spec(module) is None:
-        _missing(f"Python module {module} not installed: pip install {pip_name}")
+        missing(f"Python module {module} not installed: pip install {pip_name}")
 
 
 def require_libtorrent() -> None:
@@ -51,7 +52,7 @@ def require_libtorrent() -> None:
 def require_fuse() -> None:
     """FUSE needs the device, fusermount3 and pyfuse3."""
     if not os.path.exists("/dev/fuse"):
-        _missing("/dev/fuse is absent (no FUSE in this kernel or container)")
+        missing("/dev/fuse is absent (no FUSE in this kernel or container)")
     require_tool("fusermount3", "fuse3")
     require_python_module("pyfuse3", "pyfuse3")
 
@@ -59,4 +60,4 @@ def require_fuse() -> None:
 def require_ipv6_loopback() -> None:
     """An IPv6 loopback address (::1) to bind; Linux has one unless IPv6 is disabled."""
     if not net.ipv6_loopback_available():
-        _missing("no IPv6 loopback (::1) to bind here")
+        missing("no IPv6 loopback (::1) to bind here")

@@ -11,10 +11,25 @@ from tests.support.net import next_loopback_ipv4
 from tests.support.procs import Mounts, is_mounted
 
 
-def btfs(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def btfs(*args: str | Path, timeout: float = 60,
+         stdin: int | None = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
     """This checkout's `btfs` with the test's Python; output captured as text."""
     return subprocess.run([sys.executable, "-m", "btfs", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          text=True, timeout=timeout, stdin=stdin)
+
+
+def mount(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Path) -> int:
+    """`btfs mount` in the background; the mount process's pid once the mount is live
+    (it is unmounted at teardown by `mounts`)."""
+    require_fuse()
+    mnt.mkdir(exist_ok=True)
+    mounts.add(mnt)
+    r = btfs("mount", torrent, mnt, *extra)
+    assert r.returncode == 0, r.stderr
+    assert is_mounted(mnt), "btfs mount returned before the mount was live"
+    pid = mounts.remember_pid(mnt)
+    assert pid is not None
+    return pid
 
 
 def mount_swarm(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Path) -> int:
@@ -24,14 +39,6 @@ def mount_swarm(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Pa
     The cache is the test's own (beside the mount point) unless `extra` names one, so
     tests running at once never share the default cache folder of a torrent.
     """
-    require_fuse()
-    mnt.mkdir(exist_ok=True)
-    mounts.add(mnt)
     if not any("cache" in str(arg) for arg in extra):
         extra = ("--cache-dir", mnt.parent / f"{mnt.name}-cache", *extra)
-    r = btfs("mount", torrent, mnt, "--bind", next_loopback_ipv4(), "--no-trackers", *extra)
-    assert r.returncode == 0, r.stderr
-    assert is_mounted(mnt)
-    pid = mounts.remember_pid(mnt)
-    assert pid is not None
-    return pid
+    return mount(mounts, torrent, mnt, "--bind", next_loopback_ipv4(), "--no-trackers", *extra)
