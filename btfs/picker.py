@@ -104,7 +104,6 @@ class Picker:
         self._order_dirty = True
         self._order_built = float("-inf")
         self._next_expiry = float("inf")
-        self._patience = urgent_after
 
     # Facts about the torrent -----------------------------------------------------------
 
@@ -301,13 +300,13 @@ class Picker:
         out: list[Block] = []
         if count <= 0:
             return out
-        self._patience = self.urgent_after if patience is None else patience
+        due = now + (self.urgent_after if patience is None else patience)
         if now >= self._next_expiry:
             self.expire(now)
         if self.deadlines:
             for piece in sorted(self.deadlines, key=self.deadlines.__getitem__):
                 if piece in has:
-                    self._take(piece, peer_id, out, count, now, urgent=True)
+                    self._take(piece, peer_id, out, count, now, due, urgent=True)
                     if len(out) >= count:
                         return out
         if urgent_only:
@@ -315,29 +314,30 @@ class Picker:
         for window in list(self.readahead.values()):
             for piece in window:
                 if piece not in self.verified and piece in has:
-                    self._take(piece, peer_id, out, count, now)
+                    self._take(piece, peer_id, out, count, now, due)
                     if len(out) >= count:
                         return out
         if self.reader_waiting():
             return out
         for piece, progress in list(self.in_progress.items()):
             if progress.free and piece in has and self.wanted(piece):
-                self._take(piece, peer_id, out, count, now)
+                self._take(piece, peer_id, out, count, now, due)
                 if len(out) >= count:
                     return out
         for piece in self._rarest_first(now):
             if piece in has and piece not in self.in_progress and piece not in self.verified:
-                self._take(piece, peer_id, out, count, now)
+                self._take(piece, peer_id, out, count, now, due)
                 if len(out) >= count:
                     return out
         if not out and self._all_requested():
-            self._endgame(peer_id, has, out, count, now)
+            self._endgame(peer_id, has, out, count, now, due)
         return out
 
     def _take(
         self, piece: int, peer_id: bytes, out: list[Block], count: int, now: float,
-        *, urgent: bool = False,
+        due: float, *, urgent: bool = False,
     ) -> None:
+        """Add blocks of `piece` for `peer_id` to `out`; each is late after `due`."""
         progress = self.in_progress.get(piece)
         if progress is None:
             progress = self.in_progress[piece] = _Progress(self.blocks_in(piece))
@@ -357,14 +357,15 @@ class Picker:
                 continue
             holders.append(peer_id)
             progress.requested_at[index] = now
-            progress.due[index] = now + self._patience
+            progress.due[index] = due
             self._next_expiry = min(self._next_expiry, now + self.request_timeout)
             block = self.block(piece, index)
             held.add(block)
             out.append(block)
 
     def _endgame(
-        self, peer_id: bytes, has: Container[int], out: list[Block], count: int, now: float
+        self, peer_id: bytes, has: Container[int], out: list[Block], count: int, now: float,
+        due: float,
     ) -> None:
         held = self._held.setdefault(peer_id, set())
         for piece, progress in self.in_progress.items():
@@ -379,7 +380,7 @@ class Picker:
                     progress.free -= 1
                     progress.stale[index] = 0
                     progress.requested_at[index] = now
-                    progress.due[index] = now + self._patience
+                    progress.due[index] = due
                     self._next_expiry = min(self._next_expiry, now + self.request_timeout)
                 holders.append(peer_id)
                 block = self.block(piece, index)
