@@ -63,11 +63,12 @@ class Assembly:
         return self.partial.pop(piece)
 
     def failed(self, piece: int, partial: PartialPiece,
-               host_of: Callable[[bytes], str | None]) -> list[Culprit]:
+               host_of: Callable[[bytes], str | None],
+               present: Callable[[bytes], bool]) -> list[Culprit]:
         """The piece failed its hash: who to blame now (a single sender), if anyone.
 
-        With several senders, each block's digest is kept for `passed`; a sender whose
-        `host_of` is unknown (gone) cannot be judged later and is left out.
+        With several senders, each block's digest is kept for `passed`; a sender no longer
+        `present` (a peer gone) cannot be judged later and is left out.
         """
         senders = set(partial.senders.values())
         if len(senders) == 1:
@@ -75,12 +76,11 @@ class Assembly:
             return [Culprit(source, host_of(source), f"piece {piece} failed its hash check")]
         blocks = self.suspects.setdefault(piece, {})
         for begin, source in partial.senders.items():
-            host = host_of(source)
-            if host is None and not source.startswith(b"webseed:"):
+            if not present(source):
                 continue
             end = min(begin + self.block_size, len(partial.data))
             digest = hashlib.sha1(partial.data[begin:end]).digest()
-            blocks.setdefault(begin, []).append(Suspect(source, host, digest))
+            blocks.setdefault(begin, []).append(Suspect(source, host_of(source), digest))
         return []
 
     def passed(self, piece: int, read: Callable[[int, int], bytes]) -> list[Culprit]:

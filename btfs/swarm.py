@@ -293,7 +293,9 @@ class Swarm:
         self.picker.piece_failed(piece)
         log.warning("piece %d failed its hash check (sent by %d source(s))", piece,
                     len(set(partial.senders.values())))
-        self._blame(piece, self.assembly.failed(piece, partial, self._host_of))
+        self._blame(piece, self.assembly.failed(
+            piece, partial, self._host_of,
+            lambda source: source in self.peers or source in self.web_seeds))
         self.kick_all()
 
     def _host_of(self, source: bytes) -> str | None:
