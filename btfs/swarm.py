@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 RECHOKE_INTERVAL = 10.0
 CONNECT_INTERVAL = 1.0
 MAX_HALF_OPEN = 8
+PEER_SOURCES = ("tracker", "dht", "pex", "lsd", "peer", "incoming")  # "peer": --peer, x.pe
+MAX_FOUND_TRACKED = 10_000
 
 
 def make_peer_id() -> bytes:
@@ -108,7 +110,9 @@ class Swarm:
         self._open_stream = open_stream or dial.tcp_opener(config.bind)
         self._rechoke_soon = trio.Event()
         self._dial_soon = trio.Event()
-        self.add_candidates(config.peers)
+        self.found: dict[str, int] = dict.fromkeys(PEER_SOURCES, 0)
+        self.found_by: dict[tuple[str, int], str] = {}
+        self.add_candidates(config.peers, "peer")
         torrent.on_urgent = self._urgent
         torrent.on_readahead = self._readahead
         torrent.on_verified = self._verified
@@ -316,7 +320,15 @@ class Swarm:
 
     # Peers ----------------------------------------------------------------------------------
 
-    def add_candidates(self, addresses: Iterable[tuple[str, int]]) -> None:
+    def add_candidates(self, addresses: Iterable[tuple[str, int]], source: str = "peer") -> None:
+        """Peers to dial, learnt from `source` (one of `PEER_SOURCES`); each address is
+        counted once, under the first source that named it, for `btfs status`."""
+        addresses = list(addresses)
+        for address in addresses:
+            if address not in self.found_by:
+                if len(self.found_by) < MAX_FOUND_TRACKED:
+                    self.found_by[address] = source
+                self.found[source] = self.found.get(source, 0) + 1
         self.book.add(addresses)
         self._dial_soon.set()
 
@@ -385,6 +397,7 @@ class Swarm:
             "downloaded": str(int(s["downloaded"])),
             "uploaded": str(int(s["uploaded"])),
             "listen_port": str(self.listen_port),
+            "peers_found": " ".join(f"{k}={v}" for k, v in self.found.items()),
         }
 
     def transfer_totals(self) -> tuple[int, int, int]:
@@ -416,7 +429,7 @@ class Swarm:
                     peer_id=self.peer_id,
                     port=self.listen_port,
                     stats=self.transfer_totals,
-                    on_peers=self.add_candidates,
+                    on_peers=lambda peers: self.add_candidates(peers, "tracker"),
                     bind=self.config.bind,
                 )
                 nursery.start_soon(self.tracker_session.run)
