@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 PROGRESS_MIN_BYTES = 64 << 20
-MAGNET_MOUNT_TIMEOUT = 120.0  # a mount of a magnet waits this long for the metadata
+DEFAULT_METADATA_TIMEOUT = 180  # a magnet's metadata: give up after this long
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mount.add_argument("source", metavar="SOURCE",
                        help="a .torrent file or a magnet URI (its metadata is fetched from "
-                       "peers first, for up to 2 minutes)")
+                       "peers first, found through trackers, the DHT, --peer)")
     mount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path,
                        help="an empty directory")
     mount.add_argument("-f", "--foreground", action="store_true",
@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated mount options: keep, lazy, readahead=SIZE, "
                        "cache_dir=DIR, log=FILE, peer=HOST:PORT (repeatable), bind=ADDR, "
                        "port=N, max_download_rate=RATE, max_upload_rate=RATE, max_peers=N, "
-                       "no_trackers, "
+                       "no_trackers, no_dht, dht_bootstrap=HOST:PORT (repeatable), "
+                       "metadata_timeout=SECONDS, "
                        "allow_other, allow_root, and FUSE options (nodev, nosuid, noexec, "
                        "noatime, ...); fstab-only options such as _netdev, noauto, nofail "
                        "and x-systemd.* are ignored")
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seed.add_argument("source", metavar="SOURCE", help="a .torrent file")
     seed.add_argument("path", metavar="PATH", type=Path, help="the data the torrent describes")
-    add_network_options(seed)
+    add_network_options(seed, magnets=False)
     seed.set_defaults(handler=cmd_seed)
 
     unmount = sub.add_parser(
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_network_options(parser: argparse.ArgumentParser) -> None:
+def add_network_options(parser: argparse.ArgumentParser, *, magnets: bool = True) -> None:
     net = parser.add_argument_group("network")
     net.add_argument("--peer", metavar="HOST:PORT", action="append", default=[],
                      dest="peers", type=peer_argument,
@@ -203,12 +204,24 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
                      help="most peer connections at once (default 60)")
     net.add_argument("--no-trackers", action="store_true",
                      help="do not announce to the torrent's trackers (use --peer)")
+    net.add_argument("--no-dht", action="store_true",
+                     help="do not use the DHT to find peers (private torrents never do)")
+    net.add_argument("--dht-bootstrap", metavar="HOST:PORT", action="append", default=[],
+                     type=dht_node_argument,
+                     help="join the DHT through this node; repeatable (default: the public "
+                     "routers, or $BTFS_DHT_ROUTERS, plus the nodes of the last run)")
+    if magnets:
+        net.add_argument("--metadata-timeout", metavar="SECONDS", type=positive_int,
+                         default=DEFAULT_METADATA_TIMEOUT,
+                         help="for a magnet: give up when no peer gave the torrent's metadata "
+                         f"within this time (default {DEFAULT_METADATA_TIMEOUT})")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log what happens to standard error (-vv: more)")
 
 
 def network_options(args: argparse.Namespace) -> SwarmConfig:
     """The swarm's settings from the network options every networked command shares."""
+    from btfs.dht.service import default_state_path
     from btfs.swarm import SwarmConfig
 
     return SwarmConfig(
@@ -219,7 +232,20 @@ def network_options(args: argparse.Namespace) -> SwarmConfig:
         max_upload_rate=args.max_upload_rate,
         trackers=not args.no_trackers,
         max_peers=args.max_peers,
+        dht=not args.no_dht,
+        dht_routers=list(args.dht_bootstrap) or None,
+        dht_state=default_state_path(),
     )
+
+
+def dht_node_argument(text: str) -> str:
+    from btfs.dht.service import split_host_port
+
+    try:
+        split_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def configure_logging(verbosity: int) -> None:
@@ -327,7 +353,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     configure_logging(args.verbose)
     net = network_options(args)
-    meta = load_torrent_source(args.source, net)
+    meta = load_torrent_source(args.source, net, timeout=args.metadata_timeout)
     return download(meta, args.output, net, seed_after=args.seed_after)
 
 
@@ -360,7 +386,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     options.network.lazy = args.lazy
     for group in args.options:
         apply_mount_options(options, group)
-    meta = load_torrent_source(args.source, options.network, timeout=MAGNET_MOUNT_TIMEOUT)
+    meta = load_torrent_source(args.source, options.network,
+                               timeout=options.metadata_timeout or args.metadata_timeout)
     return mount(meta, options)
 
 

@@ -1,7 +1,7 @@
 """BEP 9: the info dictionary from peers, for magnet URIs.
 
 The codec and the assembly are pure (`btfs.extensions`); this is the trio shell:
-`fetch_metadata` finds peers (the magnet's trackers and `x.pe` peers, `--peer`), asks
+`fetch_metadata` finds peers (the magnet's trackers, the DHT, `x.pe` peers, `--peer`), asks
 each that supports `ut_metadata` for the 16 KiB pieces of the info dictionary, and
 accepts the result only when its SHA-1 is the magnet's info-hash. Serving our own info
 dictionary to others is part of every connection (`btfs.peerstate`).
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import trio
 
 from btfs import bencode, wire
+from btfs.dht.service import DhtService
 from btfs.dial import CLIENT_NAME, read_handshake, tcp_opener
 from btfs.errors import BencodeError, BtfsError, MetainfoError
 from btfs.extensions import (
@@ -47,34 +49,89 @@ def metainfo_from_magnet(magnet: Magnet, raw_info: bytes) -> Metainfo:
 
 # Fetching (trio) -------------------------------------------------------------------------
 
+DHT_RETRY_EMPTY = 15.0     # a DHT lookup that found nobody is repeated after this long
+DHT_RETRY = 60.0           # ... and one that found peers
+
+
+@dataclass
+class MetadataSearch:
+    """What a metadata fetch has tried so far: for the status line and the final error."""
+
+    found: dict[str, int] = field(default_factory=lambda: {"tracker": 0, "dht": 0, "peer": 0})
+    asked: int = 0            # peers we connected to or tried to
+    without: int = 0          # ... that answered without the metadata
+    trackers: int = 0
+    trackers_off: bool = False
+    tracker_errors: dict[str, str] = field(default_factory=dict)
+    dht: DhtService | None = None
+    dht_lookups: int = 0
+
+    def summary(self) -> str:
+        """E.g. "0 peers from trackers (1 tracker: connection refused), 3 peers from the
+        DHT (12 nodes, 1 lookups), 0 peers from --peer or the magnet; 3 asked, 1 without
+        the metadata"."""
+        f = self.found
+        if self.trackers_off:
+            parts = ["trackers off"]
+        elif not self.trackers:
+            parts = ["no trackers"]
+        else:
+            where = f"{self.trackers} {'tracker' if self.trackers == 1 else 'trackers'}"
+            if self.tracker_errors:
+                where += ": " + "; ".join(sorted(set(self.tracker_errors.values())))
+            parts = [f"{_peers(f['tracker'])} from trackers ({where})"]
+        if self.dht is None:
+            parts.append("DHT off")
+        else:
+            parts.append(f"{_peers(f['dht'])} from the DHT ({self.dht.nodes_known} nodes, "
+                         f"{self.dht_lookups} lookups)")
+        parts.append(f"{_peers(f['peer'])} from --peer or the magnet")
+        asked = f"{self.asked} asked"
+        if self.without:
+            asked += f", {self.without} without the metadata"
+        return ", ".join(parts) + "; " + asked
+
+
+def _peers(n: int) -> str:
+    return f"{n} peer" if n == 1 else f"{n} peers"
+
 
 async def fetch_metadata(
     magnet: Magnet,
     peer_id: bytes,
     peers: Iterable[tuple[str, int]] = (),
     *,
+    port: int = 0,
     bind: str | None = None,
     use_trackers: bool = True,
-    on_status: Callable[[str], None] = lambda text: None,
+    dht: DhtService | None = None,
+    search: MetadataSearch | None = None,
 ) -> Metainfo:
     """Ask peers for the torrent's info dictionary until one gives a verified copy.
 
-    `peers` (the caller's, with the magnet's `x.pe` ones) and, with `use_trackers`, those
-    the magnet's trackers name.
+    Peers: `peers` (the caller's, with the magnet's `x.pe` ones), with `use_trackers` those
+    the magnet's trackers name, and those the DHT knows. The trackers are told `port` and
+    `peer_id`, those of the session that follows, and `stopped` at the end.
     """
+    search = search if search is not None else MetadataSearch()
+    search.dht = dht
+    search.trackers_off = bool(magnet.trackers) and not use_trackers
     open_stream = tcp_opener(bind)
-    candidates: list[tuple[str, int]] = list(peers)
+    candidates: list[tuple[str, int]] = []
     wake = trio.Event()
     tried: set[tuple[str, int]] = set()
     result: list[bytes] = []
 
-    def add(addresses: list[tuple[str, int]]) -> None:
+    def add(addresses: list[tuple[str, int]], source: str) -> None:
         nonlocal wake
-        candidates.extend(a for a in addresses if a not in tried)
+        fresh = [a for a in addresses if a not in tried and a not in candidates]
+        search.found[source] += len(fresh)
+        candidates.extend(fresh)
         wake.set()
 
     async def one_peer(address: tuple[str, int]) -> None:
         """Ask one peer, again after 2 s, 6 s, 18 s... if it fails (until another answers)."""
+        search.asked += 1
         for attempt in range(8):
             if attempt:
                 await trio.sleep(min(60.0, 2.0 * 3 ** (attempt - 1)))
@@ -90,29 +147,47 @@ async def fetch_metadata(
                 log.debug("no metadata from %s:%d: %s", *address, exc)
                 continue
             if raw is None:
+                search.without += 1
                 return
             if not result:
                 result.append(raw)
                 nursery.cancel_scope.cancel()
             return
 
-    async with trio.open_nursery() as nursery:
-        if use_trackers and magnet.trackers:
-            session = TrackerSession(
-                tiers=[list(t) for t in magnet.trackers], info_hash=magnet.info_hash,
-                peer_id=peer_id, port=6881, stats=lambda: (0, 0, 1), on_peers=add, bind=bind,
-            )
-            nursery.start_soon(session.run)
-        on_status("looking for peers that have the torrent's metadata")
-        while not result:
-            for address in candidates:
-                if address not in tried:
-                    tried.add(address)
-                    nursery.start_soon(one_peer, address)
-            candidates.clear()
-            wake = trio.Event()
-            with trio.move_on_after(5):
-                await wake.wait()
+    async def dht_lookups(service: DhtService) -> None:
+        while True:
+            found = await service.lookup(magnet.info_hash, lambda p: add(p, "dht"))
+            search.dht_lookups += 1
+            await trio.sleep(DHT_RETRY if found else DHT_RETRY_EMPTY)
+
+    session: TrackerSession | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            add(list(peers), "peer")
+            if use_trackers and magnet.trackers:
+                session = TrackerSession(
+                    tiers=[list(t) for t in magnet.trackers], info_hash=magnet.info_hash,
+                    peer_id=peer_id, port=port, stats=lambda: (0, 0, 1),
+                    on_peers=lambda p: add(p, "tracker"), bind=bind,
+                )
+                search.trackers = sum(len(t) for t in magnet.trackers)
+                nursery.start_soon(session.run)
+            if dht is not None:
+                nursery.start_soon(dht_lookups, dht)
+            while not result:
+                for address in candidates:
+                    if address not in tried:
+                        tried.add(address)
+                        nursery.start_soon(one_peer, address)
+                candidates.clear()
+                wake = trio.Event()
+                with trio.move_on_after(1):
+                    await wake.wait()
+                if session is not None:
+                    search.tracker_errors = {u: e for u, e in session.last_error.items() if e}
+    finally:
+        if session is not None:
+            await session.stop(timeout=3)
     return metainfo_from_magnet(magnet, result[0])
 
 

@@ -56,6 +56,7 @@ class MountOptions:
     network: SwarmConfig = field(default_factory=SwarmConfig)  # peers, rates, --lazy...
     log_file: Path | None = None
     verbose: int = 0
+    metadata_timeout: int = 0        # -o metadata_timeout=; 0: the command line's
     lock_fd: int = -1
 
 

@@ -72,6 +72,15 @@ def apply_mount_options(options: MountOptions, text: str) -> None:
             options.network.lazy = True
         elif key == "no_trackers" and not has_value:
             options.network.trackers = False
+        elif key == "no_dht" and not has_value:
+            options.network.dht = False
+        elif key == "dht_bootstrap" and value:
+            options.network.dht_routers = [*(options.network.dht_routers or []), value]
+        elif key == "metadata_timeout" and value:
+            try:
+                options.metadata_timeout = positive_int(value)
+            except argparse.ArgumentTypeError as exc:
+                raise BtfsError(f"metadata_timeout: {exc}") from None
         elif key == "peer" and value:
             options.network.peers.append(parse_peer(value))
         elif key == "bind" and value:

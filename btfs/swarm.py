@@ -16,12 +16,14 @@ import os
 import random
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
 from btfs import __version__, dial, wire
 from btfs.assembly import Assembly, Culprit, PartialPiece
 from btfs.choker import Choker, PeerRates
+from btfs.dht.service import DhtService, default_routers
 from btfs.errors import BtfsError
 from btfs.metainfo import Metainfo
 from btfs.peer import PeerConnection
@@ -43,6 +45,8 @@ CONNECT_INTERVAL = 1.0
 MAX_HALF_OPEN = 8
 PEER_SOURCES = ("tracker", "dht", "pex", "lsd", "peer", "incoming")  # "peer": --peer, x.pe
 MAX_FOUND_TRACKED = 10_000
+DHT_INTERVAL = 15 * 60.0
+DHT_RETRY = 60.0
 
 
 def make_peer_id() -> bytes:
@@ -66,6 +70,10 @@ class SwarmConfig:
     trackers: bool = True
     web_seeds: bool = True
     upload_slots: int = 4
+    dht: bool = True
+    dht_routers: list[str] | None = None   # HOST:PORT to join through; None: the defaults
+    dht_state: Path | None = None          # the nodes of the last run; None: not saved
+    peer_id: bytes | None = None           # the metadata phase's, so trackers see one peer
 
 
 class Swarm:
@@ -75,12 +83,15 @@ class Swarm:
         self, meta: Metainfo, torrent: Torrent, config: SwarmConfig,
         peer_id: bytes | None = None,
         open_stream: dial.OpenStream | None = None,
+        dht: DhtService | None = None,
     ) -> None:
         self.meta = meta
         self.torrent = torrent
         self.info = meta.info
         self.config = config
-        self.peer_id = peer_id or make_peer_id()
+        self.peer_id = peer_id or config.peer_id or make_peer_id()
+        self.dht = dht if self.uses_dht else None
+        self.dht_lookups = 0
         self.rng = random.Random()
         info = meta.info
         self.picker = Picker(info.num_pieces, info.piece_length, info.total_length, rng=self.rng)
@@ -398,6 +409,7 @@ class Swarm:
             "uploaded": str(int(s["uploaded"])),
             "listen_port": str(self.listen_port),
             "peers_found": " ".join(f"{k}={v}" for k, v in self.found.items()),
+            "dht_nodes": str(self.dht.nodes_known if self.dht else 0),
         }
 
     def transfer_totals(self) -> tuple[int, int, int]:
@@ -433,6 +445,13 @@ class Swarm:
                     bind=self.config.bind,
                 )
                 nursery.start_soon(self.tracker_session.run)
+            if self.uses_dht:
+                if self.dht is None:
+                    self.dht = DhtService(self.config.dht_routers if self.config.dht_routers
+                                          is not None else default_routers(),
+                                          state_path=self.config.dht_state, rng=self.rng)
+                    await nursery.start(self.dht.run, self.config.bind, self.listen_port)
+                nursery.start_soon(self._dht_loop)
             if self.config.web_seeds:
                 for url in self.meta.web_seeds:
                     source = WebSeedSource(WebSeed(url, self.info, bind=self.config.bind), self)
@@ -441,6 +460,24 @@ class Swarm:
             log.info("listening on port %d", self.listen_port)
             self.on_listening(self.listen_port)
             task_status.started(self.listen_port)
+
+    @property
+    def uses_dht(self) -> bool:
+        """BEP 27: a private torrent's peers come from its trackers only."""
+        return self.config.dht and not self.info.private
+
+    async def _dht_loop(self) -> None:
+        """Look the torrent up in the DHT and announce us, at start and every 15 minutes
+        (every minute while that found nobody and we have no peer)."""
+        assert self.dht is not None
+        while True:
+            found = await self.dht.lookup(
+                self.meta.info_hash, lambda peers: self.add_candidates(peers, "dht"),
+                announce_port=self.listen_port)
+            self.dht_lookups += 1
+            log.info("DHT: %d peers for the torrent (%d nodes known)", found,
+                     self.dht.nodes_known)
+            await trio.sleep(DHT_INTERVAL if found or self.peers else DHT_RETRY)
 
     async def stop(self, grace: float = 3.0) -> None:
         """Say goodbye to the trackers (bounded) and close every connection."""

@@ -11,18 +11,20 @@ and serves the pieces that match until SIGINT or SIGTERM.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import trio
 
 from btfs.addresses import parse_peer
 from btfs.cachelock import lock_folder
+from btfs.dht.service import DhtService, default_routers
 from btfs.errors import BtfsError, first_leaf
 from btfs.magnet import Magnet
 from btfs.metainfo import Info, Metainfo, fit_name
@@ -31,6 +33,9 @@ from btfs.storage import ResumeLog, Storage, named_paths
 from btfs.swarm import Swarm, SwarmConfig
 from btfs.torrent import Torrent
 from btfs.units import format_duration, format_size
+
+if TYPE_CHECKING:
+    from btfs.metadata import MetadataSearch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,19 +50,17 @@ class Interrupted(Exception):
 
 
 def resolve_magnet(magnet: Magnet, net: SwarmConfig, timeout: float | None = None) -> Metainfo:
-    """Fetch a magnet's info dictionary from peers (BEP 9); BtfsError after `timeout` s."""
-    from btfs.metadata import fetch_metadata
-    from btfs.swarm import make_peer_id
+    """Fetch a magnet's info dictionary from peers (BEP 9); BtfsError after `timeout` s.
 
-    print(f"btfs: fetching the metadata of {magnet.display_name or magnet.info_hash_hex} "
-          "from peers", file=sys.stderr, flush=True)
+    The fetch is the start of the session that follows: it listens on the port the swarm
+    will use (chosen here when `--port` is 0, then set in `net`), its DHT node is on that
+    port, and trackers are told that port and the swarm's peer id (set in `net` too).
+    """
+    from btfs.metadata import MetadataSearch, fetch_metadata
+    from btfs.swarm import make_peer_id, open_listeners
 
-    async def fetch() -> Metainfo:
-        with trio.move_on_after(timeout if timeout is not None else float("inf")):
-            return await fetch_metadata(magnet, make_peer_id(), net.peers, bind=net.bind,
-                                        use_trackers=net.trackers)
-        raise BtfsError(f"no peer gave the torrent's metadata within {timeout:.0f} s")
-
+    name = magnet.display_name or magnet.info_hash_hex
+    print(f"btfs: fetching the metadata of {name} from peers", file=sys.stderr, flush=True)
     for text in magnet.peers:  # x.pe: peers the magnet names, for the download too
         try:
             address = parse_peer(text)
@@ -66,10 +69,54 @@ def resolve_magnet(magnet: Magnet, net: SwarmConfig, timeout: float | None = Non
             continue
         if address not in net.peers:
             net.peers.append(address)
+    peer_id = net.peer_id or make_peer_id()
+    search = MetadataSearch()
+
+    async def fetch() -> Metainfo:
+        try:
+            listeners = await open_listeners(net.bind, net.port)
+        except OSError as exc:
+            raise BtfsError(f"cannot listen for peers on port {net.port}: "
+                            f"{exc.strerror or exc}") from None
+        port = listeners[0].socket.getsockname()[1]
+        try:
+            async with trio.open_nursery() as nursery:
+                dht = None
+                if net.dht:
+                    dht = DhtService(net.dht_routers if net.dht_routers is not None
+                                     else default_routers(), state_path=net.dht_state)
+                    await nursery.start(dht.run, net.bind, port)
+                    if not dht.nodes:
+                        dht = None
+                if sys.stderr.isatty():
+                    nursery.start_soon(_show_search, search)
+                with trio.move_on_after(timeout if timeout is not None else math.inf):
+                    meta = await fetch_metadata(magnet, peer_id, net.peers, port=port,
+                                                bind=net.bind, use_trackers=net.trackers,
+                                                dht=dht, search=search)
+                    nursery.cancel_scope.cancel()
+                    net.port, net.peer_id = port, peer_id
+                    return meta
+                raise BtfsError(f"no peer gave the metadata of {name} within {timeout:.0f} s: "
+                                f"{search.summary()}")
+        finally:
+            if sys.stderr.isatty():
+                sys.stderr.write("\r\x1b[K")
+            for listener in listeners:
+                await listener.aclose()
+
     meta = run_trio(fetch())
     print(f"btfs: got the metadata: {meta.info.name}, {format_size(meta.info.total_length)}",
           file=sys.stderr, flush=True)
     return meta
+
+
+async def _show_search(search: MetadataSearch) -> None:
+    """The metadata fetch's progress line on a terminal, redrawn every second."""
+    while True:
+        sys.stderr.write(f"\r\x1b[Kbtfs: resolving metadata: {search.summary()}")
+        sys.stderr.flush()
+        await trio.sleep(1)
 
 
 def resume_path(meta: Metainfo, out_dir: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import pytest
 
 from tests.support import data, net
 from tests.support.procs import Mounts, Processes
+
+# Tests stay on loopback: no btfs the tests start joins the DHT through the public routers
+# (a test that wants a DHT gives --dht-bootstrap with a loopback node).
+os.environ["BTFS_DHT_ROUTERS"] = ""
 
 # Under BTFS_REQUIRE_FUSE=1 every skip is a failure (see tests/support/strictmode.py).
 pytest_plugins = ["tests.support.strictmode", "pytester"]

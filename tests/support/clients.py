@@ -174,7 +174,7 @@ def start_transmission(procs: Processes, torrent: Path, data_dir: Path, config_d
 # ------------------------------------------------------------------ aria2
 
 
-def start_aria2(procs: Processes, torrent: Path, data_dir: Path, host: str, port: int, *,
+def start_aria2(procs: Processes, torrent: Path | str, data_dir: Path, host: str, port: int, *,
                 seed: bool, udp_trackers: bool = False,
                 extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """`aria2c` bound to `host`, listening on `port`, with only the torrent's trackers.

@@ -3,12 +3,15 @@
     python -m tests.support.ltpeer seed TORRENT SAVE_DIR --listen 127.0.0.5:6881
     python -m tests.support.ltpeer leech TORRENT SAVE_DIR --listen 127.0.0.6:6882 \
         [--peer 127.0.0.2:7000]... [--exit-when-done]
+    python -m tests.support.ltpeer dht - - --listen 127.0.0.7:6883      (a DHT node only)
 
 It prints one JSON line per second on stdout (`state`, `progress`, `peers`,
 `download_rate`, `upload_rate`, `total_upload`...), the first once it listens, with
 `listen_port`. `--upload-limit`/`--download-limit` (bytes/s) hold on loopback too.
-DHT, local discovery, UPnP and NAT-PMP are off: only trackers in the torrent and
-`--peer` addresses are used, all on loopback in tests.
+Local discovery, UPnP and NAT-PMP are off, and the DHT unless `--dht`: then it runs on
+loopback (the settings that keep libtorrent's DHT off 127.0.0.0/8 are turned off), joins
+only through `--dht-node` addresses (never the public routers), and TORRENT may be a
+magnet URI for `leech`. The JSON lines then have `dht_nodes`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def main() -> None:
     import libtorrent as lt
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["seed", "leech"])
+    parser.add_argument("mode", choices=["seed", "leech", "dht"])
     parser.add_argument("torrent")
     parser.add_argument("save_dir")
     parser.add_argument("--listen", required=True, help="HOST:PORT (port 0: any)")
@@ -34,7 +37,10 @@ def main() -> None:
     parser.add_argument("--exit-when-done", action="store_true")
     parser.add_argument("--upload-limit", type=int, default=0)
     parser.add_argument("--download-limit", type=int, default=0)
+    parser.add_argument("--dht", action="store_true")
+    parser.add_argument("--dht-node", action="append", default=[])
     args = parser.parse_args()
+    dht = args.dht or args.mode == "dht"
 
     host, _, port = args.listen.rpartition(":")
     host = host.strip("[]")
@@ -42,7 +48,12 @@ def main() -> None:
     settings = {
         "listen_interfaces": listen,
         "outgoing_interfaces": host,
-        "enable_dht": False,
+        "enable_dht": dht,
+        "dht_bootstrap_nodes": "",
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False,
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
@@ -74,12 +85,17 @@ def main() -> None:
         # libtorrent hands out rate-limit quota once a tick (500 ms by default), so a capped
         # peer sends in half-second bursts; a real uplink is a steady pipe.
         ses.apply_settings({"tick_interval": 20})
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(args.torrent)
-    params.save_path = args.save_dir
-    if args.mode == "seed":
-        params.flags |= lt.torrent_flags.seed_mode
-    handle = ses.add_torrent(params)
+    handle = None
+    if args.mode != "dht":
+        if args.torrent.startswith("magnet:"):
+            params = lt.parse_magnet_uri(args.torrent)
+        else:
+            params = lt.add_torrent_params()
+            params.ti = lt.torrent_info(args.torrent)
+        params.save_path = args.save_dir
+        if args.mode == "seed":
+            params.flags |= lt.torrent_flags.seed_mode
+        handle = ses.add_torrent(params)
 
     stop = False
 
@@ -93,15 +109,33 @@ def main() -> None:
     deadline = time.monotonic() + 30
     while ses.listen_port() == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    for peer in args.peer:
+    for node in args.dht_node:
+        node_host, _, node_port = node.rpartition(":")
+        ses.add_dht_node((node_host.strip("[]"), int(node_port)))
+    for peer in args.peer if handle is not None else []:
         peer_host, _, peer_port = peer.rpartition(":")
         handle.connect_peer((peer_host.strip("[]"), int(peer_port)))
 
     first = True
+    last_dht_announce = 0.0
     while not stop:
+        if dht and handle is not None and time.monotonic() - last_dht_announce >= 5 \
+                and ses.status().dht_nodes > 0:
+            # libtorrent spreads DHT announces over dht_announce_interval (15 min): a test
+            # cannot wait for that, so announce (get_peers + announce_peer) every 5 s.
+            handle.force_dht_announce()
+            last_dht_announce = time.monotonic()
+        if handle is None:
+            print(json.dumps({"listen_port": ses.listen_port(),
+                              "dht_nodes": ses.status().dht_nodes}), flush=True)
+            for _ in range(10):
+                if not stop:
+                    time.sleep(0.1)
+            continue
         s = handle.status()
         report = {
             "listen_port": ses.listen_port(),
+            "dht_nodes": ses.status().dht_nodes if dht else 0,
             "state": str(s.state),
             "progress": s.progress,
             "is_seeding": s.is_seeding,
@@ -123,7 +157,8 @@ def main() -> None:
             if stop:
                 break
             time.sleep(0.1)
-    say_stopped(lt, ses, handle)
+    if handle is not None:
+        say_stopped(lt, ses, handle)
     sys.exit(0)
 
 

@@ -18,13 +18,14 @@ def btfs(*args: str | Path, timeout: float = 60,
                           text=True, timeout=timeout, stdin=stdin)
 
 
-def mount(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Path) -> int:
+def mount(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Path,
+          timeout: float = 60) -> int:
     """`btfs mount` in the background; the mount process's pid once the mount is live
     (it is unmounted at teardown by `mounts`)."""
     require_fuse()
     mnt.mkdir(exist_ok=True)
     mounts.add(mnt)
-    r = btfs("mount", torrent, mnt, *extra)
+    r = btfs("mount", torrent, mnt, *extra, timeout=timeout)
     assert r.returncode == 0, r.stderr
     assert is_mounted(mnt), "btfs mount returned before the mount was live"
     pid = mounts.remember_pid(mnt)
@@ -32,7 +33,8 @@ def mount(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Path) ->
     return pid
 
 
-def mount_swarm(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Path) -> int:
+def mount_swarm(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Path,
+                timeout: float = 60) -> int:
     """`btfs mount` in the background from its own loopback address, with no trackers;
     the mount process's pid once it is mounted (unmounted at teardown by `mounts`).
 
@@ -41,4 +43,5 @@ def mount_swarm(mounts: Mounts, torrent: Path | str, mnt: Path, *extra: str | Pa
     """
     if not any("cache" in str(arg) for arg in extra):
         extra = ("--cache-dir", mnt.parent / f"{mnt.name}-cache", *extra)
-    return mount(mounts, torrent, mnt, "--bind", next_loopback_ipv4(), "--no-trackers", *extra)
+    return mount(mounts, torrent, mnt, "--bind", next_loopback_ipv4(), "--no-trackers", *extra,
+                 timeout=timeout)
