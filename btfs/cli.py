@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from btfs import __version__
 from btfs.addresses import parse_peer
-from btfs.errors import BtfsError, MetainfoError
+from btfs.errors import BtfsError, MetainfoError, Unavailable
 from btfs.magnet import Magnet, is_magnet, parse_magnet
 from btfs.metainfo import MAX_TORRENT_FILE_SIZE, Metainfo, load_torrent, parse_torrent
 from btfs.mount_options import port_argument, positive_int
@@ -453,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     try:
         return int(args.handler(args))
+    except Unavailable as exc:
+        print(f"btfs: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except BtfsError as exc:
         print(f"btfs: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -46,10 +46,11 @@ class Identity:
     info_hash: bytes
     peer_id: bytes
     refuses: Callable[[str], bool] = lambda host: False
+    dht: Callable[[], bool] = lambda: False    # whether we run a DHT node (BEP 5 bit)
 
     def handshake(self) -> wire.Handshake:
         return wire.Handshake(info_hash=self.info_hash, peer_id=self.peer_id,
-                              fast=True, extensions=True)
+                              fast=True, extensions=True, dht=self.dht())
 
 
 _HANDSHAKE_ERRORS = (PeerError, wire.ProtocolError, mse.MSEError, trio.TooSlowError,

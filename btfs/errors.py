@@ -22,6 +22,11 @@ class CreateError(BtfsError):
     """`btfs create` cannot make a torrent of the given input."""
 
 
+class Unavailable(BtfsError):
+    """The outside world did not give what was needed (no peer had a magnet's metadata
+    in time): a failure (exit 1), not bad input (exit 2)."""
+
+
 def first_leaf(exc: BaseException) -> BaseException:
     """The first real exception inside (nested) exception groups, as trio raises them."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:

@@ -22,6 +22,7 @@ from btfs.dial import CLIENT_NAME, READ_SIZE, Established
 from btfs.errors import BtfsError, first_leaf
 from btfs.peerstate import (
     GotBlock,
+    GotDhtPort,
     GotHave,
     GotPieces,
     InterestChanged,
@@ -70,6 +71,12 @@ class PeerHost(Protocol):
 
     def peer_gone(self, peer: PeerConnection, closed_by_peer: bool) -> None: ...
 
+    def dht_port(self) -> int:
+        """Our DHT node's UDP port, 0 if we run none (BEP 5 PORT message)."""
+        ...
+
+    def dht_node_seen(self, peer: PeerConnection, port: int) -> None: ...
+
 
 class PeerConnection:
     """A connected peer after both handshakes."""
@@ -81,6 +88,7 @@ class PeerConnection:
         self.address = connection.address
         self.peer_id = connection.handshake.peer_id
         self.extensions = connection.handshake.extensions
+        self.dht = connection.handshake.dht
         self.reader = connection.reader
         self.reader.fast = state.fast
         self.reader.set_num_pieces(state.num_pieces)
@@ -158,7 +166,8 @@ class PeerConnection:
             try:
                 self.state.introduce(listen_port=listen_port, client=CLIENT_NAME,
                                      yourip=_packed(self.address[0]),
-                                     extensions_enabled=self.extensions)
+                                     extensions_enabled=self.extensions,
+                                     dht_port=self.host.dht_port() if self.dht else 0)
                 self.flush()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer_loop)
@@ -249,6 +258,8 @@ class PeerConnection:
                 self._upload_wake.set()
             elif isinstance(event, Wasted):
                 self.host.wasted(event.size)
+            elif isinstance(event, GotDhtPort):
+                self.host.dht_node_seen(self, event.port)
 
     # Requesting ---------------------------------------------------------------------------
 

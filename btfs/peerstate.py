@@ -94,12 +94,19 @@ class InterestChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class GotDhtPort:
+    """BEP 5: the peer runs a DHT node on this UDP port of its address."""
+
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
 class UploadQueued:
     """A request of the peer's was accepted for upload."""
 
 
 Event = (GotHave | GotPieces | GotBlock | Wasted | Released | MayRequest | InterestChanged
-         | UploadQueued)
+         | UploadQueued | GotDhtPort)
 
 
 class _AllowedOnly:
@@ -160,8 +167,9 @@ class PeerState:
     # Our side ----------------------------------------------------------------------------
 
     def introduce(self, *, listen_port: int, client: str, yourip: bytes | None,
-                  extensions_enabled: bool) -> None:
-        """Our pieces first (BEP 6 wants them first), then the extension handshake."""
+                  extensions_enabled: bool, dht_port: int = 0) -> None:
+        """Our pieces first (BEP 6 wants them first), then the extension handshake, then
+        our DHT node's port (BEP 5; `dht_port` only when both handshakes said DHT)."""
         verified = [p for p in range(self.num_pieces) if p in self.ours]
         if self.fast and len(verified) == self.num_pieces:
             self.outbox.append(wire.HaveAll())
@@ -177,6 +185,8 @@ class PeerState:
                 yourip=yourip, metadata_size=len(self.raw_info) or None,
             )
             self.outbox.append(wire.Extended(0, ext.encode()))
+        if dht_port:
+            self.outbox.append(wire.Port(dht_port))
 
     def set_choking(self, choke: bool) -> None:
         """Choke or unchoke the peer; choking drops (and, with BEP 6, rejects) its requests."""
@@ -325,6 +335,8 @@ class PeerState:
             return []
         if isinstance(m, wire.Extended):
             self._on_extended(m)
+        if isinstance(m, wire.Port) and m.port:
+            return [GotDhtPort(m.port)]
         return []
 
     def _check_index(self, index: int) -> None:

@@ -117,7 +117,8 @@ class Swarm:
         self.nursery: trio.Nursery | None = None
         self.listen_port = 0
         self.tracker_session: TrackerSession | None = None
-        self.identity = dial.Identity(meta.info_hash, self.peer_id, self._refuses)
+        self.identity = dial.Identity(meta.info_hash, self.peer_id, self._refuses,
+                                      dht=lambda: self.dht_port() > 0)
         self._open_stream = open_stream or dial.tcp_opener(config.bind)
         self._rechoke_soon = trio.Event()
         self._dial_soon = trio.Event()
@@ -280,6 +281,13 @@ class Swarm:
                 self._rechoke_soon.set()
 
     # Blocks arriving ------------------------------------------------------------------------
+
+    def dht_port(self) -> int:
+        return self.dht.port if self.dht is not None and self.dht.running else 0
+
+    def dht_node_seen(self, peer: PeerConnection, port: int) -> None:
+        if self.dht is not None and self.dht.running:
+            self.dht.add_node((peer.address[0], port))
 
     def block_received(self, peer: PeerConnection, block: Block, data: bytes) -> None:
         self.block_from(peer.peer_id, block, data)

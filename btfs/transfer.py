@@ -25,7 +25,7 @@ import trio
 from btfs.addresses import parse_peer
 from btfs.cachelock import lock_folder
 from btfs.dht.service import DhtService, default_routers
-from btfs.errors import BtfsError, first_leaf
+from btfs.errors import BtfsError, Unavailable, first_leaf
 from btfs.magnet import Magnet
 from btfs.metainfo import Info, Metainfo, fit_name
 from btfs.progress import ProgressBar
@@ -97,7 +97,7 @@ def resolve_magnet(magnet: Magnet, net: SwarmConfig, timeout: float | None = Non
                     nursery.cancel_scope.cancel()
                     net.port, net.peer_id = port, peer_id
                     return meta
-                raise BtfsError(f"no peer gave the metadata of {name} within {timeout:.0f} s: "
+                raise Unavailable(f"no peer gave the metadata of {name} within {timeout:.0f} s: "
                                 f"{search.summary()}")
         finally:
             if sys.stderr.isatty():

@@ -16,6 +16,7 @@ from btfs.peerstate import (
     PIPELINE_SECONDS,
     SNUB_TIMEOUT,
     GotBlock,
+    GotDhtPort,
     GotHave,
     GotPieces,
     InterestChanged,
@@ -51,6 +52,11 @@ def test_introduce_sends_have_all_have_none_or_bitfield_then_extension_handshake
     empty = make()
     empty.introduce(listen_port=0, client="btfs", yourip=None, extensions_enabled=False)
     assert empty.take_outbox() == [wire.HaveNone()]
+
+    dht = make()
+    dht.introduce(listen_port=0, client="btfs", yourip=None, extensions_enabled=False,
+                  dht_port=6881)
+    assert dht.take_outbox() == [wire.HaveNone(), wire.Port(6881)]
 
     some = make(ours={1, 3}, fast=False)
     some.introduce(listen_port=0, client="btfs", yourip=None, extensions_enabled=False)
@@ -278,3 +284,9 @@ def test_any_sequence_keeps_the_state_consistent(messages: list[wire.Message]) -
                 seen.update(event.blocks)
     assert s.in_flight == asked - seen
     assert s.am_interested == any(p in s.have for p in (0, 1, 2))
+
+
+def test_a_port_message_names_the_peers_dht_node() -> None:
+    state = make()
+    assert state.receive(wire.Port(6881), 0.0) == [GotDhtPort(6881)]
+    assert state.receive(wire.Port(0), 0.0) == []
