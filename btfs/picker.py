@@ -13,8 +13,9 @@ Order of choice for one peer, among the pieces that peer has:
    other peers are asked again (at most `ENDGAME_COPIES` holders per block), and the
    copies are cancelled when the first arrives.
 
-While a read waits on blocks not yet asked of anyone (of a piece some peer has), 3-5 (the
-background) are not handed out at all: every request slot goes to what a reader needs.
+While a read waits on, or a read-ahead window holds, blocks not yet asked of anyone (of a
+piece some peer has), 3-5 (the background) are not handed out at all: every request slot
+goes to what a reader needs, and the background resumes once the readers are served.
 The swarm also cancels background requests already queued at the peers that would serve
 the read
 (`foreground`, `background_blocks`), so the read's blocks do not queue behind them.
@@ -173,20 +174,28 @@ class Picker:
         """Is the piece one a read waits on, or in a reader's read-ahead window?"""
         return piece in self.deadlines or any(piece in r for r in self.readahead.values())
 
-    def reader_waiting(self) -> bool:
-        """Does a read wait on blocks not yet asked of anyone, of a piece some peer has?
+    def reader_short(self) -> bool:
+        """Is a reader short: does a read wait on, or a read-ahead window hold, blocks not
+        yet asked of anyone, of a piece some peer has?
 
-        Then the background yields. Once every block a read waits on is asked for, the
-        background may fill the pipelines behind them again: it no longer delays the read
+        Then the background yields. Once every block the readers need is asked for, the
+        background may fill the pipelines behind them again: it no longer delays them
         (and on a fast swarm it is most of what keeps the peers busy).
         """
         for piece in self.deadlines:
-            if self.availability[piece] <= 0:
-                continue
-            progress = self.in_progress.get(piece)
-            if progress is None or progress.free:
+            if self._unasked(piece):
                 return True
+        for window in self.readahead.values():
+            for piece in window:
+                if piece not in self.verified and self._unasked(piece):
+                    return True
         return False
+
+    def _unasked(self, piece: int) -> bool:
+        if self.availability[piece] <= 0:
+            return False
+        progress = self.in_progress.get(piece)
+        return progress is None or progress.free > 0
 
     def background_blocks(self, blocks: Iterable[Block]) -> list[Block]:
         """Those of `blocks` that no reader needs now."""
@@ -317,7 +326,7 @@ class Picker:
                     self._take(piece, peer_id, out, count, now, due)
                     if len(out) >= count:
                         return out
-        if self.reader_waiting():
+        if self.reader_short():
             return out
         for piece, progress in list(self.in_progress.items()):
             if progress.free and piece in has and self.wanted(piece):

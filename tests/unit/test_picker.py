@@ -800,3 +800,17 @@ def test_urgent_only_picks_nothing_but_pieces_a_read_waits_on() -> None:
     picker.set_readahead(0, range(3, 4))
     got = picker.pick(A_, range(4), 100, 0.0, urgent_only=True)
     assert {b.piece for b in got} == {2} and len(got) == 2
+
+
+def test_background_yields_while_a_readahead_window_is_not_all_asked_for() -> None:
+    """Issue 10: a reader short of its read-ahead gets every slot; a peer that cannot
+    serve the window gets no background work until the window is all asked for."""
+    picker = make(8)
+    for piece in range(8):
+        picker.peer_have(piece)
+    picker.set_readahead(0, range(0, 2))
+    assert picker.pick(B_, range(4, 8), 10, 0.0) == []   # B lacks the window: nothing
+    window = picker.pick(A_, range(8), 4, 0.0)
+    assert pieces_of(window) == [0, 1]                   # A takes the whole window
+    [piece] = pieces_of(picker.pick(B_, range(4, 8), 2, 0.0))   # now B may work
+    assert piece in range(4, 8)
