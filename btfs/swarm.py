@@ -150,8 +150,9 @@ class Swarm:
                 peer.update_interest(pieces)
             self._preempt(peer, now)
         needed = self.picker.unrequested(pieces)
-        for peer, count in urgent_shares(serving, needed, now):
-            peer.request_urgent(count)
+        seeds = [w for w in self.web_seeds.values() if not w.dropped]
+        for source, count in urgent_shares(serving, seeds, needed, now):
+            source.request_urgent(count)
         self.kick_all()
 
     def _preempt(self, peer: PeerConnection, now: float) -> None:
@@ -228,9 +229,10 @@ class Swarm:
 
     # WebSeedHost: what web seeds' workers ask of the swarm ----------------------------------
 
-    def pick_for(self, source: bytes, has: Container[int], count: int) -> list[Block]:
+    def pick_for(self, source: bytes, has: Container[int], count: int, *,
+                 urgent_only: bool = False) -> list[Block]:
         return self.picker.pick(source, has, count, trio.current_time(),
-                                urgent_only=self.torrent.disk_full)
+                                urgent_only=urgent_only or self.torrent.disk_full)
 
     def give_back(self, source: bytes, blocks: Sequence[Block]) -> None:
         self.picker.release(source, blocks)
@@ -540,13 +542,16 @@ class Swarm:
                                  trio.current_time())
 
 
-def urgent_shares(peers: Sequence[PeerConnection], blocks: int,
-                  now: float) -> list[tuple[PeerConnection, int]]:
-    """How many of a waiting read's `blocks` to ask of each peer that may be asked."""
+def urgent_shares(peers: Sequence[PeerConnection], seeds: Sequence[WebSeedSource],
+                  blocks: int, now: float) -> list[tuple[PeerConnection | WebSeedSource, int]]:
+    """How many of a waiting read's `blocks` to ask of each peer that may be asked and
+    each web seed, by expected arrival (rate, and what each already has in flight)."""
     able = [p for p in peers if p.state.requestable() is not None]
-    counts = spread([p.download_meter.value(now) for p in able],
-                    [len(p.state.in_flight) * BLOCK for p in able], blocks, BLOCK)
-    return [(p, n) for p, n in zip(able, counts, strict=True) if n]
+    rates = [p.download_meter.value(now) for p in able] + [w.rate(now) for w in seeds]
+    queued = [len(p.state.in_flight) * BLOCK for p in able] + [w.queued for w in seeds]
+    sources: list[PeerConnection | WebSeedSource] = [*able, *seeds]
+    counts = spread(rates, queued, blocks, BLOCK)
+    return [(p, n) for p, n in zip(sources, counts, strict=True) if n]
 
 
 async def open_listeners(bind: str | None, port: int) -> list[trio.SocketListener]:

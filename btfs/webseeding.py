@@ -1,7 +1,10 @@
 """Web seeds (BEP 19) as sources for the picker: one more kind of peer.
 
 A web seed has every piece. Its workers ask the picker for blocks as a peer's request
-loop does (so a waiting read's pieces come first, then the read-ahead, then the rest)
+loop does (so a waiting read's pieces come first, then the read-ahead, then the rest);
+when a read waits, the swarm counts the seed among the sources of the read's blocks by
+expected arrival (its measured rate and what it has in flight, `request_urgent`), so a
+read takes its piece from a web seed when that is faster than from the peers
 and fetch each run of contiguous blocks with one HTTP Range request; the blocks go to
 the swarm like any peer's, and the piece is verified by its SHA-1 there. A fetch that
 fails gives its blocks back to the picker; a seed that fails repeatedly (or sends
@@ -18,6 +21,7 @@ from typing import Protocol
 import trio
 
 from btfs.picker import Block
+from btfs.rates import RateMeter
 from btfs.webseed import WebSeed, WebSeedError
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,8 @@ MAX_HASH_FAILURES = 3        # pieces that failed their SHA-1 before the seed is
 class WebSeedHost(Protocol):
     """What a web seed's workers need from the swarm."""
 
-    def pick_for(self, source: bytes, has: Container[int], count: int) -> list[Block]: ...
+    def pick_for(self, source: bytes, has: Container[int], count: int, *,
+                 urgent_only: bool = False) -> list[Block]: ...
 
     def block_from(self, source: bytes, block: Block, data: bytes) -> None: ...
 
@@ -76,11 +81,23 @@ class WebSeedSource:
         self.host = host
         self.id = source_id(seed.url)
         self.hash_failures = 0
+        self.meter = RateMeter(window=4.0)
+        self.queued = 0            # bytes asked of the server and not yet received
+        self.urgent = 0            # blocks of waiting reads the swarm gave this seed
         self._wake = trio.Event()
 
     def kick(self) -> None:
         """Something changed (a read waits): look for work now."""
         self._wake.set()
+
+    def request_urgent(self, blocks: int) -> None:
+        """The swarm expects this seed to deliver `blocks` of a waiting read soonest: the
+        next free worker fetches them before anything else."""
+        self.urgent += blocks
+        self._wake.set()
+
+    def rate(self, now: float) -> float:
+        return self.meter.value(now)
 
     async def run(self) -> None:
         try:
@@ -95,7 +112,12 @@ class WebSeedSource:
         delay = RETRY_FIRST
         everything = _Everything()
         while not self.dropped and not self.host.complete:
-            blocks = self.host.pick_for(self.id, everything, BLOCKS_PER_FETCH)
+            if self.urgent > 0:
+                blocks = self.host.pick_for(self.id, everything,
+                                            min(self.urgent, BLOCKS_PER_FETCH), urgent_only=True)
+                self.urgent = max(0, self.urgent - len(blocks)) if blocks else 0
+            else:
+                blocks = self.host.pick_for(self.id, everything, BLOCKS_PER_FETCH)
             if not blocks:
                 self._wake = trio.Event()
                 with trio.move_on_after(IDLE_WAIT):
@@ -116,6 +138,8 @@ class WebSeedSource:
     async def _fetch(self, blocks: list[Block]) -> None:
         """Fetch `blocks` run by run; what was not delivered goes back to the picker."""
         pending = list(blocks)
+        queued = sum(b.length for b in blocks)
+        self.queued += queued
         try:
             for run in contiguous_runs(blocks):
                 length = sum(b.length for b in run)
@@ -123,12 +147,16 @@ class WebSeedSource:
                 if wait:
                     await trio.sleep(wait)
                 data = await self.seed.fetch(run[0].piece, run[0].begin, length)
+                self.meter.add(length, trio.current_time())
+                self.queued -= length
+                queued -= length
                 offset = 0
                 for block in run:
                     self.host.block_from(self.id, block, data[offset : offset + block.length])
                     offset += block.length
                     pending.remove(block)
         finally:
+            self.queued -= queued
             if pending:
                 self.host.give_back(self.id, pending)
 

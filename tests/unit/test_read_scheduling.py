@@ -119,3 +119,30 @@ async def test_the_read_completes_from_the_others(
         piece = far_missing_piece(rs)
         with trio.fail_after(30):
             await timed_read(rs, piece)
+
+
+def test_a_waiting_reads_blocks_go_to_a_web_seed_when_it_is_faster() -> None:
+    """Issue 10: web seeds are among the sources of a waiting read's blocks, by expected
+    arrival: a fast idle web seed gets most, a slow or busy one few or none."""
+    from types import SimpleNamespace
+
+    from btfs.rates import RateMeter
+    from btfs.swarm import urgent_shares
+
+    def peer(rate: float, queued_blocks: int) -> SimpleNamespace:
+        meter = RateMeter(window=2.0)
+        meter.add(int(rate * 2), 0.0)
+        return SimpleNamespace(state=SimpleNamespace(requestable=lambda: range(10),
+                                                     in_flight=set(range(queued_blocks))),
+                               download_meter=meter)
+
+    def seed(rate: float, queued: int) -> SimpleNamespace:
+        return SimpleNamespace(rate=lambda now: rate, queued=queued)
+
+    slow_peer = peer(500_000, 0)
+    fast_seed = seed(5_000_000, 0)
+    shares = dict((id(s), n) for s, n in urgent_shares([slow_peer], [fast_seed], 64, 1.0))
+    assert shares[id(fast_seed)] > 5 * shares.get(id(slow_peer), 0)
+    busy_seed = seed(5_000_000, 50 * 1024 * 1024)   # 10 s of work ahead of the read
+    shares = dict((id(s), n) for s, n in urgent_shares([slow_peer], [busy_seed], 16, 1.0))
+    assert shares == {id(slow_peer): 16}
