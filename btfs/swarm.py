@@ -11,6 +11,7 @@ the only place a piece becomes verified.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from btfs import __version__, dial, wire
+from btfs import __version__, dial, pex, wire
 from btfs.assembly import Assembly, Culprit, PartialPiece
 from btfs.choker import Choker, PeerRates
 from btfs.errors import BtfsError
@@ -32,6 +33,7 @@ from btfs.picker import Block, Picker, Priority
 from btfs.rates import RateMeter, TokenBucket
 from btfs.torrent import Torrent
 from btfs.trackers import TrackerSession
+from btfs.trackerwire import compact
 from btfs.urgency import spread, worth_preempting
 from btfs.webseed import WebSeed
 from btfs.webseeding import WebSeedSource
@@ -66,6 +68,7 @@ class SwarmConfig:
     trackers: bool = True
     web_seeds: bool = True
     upload_slots: int = 4
+    pex: bool = True  # peer exchange (BEP 11); never for private torrents
 
 
 class Swarm:
@@ -257,6 +260,20 @@ class Swarm:
         self.upload_meter.add(size, trio.current_time())
         self.torrent.counters.uploaded += size
 
+    def peers_exchanged(self, peer: PeerConnection, peers: dict[tuple[str, int], int]) -> None:
+        """Peers `peer` named by peer exchange: candidates, but never ourselves."""
+        us = {(ip, self.listen_port) for ip in (self.config.bind, _ip(peer.state.yourip)) if ip}
+        fresh = {a: f for a, f in peers.items() if a not in us}
+        for address, flags in fresh.items():
+            if flags & pex.SEED:
+                self.book.known_seeds.add(address)
+        log.info("%s:%d named %d peer(s) by peer exchange", *peer.address, len(fresh))
+        self.add_candidates(fresh, "pex")
+
+    def connected_peers(self) -> dict[tuple[str, int], int]:
+        return {address: p.pex_flags for p in self.peers.values()
+                if (address := p.listen_address) is not None}
+
     def peer_gone(self, peer: PeerConnection, closed_by_peer: bool) -> None:
         now = trio.current_time()
         self.book.session_ended(peer.address[0], now - peer.started, closed_by_peer, now)
@@ -343,13 +360,14 @@ class Swarm:
         self.peers[peer.peer_id] = peer
         return True
 
-    async def run_peer(self, connection: dial.Established) -> None:
+    async def run_peer(self, connection: dial.Established, *, outgoing: bool = False) -> None:
         """Run an established connection until it ends (if there is room for it)."""
         info = self.info
         state = PeerState(info.num_pieces, info.piece_size, self.torrent.verified,
                           self.picker.wanted, fast=connection.handshake.fast,
-                          now=trio.current_time(), raw_info=self.meta.raw_info)
-        peer = PeerConnection(self, state, connection)
+                          now=trio.current_time(), raw_info=self.meta.raw_info,
+                          pex_enabled=self.config.pex and not info.private)
+        peer = PeerConnection(self, state, connection, outgoing=outgoing)
         if not self._admit(peer):
             await dial.close_quietly(connection.stream)
             return
@@ -488,11 +506,21 @@ class Swarm:
                                          encrypted=encrypted)
             self.connecting.discard(address)
             if connection is not None:
-                await self.run_peer(connection)
+                await self.run_peer(connection, outgoing=True)
         finally:
             self.connecting.discard(address)
             self.book.dial_ended(address, connection is not None, encrypted,
                                  trio.current_time())
+
+
+def _ip(packed: bytes | None) -> str | None:
+    """An address in text form from its 4 or 16 bytes (as `yourip` carries it)."""
+    if packed is None:
+        return None
+    try:
+        return compact.normalize_ip(str(ipaddress.ip_address(packed)))
+    except ValueError:
+        return None
 
 
 def urgent_shares(peers: Sequence[PeerConnection], blocks: int,
