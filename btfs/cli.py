@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated mount options: keep, lazy, readahead=SIZE, "
                        "cache_dir=DIR, log=FILE, peer=HOST:PORT (repeatable), bind=ADDR, "
                        "port=N, max_download_rate=RATE, max_upload_rate=RATE, max_peers=N, "
-                       "no_trackers, "
+                       "no_trackers, no_lsd, "
                        "allow_other, allow_root, and FUSE options (nodev, nosuid, noexec, "
                        "noatime, ...); fstab-only options such as _netdev, noauto, nofail "
                        "and x-systemd.* are ignored")
@@ -203,6 +203,8 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
                      help="most peer connections at once (default 60)")
     net.add_argument("--no-trackers", action="store_true",
                      help="do not announce to the torrent's trackers (use --peer)")
+    net.add_argument("--no-lsd", action="store_true",
+                     help="do not announce on, or listen to, the local network (BEP 14)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log what happens to standard error (-vv: more)")
 
@@ -219,6 +221,7 @@ def network_options(args: argparse.Namespace) -> SwarmConfig:
         max_upload_rate=args.max_upload_rate,
         trackers=not args.no_trackers,
         max_peers=args.max_peers,
+        lsd=not args.no_lsd,
     )
 
 

@@ -72,6 +72,8 @@ def apply_mount_options(options: MountOptions, text: str) -> None:
             options.network.lazy = True
         elif key == "no_trackers" and not has_value:
             options.network.trackers = False
+        elif key == "no_lsd" and not has_value:
+            options.network.lsd = False
         elif key == "peer" and value:
             options.network.peers.append(parse_peer(value))
         elif key == "bind" and value:

@@ -11,6 +11,7 @@ the only place a piece becomes verified.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -24,6 +25,7 @@ from btfs import __version__, dial, pex, wire
 from btfs.assembly import Assembly, Culprit, PartialPiece
 from btfs.choker import Choker, PeerRates
 from btfs.errors import BtfsError
+from btfs.lsdservice import run_lsd
 from btfs.metainfo import Metainfo
 from btfs.peer import PeerConnection
 from btfs.peerbook import PeerBook
@@ -69,6 +71,7 @@ class SwarmConfig:
     web_seeds: bool = True
     upload_slots: int = 4
     pex: bool = True  # peer exchange (BEP 11); never for private torrents
+    lsd: bool = True  # local service discovery (BEP 14); never for private torrents
 
 
 class Swarm:
@@ -451,6 +454,10 @@ class Swarm:
                     bind=self.config.bind,
                 )
                 nursery.start_soon(self.tracker_session.run)
+            if self.config.lsd and not self.info.private:
+                nursery.start_soon(functools.partial(
+                    run_lsd, self.meta.info_hash, self.listen_port,
+                    lambda peers: self.add_candidates(peers, "lsd"), bind=self.config.bind))
             if self.config.web_seeds:
                 for url in self.meta.web_seeds:
                     source = WebSeedSource(WebSeed(url, self.info, bind=self.config.bind), self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,12 @@ import pytest
 
 from tests.support import data, net
 from tests.support.procs import Mounts, Processes
+
+# Local peer discovery (BEP 14) of every btfs a test starts stays on loopback, on a
+# multicast port of this test process's own: no announce leaves the machine or reaches
+# the btfs of another test run (tests share torrents made from the same random data).
+os.environ["BTFS_LSD_INTERFACE"] = "127.0.0.1"
+os.environ["BTFS_LSD_PORT"] = str(20000 + os.getpid() % 20000)
 
 # Under BTFS_REQUIRE_FUSE=1 every skip is a failure (see tests/support/strictmode.py).
 pytest_plugins = ["tests.support.strictmode", "pytester"]

@@ -233,6 +233,7 @@ class RemoteSwarm:
                       else trio.testing.memory_stream_pair)
         self.storage = Storage(self.meta.info, tmp)
         self.torrent = Torrent(self.meta, self.storage, None, readahead=readahead)
+        config = {"lsd": False, **config}  # no multicast sockets in tests of the shells
         settings = SwarmConfig(bind="127.0.0.1", trackers=False, **config)  # type: ignore[arg-type]
         self.swarm = Swarm(self.meta, self.torrent, settings, open_stream=self._open)
 
