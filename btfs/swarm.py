@@ -268,9 +268,10 @@ class Swarm:
         us = {(ip, self.listen_port) for ip in (self.config.bind, _ip(peer.state.yourip)) if ip}
         fresh = {a: f for a, f in peers.items() if a not in us}
         for address, flags in fresh.items():
-            if flags & pex.SEED:
+            if flags & pex.SEED and len(self.book.known_seeds) < MAX_FOUND_TRACKED:
                 self.book.known_seeds.add(address)
-        log.info("%s:%d named %d peer(s) by peer exchange", *peer.address, len(fresh))
+        if fresh:
+            log.info("%s:%d named %d peer(s) by peer exchange", *peer.address, len(fresh))
         self.add_candidates(fresh, "pex")
 
     def connected_peers(self) -> dict[tuple[str, int], int]:
