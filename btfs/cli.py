@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "cache_dir=DIR, log=FILE, peer=HOST:PORT (repeatable), bind=ADDR, "
                        "port=N, max_download_rate=RATE, max_upload_rate=RATE, max_peers=N, "
                        "no_trackers, no_dht, dht_bootstrap=HOST:PORT (repeatable), "
-                       "metadata_timeout=SECONDS, "
+                       "metadata_timeout=SECONDS, no_lsd, "
                        "allow_other, allow_root, and FUSE options (nodev, nosuid, noexec, "
                        "noatime, ...); fstab-only options such as _netdev, noauto, nofail "
                        "and x-systemd.* are ignored")
@@ -215,6 +215,8 @@ def add_network_options(parser: argparse.ArgumentParser, *, magnets: bool = True
                          default=DEFAULT_METADATA_TIMEOUT,
                          help="for a magnet: give up when no peer gave the torrent's metadata "
                          f"within this time (default {DEFAULT_METADATA_TIMEOUT})")
+    net.add_argument("--no-lsd", action="store_true",
+                     help="do not announce on, or listen to, the local network (BEP 14)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log what happens to standard error (-vv: more)")
 
@@ -235,6 +237,7 @@ def network_options(args: argparse.Namespace) -> SwarmConfig:
         dht=not args.no_dht,
         dht_routers=list(args.dht_bootstrap) or None,
         dht_state=default_state_path(),
+        lsd=not args.no_lsd,
     )
 
 

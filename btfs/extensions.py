@@ -2,7 +2,7 @@
 `ut_metadata` messages, with the assembly of the info dictionary from its pieces. Pure.
 
 `btfs.wire` frames an extended message (`Extended(ext_id, payload)`); this module
-encodes and decodes its payload. Peer exchange (BEP 11) joins here.
+encodes and decodes its payload. Peer exchange (BEP 11) has its own module, `btfs.pex`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class ExtensionHandshake:
     listen_port: int | None = None
     yourip: bytes | None = None
     metadata_size: int | None = None
+    prefers_encryption: bool = False  # `e` (MSE), what PEX's flag 0x01 passes on
+    upload_only: bool = False  # BEP 21 `upload_only`: a partial seed, for PEX's flag 0x02
 
     def encode(self) -> bytes:
         d: dict[bytes, Any] = {b"m": {k.encode(): v for k, v in self.extensions.items()}}
@@ -73,6 +75,8 @@ class ExtensionHandshake:
         size = d.get(b"metadata_size")
         if isinstance(size, int) and size > 0:
             hs.metadata_size = size
+        hs.prefers_encryption = d.get(b"e") == 1
+        hs.upload_only = d.get(b"upload_only") == 1
         return hs
 
 

@@ -81,6 +81,8 @@ def apply_mount_options(options: MountOptions, text: str) -> None:
                 options.metadata_timeout = positive_int(value)
             except argparse.ArgumentTypeError as exc:
                 raise BtfsError(f"metadata_timeout: {exc}") from None
+        elif key == "no_lsd" and not has_value:
+            options.network.lsd = False
         elif key == "peer" and value:
             options.network.peers.append(parse_peer(value))
         elif key == "bind" and value:

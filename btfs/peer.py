@@ -17,13 +17,14 @@ from typing import Protocol
 
 import trio
 
-from btfs import wire
+from btfs import pex, wire
 from btfs.dial import CLIENT_NAME, READ_SIZE, Established
 from btfs.errors import BtfsError, first_leaf
 from btfs.peerstate import (
     GotBlock,
     GotDhtPort,
     GotHave,
+    GotPeers,
     GotPieces,
     InterestChanged,
     MayRequest,
@@ -77,12 +78,20 @@ class PeerHost(Protocol):
 
     def dht_node_seen(self, peer: PeerConnection, port: int) -> None: ...
 
+    def peers_exchanged(self, peer: PeerConnection, peers: dict[tuple[str, int], int]) -> None:
+        """Peers `peer` told us of by peer exchange (address -> BEP 11 flags)."""
+
+    def connected_peers(self) -> dict[tuple[str, int], int]:
+        """Our connected peers by listening address, with their BEP 11 flags, for PEX."""
+
 
 class PeerConnection:
     """A connected peer after both handshakes."""
 
-    def __init__(self, host: PeerHost, state: PeerState, connection: Established) -> None:
+    def __init__(self, host: PeerHost, state: PeerState, connection: Established, *,
+                 outgoing: bool = False) -> None:
         self.host = host
+        self.outgoing = outgoing  # we dialled it: its address is one that accepts
         self.state = state
         self.stream = connection.stream
         self.address = connection.address
@@ -107,6 +116,26 @@ class PeerConnection:
 
     def __repr__(self) -> str:
         return f"<peer {self.address[0]}:{self.address[1]} {self.state.client or '?'}>"
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        """Where the peer accepts connections: the address we dialled, or its address with
+        the port of its extension handshake; None if it did not say."""
+        if self.outgoing:
+            return self.address
+        if self.state.listen_port:
+            return self.address[0], self.state.listen_port
+        return None
+
+    @property
+    def pex_flags(self) -> int:
+        """What peer exchange says of this peer to others (BEP 11 `added.f`)."""
+        flags = pex.REACHABLE if self.outgoing else 0
+        if self.state.prefers_encryption:
+            flags |= pex.PREFERS_ENCRYPTION
+        if self.state.peer_is_seed or self.state.upload_only:
+            flags |= pex.SEED
+        return flags
 
     # What the swarm does to a connection ----------------------------------------------------
 
@@ -232,7 +261,11 @@ class PeerConnection:
     async def _timer_loop(self) -> None:
         while True:
             await trio.sleep(TICK)
-            self.state.tick(trio.current_time())
+            now = trio.current_time()
+            self.state.tick(now)
+            if self.state.pex_due(now):
+                mine = [self.address] + [a for a in (self.listen_address,) if a is not None]
+                self.state.exchange_peers(now, self.host.connected_peers(), mine)
             self.flush()
 
     def _handle(self, m: wire.Message) -> None:
@@ -260,6 +293,8 @@ class PeerConnection:
                 self.host.wasted(event.size)
             elif isinstance(event, GotDhtPort):
                 self.host.dht_node_seen(self, event.port)
+            elif isinstance(event, GotPeers):
+                self.host.peers_exchanged(self, event.peers)
 
     # Requesting ---------------------------------------------------------------------------
 

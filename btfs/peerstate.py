@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
-from btfs import extensions, wire
+from btfs import extensions, pex, wire
 from btfs.bitfield import Bitfield, BitfieldError
 from btfs.errors import BtfsError
 from btfs.picker import Block
@@ -105,8 +105,15 @@ class UploadQueued:
     """A request of the peer's was accepted for upload."""
 
 
+@dataclass(frozen=True, slots=True)
+class GotPeers:
+    """Peers the peer told us of by peer exchange (BEP 11), new to this connection."""
+
+    peers: dict[tuple[str, int], int]  # address -> BEP 11 flags
+
+
 Event = (GotHave | GotPieces | GotBlock | Wasted | Released | MayRequest | InterestChanged
-         | UploadQueued | GotDhtPort)
+         | UploadQueued | GotDhtPort | GotPeers)
 
 
 class _AllowedOnly:
@@ -133,6 +140,7 @@ class PeerState:
         fast: bool,
         now: float,
         raw_info: bytes = b"",
+        pex_enabled: bool = False,
     ) -> None:
         self.num_pieces = num_pieces
         self.piece_size = piece_size
@@ -151,6 +159,14 @@ class PeerState:
         self.peer_reqq = MAX_PIPELINE
         self.client = ""
         self.their_metadata_id = 0
+        self.their_pex_id = 0
+        self.listen_port: int | None = None  # from their extension handshake
+        self.yourip: bytes | None = None  # our address as the peer sees it
+        self.prefers_encryption = False
+        self.upload_only = False
+        self.pex_enabled = pex_enabled  # never for private torrents (BEP 27)
+        self.pex_sender = pex.PexSender()
+        self.pex_receiver = pex.PexReceiver()
         self.outbox: list[wire.Message] = []
         self.last_sent = now
         self.last_received = now
@@ -179,8 +195,11 @@ class PeerState:
             bits = Bitfield.from_indices(self.num_pieces, verified).to_bytes()
             self.outbox.append(wire.BitfieldMessage(bits))
         if extensions_enabled:
+            ids = {"ut_metadata": extensions.UT_METADATA_ID}
+            if self.pex_enabled:
+                ids["ut_pex"] = pex.UT_PEX_ID
             ext = extensions.ExtensionHandshake(
-                extensions={"ut_metadata": extensions.UT_METADATA_ID},
+                extensions=ids,
                 client=client, reqq=MAX_PEER_REQUESTS, listen_port=listen_port or None,
                 yourip=yourip, metadata_size=len(self.raw_info) or None,
             )
@@ -260,6 +279,20 @@ class PeerState:
     def take_uploads(self, count: int) -> list[wire.Request]:
         return [self.upload_queue.popleft() for _ in range(min(count, len(self.upload_queue)))]
 
+    def exchange_peers(self, now: float, connected: dict[tuple[str, int], int],
+                       exclude: Iterable[tuple[str, int]]) -> None:
+        """Tell the peer, if it is time, which peers we connected to and lost (BEP 11)."""
+        if not (self.pex_enabled and self.their_pex_id):
+            return
+        payload = self.pex_sender.message(now, connected, exclude)
+        if payload is not None:
+            self.outbox.append(wire.Extended(self.their_pex_id, payload))
+
+    def pex_due(self, now: float) -> bool:
+        """Whether `exchange_peers` may send now (so the swarm's list of connected peers
+        is only built when it might be)."""
+        return self.pex_enabled and self.their_pex_id != 0 and self.pex_sender.due(now)
+
     def sent(self, now: float) -> None:
         self.last_sent = now
 
@@ -334,7 +367,7 @@ class PeerState:
                 return [MayRequest()]
             return []
         if isinstance(m, wire.Extended):
-            self._on_extended(m)
+            return self._on_extended(m, now)
         if isinstance(m, wire.Port) and m.port:
             return [GotDhtPort(m.port)]
         return []
@@ -375,7 +408,7 @@ class PeerState:
         self.upload_queue.append(m)
         return [UploadQueued()]
 
-    def _on_extended(self, m: wire.Extended) -> None:
+    def _on_extended(self, m: wire.Extended, now: float) -> list[Event]:
         if m.ext_id == 0:
             try:
                 ext = extensions.ExtensionHandshake.decode(m.payload)
@@ -386,16 +419,28 @@ class PeerState:
             if ext.reqq:
                 self.peer_reqq = max(1, min(ext.reqq, MAX_PIPELINE))
             self.their_metadata_id = ext.extensions.get("ut_metadata", 0)
+            self.their_pex_id = ext.extensions.get("ut_pex", 0)
+            self.listen_port = ext.listen_port or self.listen_port
+            self.yourip = ext.yourip or self.yourip
+            self.prefers_encryption = ext.prefers_encryption
+            self.upload_only = ext.upload_only
+        elif m.ext_id == pex.UT_PEX_ID and self.pex_enabled and self.their_pex_id:
+            try:
+                peers = self.pex_receiver.receive(m.payload, now)
+            except pex.PexError as exc:
+                raise PeerError(str(exc)) from exc
+            return [GotPeers(peers)] if peers else []
         elif m.ext_id == extensions.UT_METADATA_ID and self.their_metadata_id:
             try:
                 request = extensions.parse_message(m.payload)
             except extensions.MetadataError as exc:
                 raise PeerError(str(exc)) from exc
             if request.kind != extensions.REQUEST:
-                return
+                return []
             raw = self.raw_info
             if request.piece * extensions.PIECE_SIZE < len(raw):
                 reply = extensions.encode_data(request.piece, raw)
             else:
                 reply = extensions.encode_reject(request.piece)
             self.outbox.append(wire.Extended(self.their_metadata_id, reply))
+        return []

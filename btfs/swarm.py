@@ -11,6 +11,8 @@ the only place a piece becomes verified.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import os
 import random
@@ -20,11 +22,12 @@ from pathlib import Path
 
 import trio
 
-from btfs import __version__, dial, wire
+from btfs import __version__, dial, pex, wire
 from btfs.assembly import Assembly, Culprit, PartialPiece
 from btfs.choker import Choker, PeerRates
 from btfs.dht.service import DhtService, default_routers
 from btfs.errors import BtfsError
+from btfs.lsdservice import run_lsd
 from btfs.metainfo import Metainfo
 from btfs.peer import PeerConnection
 from btfs.peerbook import PeerBook
@@ -34,6 +37,7 @@ from btfs.picker import Block, Picker, Priority
 from btfs.rates import RateMeter, TokenBucket
 from btfs.torrent import Torrent
 from btfs.trackers import TrackerSession
+from btfs.trackerwire import compact
 from btfs.urgency import spread, worth_preempting
 from btfs.webseed import WebSeed
 from btfs.webseeding import WebSeedSource
@@ -74,6 +78,8 @@ class SwarmConfig:
     dht_routers: list[str] | None = None   # HOST:PORT to join through; None: the defaults
     dht_state: Path | None = None          # the nodes of the last run; None: not saved
     peer_id: bytes | None = None           # the metadata phase's, so trackers see one peer
+    pex: bool = True  # peer exchange (BEP 11); never for private torrents
+    lsd: bool = True  # local service discovery (BEP 14); never for private torrents
 
 
 class Swarm:
@@ -271,6 +277,21 @@ class Swarm:
         self.upload_meter.add(size, trio.current_time())
         self.torrent.counters.uploaded += size
 
+    def peers_exchanged(self, peer: PeerConnection, peers: dict[tuple[str, int], int]) -> None:
+        """Peers `peer` named by peer exchange: candidates, but never ourselves."""
+        us = {(ip, self.listen_port) for ip in (self.config.bind, _ip(peer.state.yourip)) if ip}
+        fresh = {a: f for a, f in peers.items() if a not in us}
+        for address, flags in fresh.items():
+            if flags & pex.SEED and len(self.book.known_seeds) < MAX_FOUND_TRACKED:
+                self.book.known_seeds.add(address)
+        if fresh:
+            log.info("%s:%d named %d peer(s) by peer exchange", *peer.address, len(fresh))
+        self.add_candidates(fresh, "pex")
+
+    def connected_peers(self) -> dict[tuple[str, int], int]:
+        return {address: p.pex_flags for p in self.peers.values()
+                if (address := p.listen_address) is not None}
+
     def peer_gone(self, peer: PeerConnection, closed_by_peer: bool) -> None:
         now = trio.current_time()
         self.book.session_ended(peer.address[0], now - peer.started, closed_by_peer, now)
@@ -364,13 +385,14 @@ class Swarm:
         self.peers[peer.peer_id] = peer
         return True
 
-    async def run_peer(self, connection: dial.Established) -> None:
+    async def run_peer(self, connection: dial.Established, *, outgoing: bool = False) -> None:
         """Run an established connection until it ends (if there is room for it)."""
         info = self.info
         state = PeerState(info.num_pieces, info.piece_size, self.torrent.verified,
                           self.picker.wanted, fast=connection.handshake.fast,
-                          now=trio.current_time(), raw_info=self.meta.raw_info)
-        peer = PeerConnection(self, state, connection)
+                          now=trio.current_time(), raw_info=self.meta.raw_info,
+                          pex_enabled=self.config.pex and not info.private)
+        peer = PeerConnection(self, state, connection, outgoing=outgoing)
         if not self._admit(peer):
             await dial.close_quietly(connection.stream)
             return
@@ -462,6 +484,10 @@ class Swarm:
                                           state_path=self.config.dht_state, rng=self.rng)
                     await nursery.start(self.dht.run, self.config.bind, self.listen_port)
                 nursery.start_soon(self._dht_loop)
+            if self.config.lsd and not self.info.private:
+                nursery.start_soon(functools.partial(
+                    run_lsd, self.meta.info_hash, self.listen_port,
+                    lambda peers: self.add_candidates(peers, "lsd"), bind=self.config.bind))
             if self.config.web_seeds:
                 for url in self.meta.web_seeds:
                     source = WebSeedSource(WebSeed(url, self.info, bind=self.config.bind), self)
@@ -535,11 +561,21 @@ class Swarm:
                                          encrypted=encrypted)
             self.connecting.discard(address)
             if connection is not None:
-                await self.run_peer(connection)
+                await self.run_peer(connection, outgoing=True)
         finally:
             self.connecting.discard(address)
             self.book.dial_ended(address, connection is not None, encrypted,
                                  trio.current_time())
+
+
+def _ip(packed: bytes | None) -> str | None:
+    """An address in text form from its 4 or 16 bytes (as `yourip` carries it)."""
+    if packed is None:
+        return None
+    try:
+        return compact.normalize_ip(str(ipaddress.ip_address(packed)))
+    except ValueError:
+        return None
 
 
 def urgent_shares(peers: Sequence[PeerConnection], seeds: Sequence[WebSeedSource],

@@ -14,6 +14,11 @@ from tests.support.procs import Mounts, Processes
 # Tests stay on loopback: no btfs the tests start joins the DHT through the public routers
 # (a test that wants a DHT gives --dht-bootstrap with a loopback node).
 os.environ["BTFS_DHT_ROUTERS"] = ""
+# Local peer discovery (BEP 14) of every btfs a test starts stays on loopback, on a
+# multicast port of this test process's own: no announce leaves the machine or reaches
+# the btfs of another test run (tests share torrents made from the same random data).
+os.environ["BTFS_LSD_INTERFACE"] = "127.0.0.1"
+os.environ["BTFS_LSD_PORT"] = str(20000 + os.getpid() % 20000)
 
 # Under BTFS_REQUIRE_FUSE=1 every skip is a failure (see tests/support/strictmode.py).
 pytest_plugins = ["tests.support.strictmode", "pytester"]

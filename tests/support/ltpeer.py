@@ -6,12 +6,17 @@
     python -m tests.support.ltpeer dht - - --listen 127.0.0.7:6883      (a DHT node only)
 
 It prints one JSON line per second on stdout (`state`, `progress`, `peers`,
-`download_rate`, `upload_rate`, `total_upload`...), the first once it listens, with
-`listen_port`. `--upload-limit`/`--download-limit` (bytes/s) hold on loopback too.
-Local discovery, UPnP and NAT-PMP are off, and the DHT unless `--dht`: then it runs on
-loopback (the settings that keep libtorrent's DHT off 127.0.0.0/8 are turned off), joins
-only through `--dht-node` addresses (never the public routers), and TORRENT may be a
-magnet URI for `leech`. The JSON lines then have `dht_nodes`.
+`download_rate`, `upload_rate`, `total_upload`..., and `peer_list`: each connected peer's
+`ip`, `port`, `source` (libtorrent's flags: 1 tracker, 4 PEX, 32 incoming...) and payload
+`uploaded`/`downloaded`), the first once it listens, with `listen_port`.
+`--upload-limit`/`--download-limit` (bytes/s) hold on loopback too.
+Local discovery, UPnP and NAT-PMP are off: only trackers in the torrent, `--peer`
+addresses and the peers other peers name by peer exchange (on, libtorrent's default) are
+used, all on loopback in tests (`--no-pex`: not PEX either). The DHT is off unless
+`--dht`: then it runs on loopback (the settings that keep libtorrent's DHT off
+127.0.0.0/8 are turned off), joins only through `--dht-node` addresses (never the
+public routers), and TORRENT may be a magnet URI for `leech`. The JSON lines then have
+`dht_nodes`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ def main() -> None:
     parser.add_argument("--download-limit", type=int, default=0)
     parser.add_argument("--dht", action="store_true")
     parser.add_argument("--dht-node", action="append", default=[])
+    parser.add_argument("--no-pex", action="store_true",
+                        help="ignore peer exchange: dial only --peer and tracker peers")
     args = parser.parse_args()
     dht = args.dht or args.mode == "dht"
 
@@ -95,6 +102,8 @@ def main() -> None:
         params.save_path = args.save_dir
         if args.mode == "seed":
             params.flags |= lt.torrent_flags.seed_mode
+        if args.no_pex:
+            params.flags |= lt.torrent_flags.disable_pex
         handle = ses.add_torrent(params)
 
     stop = False
@@ -144,6 +153,11 @@ def main() -> None:
             "upload_rate": s.upload_rate,
             "total_download": s.total_payload_download,
             "total_upload": s.total_payload_upload,
+            "peer_list": [
+                {"ip": p.ip[0], "port": p.ip[1], "source": int(p.source),
+                 "uploaded": p.total_upload, "downloaded": p.total_download}
+                for p in handle.get_peer_info()
+            ],
         }
         print(json.dumps(report), flush=True)
         if first:

@@ -19,11 +19,13 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from btfs import bencode, mse, wire
+from btfs import bencode, extensions, mse, pex, wire
 from btfs.metainfo import Metainfo, parse_torrent
 from btfs.storage import Storage
 from btfs.swarm import Swarm, SwarmConfig
 from btfs.torrent import Torrent
+
+REMOTE_PEX_ID = 7  # a remote's id for ut_pex, not ours, as another client's would be
 
 # How a remote answers one request: the bytes to send, or None to reject (BEP 6).
 Answer = Callable[[wire.Request, bytes], bytes | None]
@@ -33,11 +35,13 @@ def honest(request: wire.Request, data: bytes) -> bytes | None:
     return data
 
 
-def make_meta(data: bytes, piece_length: int) -> Metainfo:
+def make_meta(data: bytes, piece_length: int, *, private: bool = False) -> Metainfo:
     pieces = b"".join(hashlib.sha1(data[i : i + piece_length]).digest()
                       for i in range(0, len(data), piece_length))
-    info = {b"name": b"data.bin", b"piece length": piece_length, b"length": len(data),
-            b"pieces": pieces}
+    info: dict[bytes, bytes | int] = {b"name": b"data.bin", b"piece length": piece_length,
+                                      b"length": len(data), b"pieces": pieces}
+    if private:
+        info[b"private"] = 1
     return parse_torrent(bencode.encode({b"info": info}))
 
 
@@ -52,6 +56,9 @@ class RemotePeer:
     order requested (an uplink); `honours_cancels`: drop a queued request on `cancel`.
     `garbage_after_handshake`: send a frame no peer may send. `leech_then_stop_reading`:
     have nothing, ask for blocks, and never read again (a peer whose socket stalls).
+    `pex`: speak BEP 10 and offer `ut_pex`; once our handshake arrives, tell of these
+    peers (address -> flags) in one ut_pex message. The ut_pex messages it gets from us
+    are kept in `pex_received` with their (virtual) time.
     """
 
     data: bytes
@@ -70,6 +77,8 @@ class RemotePeer:
     dials: list[str] = field(default_factory=list)  # "plain" or "mse", one per dial
     dial_times: list[float] = field(default_factory=list)
     closed: trio.Event = field(default_factory=trio.Event)
+    pex: dict[tuple[str, int], int] | None = None
+    pex_received: list[tuple[float, pex.PexMessage]] = field(default_factory=list)
 
     async def run(self, stream: trio.abc.Stream, meta: Metainfo) -> None:
         try:
@@ -100,11 +109,15 @@ class RemotePeer:
                 return
             reader.feed(chunk)
         reader.fast = True
-        hello = wire.Handshake(meta.info_hash, self.peer_id, fast=True, extensions=False)
+        hello = wire.Handshake(meta.info_hash, self.peer_id, fast=True,
+                               extensions=self.pex is not None)
         if self.leech_then_stop_reading:
             await self._leech_then_stall(stream, reader, hello, meta)
             return
+        ours = extensions.ExtensionHandshake(extensions={"ut_pex": REMOTE_PEX_ID})
         await stream.send_all(hello.encode() + wire.encode(wire.HaveAll())
+                              + (wire.encode(wire.Extended(0, ours.encode()))
+                                 if self.pex is not None else b"")
                               + wire.encode(wire.Unchoke()))
         if self.garbage_after_handshake:
             await stream.send_all(struct.pack(">IB", 1 << 24, 7))  # a 16 MiB "piece"
@@ -112,6 +125,7 @@ class RemotePeer:
                 pass
             return
         queue: deque[wire.Request] = deque()
+        extra: list[bytes] = []  # messages other than blocks, sent first
         wake = trio.Event()
         async with trio.open_nursery() as nursery:
 
@@ -126,6 +140,9 @@ class RemotePeer:
                             queue.clear()
                             queue.extend(kept)
                             self.cancels += before - len(queue)
+                        if isinstance(m, wire.Extended):
+                            self._on_extended(m, extra)
+                            wake.set()
                         if not isinstance(m, wire.Request):
                             continue
                         self.requests.append(m)
@@ -146,6 +163,11 @@ class RemotePeer:
                 nonlocal wake
                 plen = meta.info.piece_length
                 while True:
+                    if extra:
+                        data = b"".join(extra)
+                        extra.clear()
+                        await stream.send_all(data)
+                        continue
                     if not queue:
                         wake = trio.Event()
                         await wake.wait()
@@ -163,6 +185,15 @@ class RemotePeer:
             nursery.start_soon(receive)
             nursery.start_soon(send)
 
+    def _on_extended(self, m: wire.Extended, extra: list[bytes]) -> None:
+        if m.ext_id == 0 and self.pex is not None:
+            theirs = extensions.ExtensionHandshake.decode(m.payload)
+            their_id = theirs.extensions.get("ut_pex", 0)
+            if their_id:
+                message = pex.encode(pex.PexMessage(added=dict(self.pex)))
+                extra.append(wire.encode(wire.Extended(their_id, message)))
+        elif m.ext_id == REMOTE_PEX_ID:
+            self.pex_received.append((trio.current_time(), pex.decode(m.payload)))
 
     async def _leech_then_stall(self, stream: trio.abc.Stream, reader: wire.MessageReader,
                                 hello: wire.Handshake, meta: Metainfo) -> None:
@@ -193,14 +224,16 @@ class RemoteSwarm:
 
     def __init__(self, tmp: Path, data: bytes, piece_length: int,
                  remotes: dict[tuple[str, int], RemotePeer], nursery: trio.Nursery,
-                 *, readahead: int = 0, lockstep: bool = False, **config: object) -> None:
-        self.meta = make_meta(data, piece_length)
+                 *, readahead: int = 0, lockstep: bool = False, private: bool = False,
+                 **config: object) -> None:
+        self.meta = make_meta(data, piece_length, private=private)
         self.remotes = remotes
         self._nursery = nursery
         self._pair = (trio.testing.lockstep_stream_pair if lockstep
                       else trio.testing.memory_stream_pair)
         self.storage = Storage(self.meta.info, tmp)
         self.torrent = Torrent(self.meta, self.storage, None, readahead=readahead)
+        config = {"lsd": False, **config}  # no multicast sockets in tests of the shells
         settings = SwarmConfig(bind="127.0.0.1", trackers=False, **config)  # type: ignore[arg-type]
         self.swarm = Swarm(self.meta, self.torrent, settings, open_stream=self._open)
 

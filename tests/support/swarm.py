@@ -72,11 +72,13 @@ def start_seed(procs: Processes, shared: Shared, host: str, *extra: str) -> int:
 
 
 def start_lt_seed(procs: Processes, shared: Shared, host: str,
-                  port: int) -> subprocess.Popen[bytes]:
-    """A libtorrent seeder of `shared` (its data directory is the original's folder)."""
+                  port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """A libtorrent seeder of `shared` (its data directory is the original's folder);
+    `extra`: more `tests.support.ltpeer` options."""
     require_libtorrent()
     proc = procs.start([sys.executable, "-m", "tests.support.ltpeer", "seed", shared.torrent,
-                        shared.data.parent, "--listen", f"{host}:{port}"], name="libtorrent")
+                        shared.data.parent, "--listen", f"{host}:{port}", *extra],
+                       name="libtorrent")
     wait_for_line(procs, proc, r'"state": "seeding"')
     return proc
 
