@@ -292,13 +292,19 @@ class PeerConnection:
                 continue
             blocks = await self.host.read_blocks(batch)
             sent = 0
+            missing = False
             for r, data in zip(batch, blocks, strict=True):
-                if data is None:  # no longer verified: not ours to give
+                if data is None:  # no longer verified (or evicted): not ours to give
+                    missing = True
                     if state.fast:
                         state.outbox.append(wire.RejectRequest(r.index, r.begin, r.length))
                 else:
                     state.outbox.append(wire.Piece(r.index, r.begin, data))
                     sent += len(data)
+            if missing and not state.fast:
+                # Without BEP 6 a request cannot be refused: a choke drops them all (the
+                # peer asks again, elsewhere or after the next rechoke).
+                state.set_choking(True)
             self.flush()
             self.upload_meter.add(sent, trio.current_time())
             self.host.uploaded(self, sent)
