@@ -503,7 +503,10 @@ class Swarm:
         while True:
             self._dial_soon = trio.Event()
             self._dial_some()
-            with trio.move_on_after(CONNECT_INTERVAL):
+            # No peer known: nothing to retry, sleep until one is (a library of idle
+            # torrents must not wake each of them every second).
+            timeout = CONNECT_INTERVAL if self.book.candidates else float("inf")
+            with trio.move_on_after(timeout):
                 await self._dial_soon.wait()
 
     def _dial_some(self) -> None:
