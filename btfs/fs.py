@@ -97,6 +97,7 @@ class TorrentFS(pyfuse3.Operations):
         self._removed: dict[int, TorrentSource] = {}
         self.on_released: Callable[[TorrentSource], None] = lambda source: None
         self.root_attributes: Callable[[], dict[str, str]] = dict
+        self.mounted = False  # set once pyfuse3 serves it (the kernel can be told things)
         for source, created in torrents:
             mtime = created * 1_000_000_000 if created is not None else now_ns
             if len(torrents) == 1:
@@ -141,9 +142,11 @@ class TorrentFS(pyfuse3.Operations):
 
     def _forget_name(self, name: bytes) -> None:
         """Tell the kernel a top-level name is gone (it caches names for an hour)."""
+        if not self.mounted:
+            return
         try:
             pyfuse3.invalidate_entry_async(pyfuse3.ROOT_INODE, name)
-        except Exception as exc:  # not mounted (unit tests) or the queue is full
+        except Exception as exc:  # the queue is full
             log.debug("cannot invalidate %r: %s", name, exc)
 
     def _drop_nodes(self, source: TorrentSource) -> None:

@@ -186,6 +186,16 @@ class CacheSpace:
         key = id(torrent)
         self.budget.read((key, p) for p in pieces)
 
+    async def trim(self, *, pins: bool = True) -> None:
+        """Evict what is over the limit (pieces pinned when they came may be free now);
+        `pins=False` at shutdown, when no reader is left to keep anything."""
+        pinned = self._pinned if pins else self._unwritten
+        await self._evict(self.budget.over_limit(0, pinned))
+
+    def _unwritten(self, key: tuple[int, int]) -> bool:
+        owner = self.owners.get(key[0])
+        return owner is not None and key[1] not in owner.verified
+
     async def free_up(self, size: int) -> bool:
         keys = self.budget.free(size, self._pinned)
         await self._evict(keys)
@@ -344,6 +354,8 @@ class Library:
         for entry in entries:
             entry.torrent.close()
         with trio.CancelScope(shield=True):
+            if self.cache is not None and self.options.keep:
+                await self.cache.trim(pins=False)  # the kept cache within its limit
             async with trio.open_nursery() as nursery:
                 for entry in entries:
                     nursery.start_soon(self._close, entry)
@@ -440,7 +452,10 @@ class Library:
             lock_fd = lock_folder(cache, what="--cache-dir")
         storage = Storage(meta.info, cache / "files", by_index=True)
         resume = ResumeLog(cache / "resume", meta.info.num_pieces, len(meta.info.files))
-        torrent = Torrent(meta, storage, resume, readahead=self.options.readahead)
+        readahead = self.options.readahead
+        if self.cache is not None:  # read-ahead is pinned: keep it well within the cache
+            readahead = min(readahead, self.cache.limit // 4)
+        torrent = Torrent(meta, storage, resume, readahead=readahead)
         name = (fit_name(meta.info.name) if self.options.flat else
                 unique_name(meta.info.name, [e.name for e in self.entries.values()]))
         network = self.options.network
@@ -477,10 +492,12 @@ class Library:
             if not quiet:
                 await entry.swarm.stop(grace=TRACKER_GOODBYE)
             entry.scope.cancel()
+            if self.cache is not None:
+                if self.options.keep:  # what a window held past the limit may go now
+                    await self.cache.trim()
+                self.cache.forget(torrent)
             if self.options.keep:
                 await torrent.save_resume()
-            if self.cache is not None:
-                self.cache.forget(torrent)
             entry.storage.close()
             entry.resume.close()
             if not self.options.keep:

@@ -281,6 +281,7 @@ async def serve(sources: list[Metainfo], options: MountOptions,
                 pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options))
             except RuntimeError as exc:
                 raise MountError(f"cannot mount on {options.mountpoint}: {exc}") from exc
+            fs.mounted = True
             try:
                 await _run_mounted(library, fs, options, ready)
             finally:

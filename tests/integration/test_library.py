@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,65 @@ def test_bounded_cache_stays_under_its_size_and_evicted_pieces_are_refused_and_r
     assert read_through(files[0], datas[0], 0, 8 * MiB)
     assert int(xattr(mnt / shares[0].data.name, "downloaded")) > downloaded
     assert DiskUse(cache).measure() <= limit
+
+
+def test_kept_cache_comes_back_within_a_smaller_limit(tmp_path: Path, procs: Processes,
+                                                      mounts: Mounts) -> None:
+    piece = 256 << 10
+    shares = [share(tmp_path, 8 * MiB, piece_length=piece, name=f"k{i}", seed=i + 1)
+              for i in range(2)]
+    seeder = seed_all(procs, shares, tmp_path / "origin")
+    cache = tmp_path / "cache"
+    mnt = tmp_path / "mnt"
+    sources = [s.torrent for s in shares]
+    mount_library(mounts, mnt, sources, "--cache-dir", cache, "--keep", "--cache-size", "6M",
+                  "--peer", seeder)
+    files = [mnt / s.data.name / s.data.name for s in shares]
+    for path, s in zip(files, shares, strict=True):
+        assert read_through(path, original(s))
+    assert btfs("unmount", mnt).returncode == 0
+    assert DiskUse(cache).measure() <= 6 * MiB + 64 * 1024
+    for proc, _ in procs.started:
+        procs.stop(proc)  # no peer from now on: what is read must come from the cache
+
+    mount_library(mounts, mnt, sources, "--cache-dir", cache, "--keep", "--cache-size", "4M")
+    status = json.loads(btfs("status", mnt, "--json").stdout)[0]
+    kept = {t["name"]: t for t in status["torrents"]}
+    assert status["cache_used"] == 4 * MiB == sum(t["cache_bytes"] for t in kept.values())
+    assert all(t["downloaded"] == 0 for t in kept.values())
+    assert DiskUse(cache).measure() <= 4 * MiB + 64 * 1024
+    # the last read (k1's end) is what was kept; it reads back with no peer at all
+    assert xattr(files[1], "pieces_verified") == "16"
+    assert read_through(files[1], original(shares[1]), 4 * MiB, 4 * MiB)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 12 MiB tmpfs for the cache, unmounted at teardown (lazily)."""
+    from tests.support.env import missing
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(folder)],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        missing(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)
+
+
+def test_a_full_disk_under_a_bounded_cache_evicts_and_reads_go_on(
+        tmp_path: Path, small_disk: Path, procs: Processes, mounts: Mounts) -> None:
+    shares = [share(tmp_path, 16 * MiB, piece_length=256 << 10, name="large", seed=3)]
+    seeder = seed_all(procs, shares, tmp_path / "origin")
+    mnt = tmp_path / "mnt"
+    # the limit is above what the disk holds: ENOSPC comes first, and evicts
+    mount_library(mounts, mnt, [shares[0].torrent], "--cache-dir", small_disk / "cache",
+                  "--cache-size", "64M", "--peer", seeder)
+    path = mnt / shares[0].data.name
+    assert read_through(path, original(shares[0]))
+    assert read_through(path, original(shares[0]))
+    assert int(xattr(mnt, "evicted_pieces")) > 0
+    assert is_mounted(mnt)
