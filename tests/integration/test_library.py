@@ -127,10 +127,12 @@ def test_watched_folder_of_twenty_reads_while_torrents_come_and_go(
     threads = [threading.Thread(target=reader, args=(shares[i], 150, i)) for i in (0, 1, 2)]
     for t in threads:
         t.start()
-    # meanwhile: one added by a write in place, one moved in, one deleted
+    # meanwhile: one added by a write in place, one moved in, one as a magnet, one deleted
     (watch / shares[20].torrent.name).write_bytes(shares[20].torrent.read_bytes())
     shutil.copy(shares[21].torrent, tmp_path / "moving.torrent")
     os.rename(tmp_path / "moving.torrent", watch / shares[21].torrent.name)
+    magnet = load_torrent(shares[22].torrent).info_hash_hex
+    (watch / "by-uri.magnet").write_text(f"magnet:?xt=urn:btih:{magnet}&x.pe={peer}\n")
     gone = shares[5]
     gone_cache = cache / hashes[gone.data.name]
     assert gone_cache.is_dir()
@@ -139,7 +141,7 @@ def test_watched_folder_of_twenty_reads_while_torrents_come_and_go(
         t.join(HANG)
     assert not failures, failures[:5]
 
-    for s in shares[20:22]:
+    for s in shares[20:23]:
         wait_for(lambda s=s: (mnt / s.data.name).exists(), HANG, f"{s.data.name} to appear")
         assert sha(mnt / s.data.name / s.data.name) == sha(s.data)
     wait_for(lambda: not (mnt / gone.data.name).exists(), HANG, "the removed folder to go")
@@ -159,7 +161,7 @@ def test_watched_folder_of_twenty_reads_while_torrents_come_and_go(
 
     status = json.loads(btfs("status", mnt, "--json").stdout)[0]
     listed = {t["name"]: t for t in status["torrents"]}
-    assert len(listed) == 20 and gone.data.name not in listed and held.data.name not in listed
+    assert len(listed) == 21 and gone.data.name not in listed and held.data.name not in listed
     assert listed[shares[0].data.name]["cache_bytes"] > 0
     assert {"size", "progress", "peers", "download_rate", "upload_rate"} <= set(
         listed[shares[0].data.name])
