@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from btfs.cachelock import lock_folder, note_owner
+from btfs.cachelock import LOCK_NAME, lock_folder, note_owner
 from btfs.errors import BtfsError, first_leaf
 from btfs.library import Entry, Library, LibraryOptions, default_cache_dir
 from btfs.metainfo import Metainfo
@@ -288,11 +288,22 @@ async def serve(sources: list[Metainfo], options: MountOptions,
                 pyfuse3.close(unmount=True)
                 nursery.cancel_scope.cancel()
     finally:
-        for fd in library.locks.values():  # locked, never opened (a failed start)
-            os.close(fd)
-        library.locks.clear()
+        for meta in sources:  # locked, never opened (a failed start): leave no trace
+            fd = library.locks.pop(meta.info_hash, -1)
+            if fd >= 0:
+                if not options.keep:
+                    _remove_lock_folder(library.cache_dir(meta))
+                os.close(fd)
         await library.close()
         notify("STOPPING=1")
+
+
+def _remove_lock_folder(folder: Path) -> None:
+    try:
+        (folder / LOCK_NAME).unlink()
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 class FolderView:
