@@ -60,9 +60,6 @@ class MountOptions:
     library: bool = False  # a folder per torrent (several sources, or a watched folder)
 
 
-__all__ = ["default_cache_dir"]  # where a mount's cache goes, for the commands and tests
-
-
 def mount_table() -> list[tuple[str, str]]:
     """(mount point, filesystem type) of every mount this process can see."""
     entries = []
