@@ -88,14 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     mount = sub.add_parser(
         "mount",
-        help="mount a torrent as a read-only filesystem",
+        help="mount torrents as a read-only filesystem",
         description="Mount a torrent's files at MOUNTPOINT; reading a file fetches the pieces "
-        "that read needs first. Returns once the mount is live and keeps running in the "
+        "that read needs first. Several sources, or --watch DIR, make a library: a folder "
+        "per torrent, torrents added and removed while mounted ('btfs add', 'btfs remove'). "
+        "Returns once the mount is live and keeps running in the "
         "background. Also callable as 'btfs SOURCE MOUNTPOINT -o OPTIONS' (mount helper).",
     )
-    mount.add_argument("source", metavar="SOURCE",
+    mount.add_argument("sources", metavar="SOURCE", nargs="*",
                        help="a .torrent file or a magnet URI (its metadata is fetched from "
-                       "peers first, found through trackers, the DHT, --peer)")
+                       "peers first, found through trackers, the DHT, --peer); several make "
+                       "a library")
     mount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path,
                        help="an empty directory")
     mount.add_argument("-f", "--foreground", action="store_true",
@@ -105,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "$XDG_CACHE_HOME/btfs/INFO-HASH); data already there is checked and used")
     mount.add_argument("--keep", action="store_true",
                        help="keep the cache at unmount; the next mount starts with it verified")
+    mount.add_argument("--watch", metavar="DIR", type=Path,
+                       help="a library of every .torrent (and .magnet file holding a URI) in "
+                       "DIR, following the files that come and go")
+    mount.add_argument("--cache-size", metavar="SIZE", type=size_argument, default=0,
+                       help="keep at most SIZE of verified pieces in the cache, evicting the "
+                       "least recently read (then only what is read is fetched; default: "
+                       "no limit)")
     mount.add_argument("--readahead", metavar="SIZE", type=size_argument, default=8 << 20,
                        help="how far ahead of a sequential reader to fetch (default 8M)")
     mount.add_argument("--allow-other", action="store_true",
@@ -116,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "whole torrent in the background and seed it)")
     mount.add_argument("-o", metavar="OPTIONS", dest="options", action="append", default=[],
                        help="comma-separated mount options: keep, lazy, readahead=SIZE, "
+                       "watch=DIR, cache_size=SIZE, "
                        "cache_dir=DIR, log=FILE, peer=HOST:PORT (repeatable), bind=ADDR, "
                        "port=N, max_download_rate=RATE, max_upload_rate=RATE, max_peers=N, "
                        "no_trackers, no_dht, dht_bootstrap=HOST:PORT (repeatable), "
@@ -152,6 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("path", metavar="PATH", type=Path, help="the data the torrent describes")
     add_network_options(seed, magnets=False)
     seed.set_defaults(handler=cmd_seed)
+
+    add = sub.add_parser(
+        "add",
+        help="add a torrent to a mounted library",
+        description="Add SOURCE to the library mounted at MOUNTPOINT (a folder named after "
+        "the torrent appears); prints one line. For a magnet, waits for its metadata.",
+    )
+    add.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
+    add.add_argument("source", metavar="SOURCE", help="a .torrent file or a magnet URI")
+    add.set_defaults(handler=cmd_add)
+
+    remove = sub.add_parser(
+        "remove",
+        help="remove a torrent from a mounted library",
+        description="Take a torrent out of the library mounted at MOUNTPOINT: its folder "
+        "goes at once, its session stops once its open files are closed, and its cache is "
+        "deleted (unless the mount keeps it); prints one line.",
+    )
+    remove.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
+    remove.add_argument("name", metavar="NAME|INFOHASH")
+    remove.set_defaults(handler=cmd_remove)
 
     unmount = sub.add_parser(
         "unmount",
@@ -380,6 +412,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         foreground=args.foreground,
         cache_dir=args.cache_dir,
         keep=args.keep,
+        watch=args.watch,
+        cache_size=args.cache_size,
         readahead=args.readahead,
         allow_other=args.allow_other,
         log_file=args.log_file,
@@ -389,22 +423,43 @@ def cmd_mount(args: argparse.Namespace) -> int:
     options.network.lazy = args.lazy
     for group in args.options:
         apply_mount_options(options, group)
-    meta = load_torrent_source(args.source, options.network,
-                               timeout=options.metadata_timeout or args.metadata_timeout)
-    return mount(meta, options)
+    sources = list(args.sources)
+    if options.watch is not None and sources in ([str(options.watch)], ["none"], ["library"]):
+        sources = []  # the mount helper's SOURCE field of a watched library (fstab)
+    if not sources and options.watch is None:
+        raise BtfsError("mount needs a SOURCE, several, or --watch DIR")
+    options.metadata_timeout = options.metadata_timeout or args.metadata_timeout
+    metas = [load_torrent_source(source, options.network, timeout=options.metadata_timeout)
+             for source in sources]
+    return mount(metas, options)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from btfs.controlclient import add_request, ask
+
+    print(ask(args.mountpoint, add_request(args.source))["message"])
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from btfs.controlclient import ask
+
+    print(ask(args.mountpoint, {"op": "remove", "name": args.name})["message"])
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from btfs.controlclient import library_status, render_library
     from btfs.status import btfs_mounts, collect, render
 
     targets = args.mountpoints or btfs_mounts()
     if not targets:
         raise BtfsError("no btfs mounts")
-    results = [collect(path) for path in targets]
+    results = [library_status(path) or collect(path) for path in targets]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print("\n".join(render(r) for r in results))
+        print("\n".join(render_library(r) if "torrents" in r else render(r) for r in results))
     return 0
 
 
@@ -445,7 +500,8 @@ def _umask() -> int:
     return mask
 
 
-COMMANDS = {"create", "info", "mount", "unmount", "status", "install-units", "download", "seed"}
+COMMANDS = {"create", "info", "mount", "unmount", "status", "install-units", "download", "seed",
+            "add", "remove"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

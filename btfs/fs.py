@@ -1,10 +1,14 @@
 """The filesystem: pyfuse3 operations over one or more torrents, read-only.
 
-The tree is fixed at mount time (a torrent's files never change), so every inode is
-made up front. A name longer than a path component may be (255 bytes) is shown
-shortened (`metainfo.fit_name`), so FUSE can always hold it. A read is
-`await source.read(...)` on the torrent session: the FUSE handler waits on the trio
-loop for the pieces it needs, so a player opening a file in the mount streams it.
+A torrent's files never change, so its inodes are made when it joins the tree. A
+library (`add_folder`, `remove_folder`) gives each torrent a folder of its own at the
+top; a removed folder leaves the tree at once (its name is invalidated in the kernel)
+while files already open stay readable, and `on_released` is told when the last of
+them closes, so the session behind it can stop. A name longer than a path component
+may be (255 bytes) is shown shortened (`metainfo.fit_name`), so FUSE can always hold
+it. A read is `await source.read(...)` on the torrent session: the FUSE handler waits
+on the trio loop for the pieces it needs, so a player opening a file in the mount
+streams it.
 Files are opened with `keep_cache`: their bytes can never change once verified, so
 the kernel's page cache answers repeated reads.
 """
@@ -17,6 +21,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,6 +90,14 @@ class TorrentFS(pyfuse3.Operations):
         self._reads_in_flight = 0
         self._last_read = float("-inf")
         self._quiet: trio.Event | None = None
+        # A library: the top folder of each torrent, the open handles per torrent, the
+        # torrents removed while files of theirs were open, and the root's own xattrs.
+        self.folders: dict[int, int] = {}  # id(source) -> inode of its folder
+        self._open_count: dict[int, int] = {}
+        self._removed: dict[int, TorrentSource] = {}
+        self.on_released: Callable[[TorrentSource], None] = lambda source: None
+        self.root_attributes: Callable[[], dict[str, str]] = dict
+        self.mounted = False  # set once pyfuse3 serves it (the kernel can be told things)
         for source, created in torrents:
             mtime = created * 1_000_000_000 if created is not None else now_ns
             if len(torrents) == 1:
@@ -93,13 +106,62 @@ class TorrentFS(pyfuse3.Operations):
             self._add_torrent(source, mtime)
         self.total_size = sum(n.size for n in self.nodes.values() if not n.is_dir)
 
-    def _add_torrent(self, source: TorrentSource, mtime_ns: int) -> None:
+    def add_folder(self, source: TorrentSource, name: str, created: int | None) -> int:
+        """A library's torrent joins the tree as the top folder `name` (unique: the
+        library's choice); its inode."""
+        encoded = fit_name(name).encode()
+        if encoded in self.nodes[pyfuse3.ROOT_INODE].children:
+            raise BtfsError(f"{name!r} is already in this mount")
+        mtime = created * 1_000_000_000 if created is not None else time.time_ns()
+        folder = self._child_dir(pyfuse3.ROOT_INODE, encoded, mtime, source)
+        self.folders[id(source)] = folder
+        self._add_torrent(source, mtime, top=folder)
+        self.total_size += source.info.total_length
+        return folder
+
+    def remove_folder(self, source: TorrentSource) -> bool:
+        """Take a library's torrent out of the tree; True if no file of it is open (the
+        session may stop now), else `on_released` says when the last one closes."""
+        folder = self.folders.pop(id(source), None)
+        if folder is None:
+            return True
+        root = self.nodes[pyfuse3.ROOT_INODE]
+        name = self.nodes[folder].name
+        if root.children.get(name) == folder:
+            del root.children[name]
+            self._forget_name(name)
+        self.total_size -= source.info.total_length
+        if self._open_count.get(id(source), 0):
+            self._removed[id(source)] = source
+            return False
+        self._drop_nodes(source)
+        return True
+
+    def open_files(self, source: TorrentSource) -> int:
+        return self._open_count.get(id(source), 0)
+
+    def _forget_name(self, name: bytes) -> None:
+        """Tell the kernel a top-level name is gone (it caches names for an hour)."""
+        if not self.mounted:
+            return
+        try:
+            pyfuse3.invalidate_entry_async(pyfuse3.ROOT_INODE, name)
+        except Exception as exc:  # the queue is full
+            log.debug("cannot invalidate %r: %s", name, exc)
+
+    def _drop_nodes(self, source: TorrentSource) -> None:
+        self._open_count.pop(id(source), None)
+        for inode in [i for i, n in self.nodes.items() if n.source is source
+                      and i != pyfuse3.ROOT_INODE]:
+            del self.nodes[inode]
+
+    def _add_torrent(self, source: TorrentSource, mtime_ns: int, top: int | None = None) -> None:
         info = source.info
-        root_parent = pyfuse3.ROOT_INODE
+        root_parent = pyfuse3.ROOT_INODE if top is None else top
         for index, f in enumerate(info.files):
             if f.padding:
                 continue
-            parts = (info.name, *f.path) if info.multi_file else f.path
+            parts = (info.name, *f.path) if info.multi_file and top is None else f.path
             parent = root_parent
             for folder in parts[:-1]:
                 parent = self._child_dir(parent, fit_name(folder).encode(), mtime_ns, source)
@@ -148,9 +210,10 @@ class TorrentFS(pyfuse3.Operations):
         entry.st_blksize = BLOCK_SIZE
         entry.st_blocks = -(-entry.st_size // 512)
         entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = node.mtime_ns
-        # The tree never changes: the kernel may cache names and attributes for long.
+        # A torrent's tree never changes: the kernel may cache names and attributes for
+        # long (a library's root changes: its removed names are invalidated).
         entry.entry_timeout = 3600
-        entry.attr_timeout = 3600
+        entry.attr_timeout = 1 if node.inode == pyfuse3.ROOT_INODE else 3600
         return entry
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -195,6 +258,8 @@ class TorrentFS(pyfuse3.Operations):
         handle = next(self._next_handle)
         self._handles[handle] = node
         if node.source is not None and node.file_index is not None:
+            key = id(node.source)
+            self._open_count[key] = self._open_count.get(key, 0) + 1
             node.source.open_reader(handle, node.file_index)
         return pyfuse3.FileInfo(fh=handle, keep_cache=True)
 
@@ -234,6 +299,16 @@ class TorrentFS(pyfuse3.Operations):
         node = self._handles.pop(fh, None)
         if node is not None and node.source is not None:
             node.source.close_reader(fh)
+            key = id(node.source)
+            left = self._open_count.get(key, 0) - 1
+            if left > 0:
+                self._open_count[key] = left
+                return
+            self._open_count.pop(key, None)
+            removed = self._removed.pop(key, None)
+            if removed is not None:
+                self._drop_nodes(removed)
+                self.on_released(removed)
 
     async def access(self, inode: int, mode: int, ctx: Any) -> bool:
         return not mode & os.W_OK
@@ -251,6 +326,7 @@ class TorrentFS(pyfuse3.Operations):
     def _xattrs(self, node: Node) -> dict[str, str]:
         values = node.source.attributes(node.file_index) if node.source is not None else {}
         if node.inode == pyfuse3.ROOT_INODE:
+            values.update(self.root_attributes())
             values["pid"] = str(os.getpid())
         return values
 

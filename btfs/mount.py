@@ -23,11 +23,10 @@ import trio
 
 from btfs.cachelock import LOCK_NAME, lock_folder, note_owner
 from btfs.errors import BtfsError, first_leaf
+from btfs.library import MAGNET_TIMEOUT, Entry, Library, LibraryOptions, default_cache_dir
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
-from btfs.storage import ResumeLog, Storage, adopt_named_data
-from btfs.swarm import Swarm, SwarmConfig
-from btfs.torrent import Torrent
+from btfs.swarm import SwarmConfig
 
 if TYPE_CHECKING:
     from btfs.fs import TorrentFS
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 2.0
-TRACKER_GOODBYE = 1.5
 MOUNT_POLL_INTERVAL = 0.5
 
 
@@ -57,12 +55,10 @@ class MountOptions:
     log_file: Path | None = None
     verbose: int = 0
     metadata_timeout: int = 0        # -o metadata_timeout=; 0: the command line's
-    lock_fd: int = -1
-
-
-def default_cache_dir(info_hash_hex: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "btfs" / info_hash_hex
+    lock_fds: dict[bytes, int] = field(default_factory=dict)  # cache folders locked up front
+    watch: Path | None = None  # a library of every .torrent and .magnet file in this folder
+    cache_size: int = 0  # bytes; 0: the cache keeps everything
+    library: bool = False  # a folder per torrent (several sources, or a watched folder)
 
 
 def mount_table() -> list[tuple[str, str]]:
@@ -143,20 +139,35 @@ def fuse_mount_options(options: MountOptions) -> set[str]:
     return result
 
 
-def mount(meta: Metainfo, options: MountOptions) -> int:
-    """Mount; in the background unless `foreground`. Returns the exit status."""
+def mount(sources: list[Metainfo], options: MountOptions) -> int:
+    """Mount one torrent (its files at the top) or a library (several sources, or a
+    watched folder: a folder per torrent); in the background unless `foreground`.
+    Returns the exit status."""
     check_fuse_available()
+    if options.watch is not None:
+        if not options.watch.is_dir():
+            raise MountError(f"--watch {options.watch}: not a folder")
+        options.watch = Path(os.path.abspath(options.watch))
     options.mountpoint = check_mountpoint(options.mountpoint)
-    if options.cache_dir is None:
-        options.cache_dir = default_cache_dir(meta.info_hash_hex)
-    options.lock_fd = lock_folder(options.cache_dir, what="--cache-dir")
+    library = options.library = options.watch is not None or len(sources) != 1
+    seen: set[bytes] = set()
+    for meta in sources:
+        if meta.info_hash in seen:
+            raise MountError(f"{meta.info.name} ({meta.info_hash_hex}) is given twice")
+        seen.add(meta.info_hash)
+        if not library:
+            folder = options.cache_dir or default_cache_dir(meta.info_hash_hex)
+        else:
+            folder = (options.cache_dir / meta.info_hash_hex if options.cache_dir
+                      else default_cache_dir(meta.info_hash_hex))
+        options.lock_fds[meta.info_hash] = lock_folder(folder, what="--cache-dir")
     if options.foreground:
         _configure_logging(sys.stderr, options.log_file, options.verbose)
-        return _serve_and_report(meta, options, ready=lambda: None)
-    return _daemonize(meta, options)
+        return _serve_and_report(sources, options, ready=lambda: None)
+    return _daemonize(sources, options)
 
 
-def _daemonize(meta: Metainfo, options: MountOptions) -> int:
+def _daemonize(meta: list[Metainfo], options: MountOptions) -> int:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid > 0:
@@ -175,8 +186,8 @@ def _daemonize(meta: Metainfo, options: MountOptions) -> int:
     # The child: its own session, no terminal, reports readiness or the error on the pipe.
     os.close(read_end)
     os.setsid()
-    if options.lock_fd >= 0:
-        note_owner(options.lock_fd)
+    for fd in options.lock_fds.values():
+        note_owner(fd)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -215,7 +226,7 @@ def _configure_logging(stream: object, log_file: Path | None = None, verbose: in
 
 
 def _serve_and_report(
-    meta: Metainfo, options: MountOptions, ready: Callable[[], None], error_pipe: int = -1
+    meta: list[Metainfo], options: MountOptions, ready: Callable[[], None], error_pipe: int = -1
 ) -> int:
     try:
         trio.run(serve, meta, options, ready)
@@ -241,56 +252,105 @@ def _serve_and_report(
     return 0
 
 
-async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]) -> None:
-    """Run the mount and its swarm until it is unmounted or the process is told to stop."""
+async def serve(sources: list[Metainfo], options: MountOptions,
+                ready: Callable[[], None]) -> None:
+    """Run the mount and its torrents until it is unmounted or the process is told to stop."""
     import pyfuse3
 
     from btfs.fs import TorrentFS
 
-    assert options.cache_dir is not None
-    cache = options.cache_dir
-    storage = Storage(meta.info, cache / "files", by_index=True)
-    resume = ResumeLog(cache / "resume", meta.info.num_pieces, len(meta.info.files))
-    torrent = Torrent(meta, storage, resume, readahead=options.readahead)
-    swarm: Swarm | None = None
+    flat = not options.library
+    library = Library(LibraryOptions(
+        cache_root=options.cache_dir, keep=options.keep, readahead=options.readahead,
+        network=options.network, cache_size=options.cache_size, flat=flat,
+        metadata_timeout=options.metadata_timeout or MAGNET_TIMEOUT))
+    library.locks = dict(options.lock_fds)
     try:
-        moved = await trio.to_thread.run_sync(adopt_named_data, storage, cache / "data")
-        if moved:
-            log.info("moved %d file(s) from %s into the cache", moved, cache / "data")
-        restored = await torrent.restore()
-        if restored:
-            log.info("%s", restored)
-        swarm = Swarm(meta, torrent, options.network)
         async with trio.open_nursery() as nursery:
-            await nursery.start(swarm.run)
-            fs = TorrentFS([(torrent, meta.creation_date)])
+            await nursery.start(library.run)
+            for meta in sources:
+                await library.add(meta)
+            if flat:
+                entry = next(iter(library.entries.values()))
+                fs = TorrentFS([(entry.torrent, entry.meta.creation_date)])
+            else:
+                fs = TorrentFS([])
+            library.view = FolderView(fs, library, flat)
             try:
                 pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options))
             except RuntimeError as exc:
                 raise MountError(f"cannot mount on {options.mountpoint}: {exc}") from exc
+            fs.mounted = True
             try:
-                await _run_mounted(torrent, fs, options.mountpoint, ready)
+                await _run_mounted(library, fs, options, ready)
             finally:
                 pyfuse3.close(unmount=True)
                 nursery.cancel_scope.cancel()
     finally:
-        torrent.close()
-        with trio.CancelScope(shield=True):
-            if swarm is not None:
-                await swarm.stop(grace=TRACKER_GOODBYE)
-            if options.keep:
-                await torrent.save_resume()
-        storage.close()
-        resume.close()
-        if not options.keep:
-            _remove_cache(storage, resume, cache)
+        for meta in sources:  # locked, never opened (a failed start): leave no trace
+            fd = library.locks.pop(meta.info_hash, -1)
+            if fd >= 0:
+                if not options.keep:
+                    _remove_lock_folder(library.cache_dir(meta))
+                os.close(fd)
+        await library.close()
         notify("STOPPING=1")
 
 
-async def _run_mounted(torrent: Torrent, fs: TorrentFS, mountpoint: Path,
+def _remove_lock_folder(folder: Path) -> None:
+    try:
+        (folder / LOCK_NAME).unlink()
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+class FolderView:
+    """Shows a library's torrents in the filesystem, each as a folder of the root (a flat
+    mount's one torrent is the root itself); the root's xattrs name the control socket."""
+
+    def __init__(self, fs: TorrentFS, library: Library, flat: bool) -> None:
+        self.fs = fs
+        self.library = library
+        self._entries: dict[int, Entry] = {}
+        fs.on_released = self._released
+        fs.root_attributes = self._root_attributes
+        if not flat:
+            for entry in library.entries.values():
+                self.show(entry)
+
+    def show(self, entry: Entry) -> None:
+        self._entries[id(entry.torrent)] = entry
+        self.fs.add_folder(entry.torrent, entry.name, entry.meta.creation_date)
+
+    def hide(self, entry: Entry) -> bool:
+        released = self.fs.remove_folder(entry.torrent)
+        if released:
+            self._entries.pop(id(entry.torrent), None)
+        return released
+
+    def _released(self, source: object) -> None:
+        entry = self._entries.pop(id(source), None)
+        if entry is not None:
+            self.library.released(entry)
+
+    def _root_attributes(self) -> dict[str, str]:
+        from btfs.control import socket_path
+
+        values = {"control": str(socket_path())}
+        if not self.library.options.flat:
+            values["torrents"] = str(len(self.library.entries))
+            values["listen_port"] = str(self.library.shared.port)
+        return values
+
+
+async def _run_mounted(library: Library, fs: TorrentFS, options: MountOptions,
                        ready: Callable[[], None]) -> None:
     import pyfuse3 as fuse
 
+    from btfs.control import serve_control
+
+    mountpoint = options.mountpoint
     stop = trio.Event()
 
     async def watch_mount_table() -> None:
@@ -311,7 +371,7 @@ async def _run_mounted(torrent: Torrent, fs: TorrentFS, mountpoint: Path,
 
     async def stopper(cancel_scope: trio.CancelScope) -> None:
         await stop.wait()
-        torrent.close()
+        library.close_torrents()
         with trio.move_on_after(SHUTDOWN_GRACE):
             await fs.reads_answered()
         fuse.terminate()
@@ -323,35 +383,18 @@ async def _run_mounted(torrent: Torrent, fs: TorrentFS, mountpoint: Path,
         nursery.start_soon(watch_signals)
         nursery.start_soon(watch_mount_table)
         nursery.start_soon(stopper, nursery.cancel_scope)
+        await nursery.start(serve_control, library)
+        if options.watch is not None:
+            from btfs.watch import watch_folder
+
+            await nursery.start(watch_folder, library, options.watch)
         ready()
         notify("READY=1")
-        log.info("mounted %s", torrent.meta.name)
+        log.info("mounted %s", ", ".join(e.meta.name for e in library.entries.values())
+                 or f"an empty library watching {options.watch}")
         await fuse.main()
-        torrent.close()
+        library.close_torrents()
         nursery.cancel_scope.cancel()
-
-
-def _remove_cache(storage: Storage, resume: ResumeLog, cache: Path) -> None:
-    """Delete only what this torrent put there, then the folders it leaves empty."""
-    folders: set[Path] = {cache}
-    for path in [*storage.paths, resume.path, cache / LOCK_NAME]:
-        if path is None:
-            continue
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("cannot remove %s: %s", path, exc.strerror)
-        parent = path.parent
-        while parent != cache and cache in parent.parents:
-            folders.add(parent)
-            parent = parent.parent
-    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
 
 
 def unmount(mountpoint: Path, timeout: float = 10.0, exit_timeout: float = 60.0) -> int:

@@ -68,6 +68,10 @@ def apply_mount_options(options: MountOptions, text: str) -> None:
             options.cache_dir = Path(value)
         elif key == "log" and value:
             options.log_file = Path(value)
+        elif key == "watch" and value:
+            options.watch = Path(value)
+        elif key == "cache_size" and value:
+            options.cache_size = parse_size(value)
         elif key == "lazy" and not has_value:
             options.network.lazy = True
         elif key == "no_trackers" and not has_value:

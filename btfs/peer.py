@@ -109,6 +109,7 @@ class PeerConnection:
         self._outbox_drained = trio.Event()
         self._wake = trio.Event()
         self._upload_wake = trio.Event()
+        self._refused: set[int] = set()  # pieces whose requests we could not answer
         self._cancel_scope = trio.CancelScope()
         self.started = trio.current_time()
         self.closed = False
@@ -338,13 +339,22 @@ class PeerConnection:
                 continue
             blocks = await self.host.read_blocks(batch)
             sent = 0
+            choke = False
             for r, data in zip(batch, blocks, strict=True):
-                if data is None:  # no longer verified: not ours to give
+                if data is None:  # no longer verified (or evicted): not ours to give
+                    # Without BEP 6 a request cannot be refused: a choke drops them all.
+                    # A peer asking again for a piece it was refused (libtorrent does, at
+                    # once, since a `have` cannot be taken back) is choked too, until
+                    # the next rechoke, rather than rejected in a tight loop.
+                    choke = choke or not state.fast or r.index in self._refused
+                    self._refused.add(r.index)
                     if state.fast:
                         state.outbox.append(wire.RejectRequest(r.index, r.begin, r.length))
                 else:
                     state.outbox.append(wire.Piece(r.index, r.begin, data))
                     sent += len(data)
+            if choke:
+                state.set_choking(True)
             self.flush()
             self.upload_meter.add(sent, trio.current_time())
             self.host.uploaded(self, sent)

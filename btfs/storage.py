@@ -245,6 +245,28 @@ class Storage:
             raise ValueError(f"piece {piece} must be {self.info.piece_size(piece)} bytes")
         self.write(piece * self.info.piece_length, data)
 
+    def punch_piece(self, piece: int) -> None:
+        """Free the disk space of an evicted piece (its bytes read as zeros after): a hole
+        punched in each file it spans. Bytes of the neighbouring pieces are untouched."""
+        if self.read_only:
+            raise StorageError("this storage is read-only (seeding original data)")
+        offset = piece * self.info.piece_length
+        for ext in self.layout.extents(offset, self.info.piece_size(piece)):
+            index = ext.file_index
+            path = self.paths[index]
+            if path is None or not path.exists():
+                continue
+            with self.write_lock:
+                before = self.stamp(index)
+                try:
+                    with self._open(index, write=True) as fd:
+                        punch_hole(fd, ext.file_offset, ext.length)
+                except OSError as exc:
+                    raise StorageError(f"{path}: {exc.strerror}") from exc
+                finally:
+                    if before == self._known.get(index):
+                        self._known[index] = self.stamp(index)
+
     def read_piece(self, piece: int) -> bytes:
         return self.read(piece * self.info.piece_length, self.info.piece_size(piece))
 
@@ -308,6 +330,28 @@ class Storage:
         if self._users.get(fd, 0) == 0:
             self._users.pop(fd, None)
             os.close(fd)
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc: object = None
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate a range of a file (Linux `fallocate` PUNCH_HOLE, which the os module
+    lacks); OSError where the filesystem cannot."""
+    global _libc
+    import ctypes
+
+    if _libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
+                                   ctypes.c_longlong]
+        _libc = libc
+    flags = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    if _libc.fallocate(fd, flags, offset, length) != 0:  # type: ignore[attr-defined]
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def named_paths(info: Info, base: Path) -> list[Path | None]:

@@ -82,6 +82,18 @@ class SwarmConfig:
     lsd: bool = True  # local service discovery (BEP 14); never for private torrents
 
 
+@dataclass
+class SharedNetwork:
+    """What the swarms of one process share (a library): the port their peers reach them
+    on (its listener hands them connections: `Swarm.adopt`), the rate limits, and one
+    rechoke over all their peers (`rechoke_soon` asks for it)."""
+
+    port: int
+    download_bucket: TokenBucket
+    upload_bucket: TokenBucket
+    rechoke_soon: Callable[[], None]
+
+
 class Swarm:
     """Everything one torrent does on the network; the `PeerHost` of its connections."""
 
@@ -90,6 +102,7 @@ class Swarm:
         peer_id: bytes | None = None,
         open_stream: dial.OpenStream | None = None,
         dht: DhtService | None = None,
+        shared: SharedNetwork | None = None,
     ) -> None:
         self.meta = meta
         self.torrent = torrent
@@ -113,8 +126,11 @@ class Swarm:
         self.web_seeds: dict[bytes, WebSeedSource] = {}
         self.download_meter = RateMeter()
         self.upload_meter = RateMeter()
-        self.download_bucket = TokenBucket(config.max_download_rate)
-        self.upload_bucket = TokenBucket(config.max_upload_rate)
+        self.shared = shared
+        self.download_bucket = (shared.download_bucket if shared is not None
+                                else TokenBucket(config.max_download_rate))
+        self.upload_bucket = (shared.upload_bucket if shared is not None
+                              else TokenBucket(config.max_upload_rate))
         self.completed = trio.Event()
         self.on_complete: Callable[[], None] = lambda: None
         self.on_listening: Callable[[int], None] = lambda port: None
@@ -135,6 +151,7 @@ class Swarm:
         torrent.on_readahead = self._readahead
         torrent.on_verified = self._verified
         torrent.on_unverified = self.picker.piece_unverified
+        torrent.on_evicted = self._evicted
         torrent.on_disk_full = self._disk_full
         torrent.network_attributes = self.attributes
 
@@ -201,6 +218,11 @@ class Swarm:
                     self.book.known_seeds.add(peer.address)
                     peer.close()
 
+    def _evicted(self, piece: int) -> None:
+        """A bounded cache evicted the piece: fetched again only when a read wants it."""
+        self.picker.piece_unverified(piece)
+        self.picker.set_priority((piece,), Priority.SKIP)
+
     def _disk_full(self, full: bool) -> None:
         """The cache disk filled (background download pauses) or has room again."""
         if not full:
@@ -260,7 +282,7 @@ class Swarm:
         gained = peer.state.peer_interested and unchoked < self.config.upload_slots
         lost = not peer.state.peer_interested and not peer.state.am_choking
         if gained or lost:
-            self._rechoke_soon.set()
+            self._ask_rechoke()
 
     def receive_delay(self, size: int) -> float:
         return self.download_bucket.delay(size, trio.current_time())
@@ -301,7 +323,13 @@ class Swarm:
             self.picker.peer_gone(peer.peer_id, peer.state.have)
             self.kick_all()
             if peer.state.am_choking is False:
-                self._rechoke_soon.set()
+                self._ask_rechoke()
+
+    def _ask_rechoke(self) -> None:
+        if self.shared is not None:
+            self.shared.rechoke_soon()
+        else:
+            self._rechoke_soon.set()
 
     # Blocks arriving ------------------------------------------------------------------------
 
@@ -398,6 +426,27 @@ class Swarm:
             return
         await peer.run(listen_port=self.listen_port)
 
+    async def adopt(self, connection: dial.Established) -> None:
+        """Run a connection the shared listener accepted for this torrent, in the swarm's
+        own nursery (it ends with the swarm), until it ends."""
+        if self.nursery is None:
+            await dial.close_quietly(connection.stream)
+            return
+        done = trio.Event()
+
+        async def run() -> None:
+            try:
+                await self.run_peer(connection)
+            finally:
+                done.set()
+
+        try:
+            self.nursery.start_soon(run)
+        except RuntimeError:  # the swarm just ended
+            await dial.close_quietly(connection.stream)
+            return
+        await done.wait()
+
     async def _serve_incoming(self, stream: trio.SocketStream) -> None:
         accepted = await dial.accept(stream, {self.meta.info_hash: self.identity})
         if accepted is not None:
@@ -456,16 +505,19 @@ class Swarm:
         """Listen, announce, connect and rechoke until cancelled; starts with the port."""
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            try:
-                listeners = await open_listeners(self.config.bind, self.config.port)
-            except OSError as exc:
-                where = f"{self.config.bind or 'all addresses'} port {self.config.port}"
-                raise BtfsError(f"cannot listen for peers on {where}: "
-                                f"{exc.strerror or exc}") from None
-            self.listen_port = listeners[0].socket.getsockname()[1]
-            nursery.start_soon(trio.serve_listeners, self._serve_incoming, listeners)
+            if self.shared is None:
+                try:
+                    listeners = await open_listeners(self.config.bind, self.config.port)
+                except OSError as exc:
+                    where = f"{self.config.bind or 'all addresses'} port {self.config.port}"
+                    raise BtfsError(f"cannot listen for peers on {where}: "
+                                    f"{exc.strerror or exc}") from None
+                self.listen_port = listeners[0].socket.getsockname()[1]
+                nursery.start_soon(trio.serve_listeners, self._serve_incoming, listeners)
+                nursery.start_soon(self._rechoke_loop)
+            else:
+                self.listen_port = self.shared.port
             nursery.start_soon(self._connect_loop)
-            nursery.start_soon(self._rechoke_loop)
             if self.config.trackers and self.meta.trackers:
                 self.tracker_session = TrackerSession(
                     tiers=[list(t) for t in self.meta.trackers],
@@ -477,7 +529,7 @@ class Swarm:
                     bind=self.config.bind,
                 )
                 nursery.start_soon(self.tracker_session.run)
-            if self.uses_dht:
+            if self.uses_dht and (self.dht is not None or self.shared is None):
                 if self.dht is None:
                     self.dht = DhtService(self.config.dht_routers if self.config.dht_routers
                                           is not None else default_routers(),
@@ -493,7 +545,8 @@ class Swarm:
                     source = WebSeedSource(WebSeed(url, self.info, bind=self.config.bind), self)
                     self.web_seeds[source.id] = source
                     nursery.start_soon(source.run)
-            log.info("listening on port %d", self.listen_port)
+            if self.shared is None:
+                log.info("listening on port %d", self.listen_port)
             self.on_listening(self.listen_port)
             task_status.started(self.listen_port)
 
@@ -536,7 +589,10 @@ class Swarm:
         while True:
             self._dial_soon = trio.Event()
             self._dial_some()
-            with trio.move_on_after(CONNECT_INTERVAL):
+            # No peer known: nothing to retry, sleep until one is (a library of idle
+            # torrents must not wake each of them every second).
+            timeout = CONNECT_INTERVAL if self.book.candidates else float("inf")
+            with trio.move_on_after(timeout):
                 await self._dial_soon.wait()
 
     def _dial_some(self) -> None:

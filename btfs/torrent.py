@@ -13,8 +13,16 @@ verified (`on_unverified`), so they are fetched again rather than served. An upl
 hashes a piece's bytes on disk once before its first upload (`read_blocks_for_upload`).
 
 A write that fails (a full disk) does not end the session: the piece is kept in memory
-and written when space returns, reads that need missing pieces fail meanwhile, and
-`problem` says why (`on_disk_full` tells the network side to pause).
+and written when space returns (or a bounded cache evicts pieces to make room), reads
+that need missing pieces fail meanwhile, and `problem` says why (`on_disk_full` tells
+the network side to pause).
+
+With a bounded cache (`cache`, shared by the torrents of a mount) a piece is given room
+before it is written, which may evict other verified pieces: `pinned` says which of
+this torrent's may not go (a read waits on it or is reading it, an upload is reading it,
+it is in a reader's read-ahead window or among an open file's last reads). An evicted
+piece is no longer verified (`on_evicted`), its bytes are punched out of the cache
+files, and a read of it fetches it again.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -44,6 +53,7 @@ log = logging.getLogger(__name__)
 
 SPACE_POLL = 1.0  # seconds between looks at the free space while writes fail
 SAVE_INTERVAL = 60.0  # seconds between rewrites of the resume record while pieces arrive
+LAST_READS = 1 << 20  # bytes behind each open file's last read kept from eviction
 
 
 class TorrentClosed(BtfsError):
@@ -62,7 +72,28 @@ class Counters:
     wasted: int = 0
     hash_failures: int = 0
     changed_on_disk: int = 0  # verified pieces whose bytes on disk later failed their hash
+    evicted: int = 0  # verified pieces evicted from a bounded cache
     waited_pieces: set[int] = field(default_factory=set)
+
+
+class PieceCache(Protocol):
+    """A bounded cache that the pieces of the mount's torrents count against."""
+
+    async def make_room(self, torrent: Torrent, piece: int, size: int) -> None:
+        """Reserve room for `piece` (about to be written), evicting others first."""
+        ...
+
+    def dropped(self, torrent: Torrent, piece: int) -> None:
+        """The piece reserved for was not stored after all."""
+        ...
+
+    def read(self, torrent: Torrent, pieces: range) -> None:
+        """The pieces were read (they become the most recently used)."""
+        ...
+
+    async def free_up(self, size: int) -> bool:
+        """The disk is full: evict about `size` bytes; False if nothing could go."""
+        ...
 
 
 class Torrent:
@@ -89,6 +120,15 @@ class Torrent:
         self._last_save = float("-inf")
         self._events: dict[int, trio.Event] = {}
         self._readers = Readers(readahead, meta.info.total_length)
+        # For a bounded cache: pieces being read (by a read or an upload), each reader's
+        # windows and last reads, pieces whose bytes are being punched out.
+        self.cache: PieceCache | None = None
+        self._in_use: dict[int, int] = {}
+        self._windows: dict[int, range] = {}
+        self._recent: dict[int, range] = {}
+        self._evicting: dict[int, trio.Event] = {}
+        # Set by the swarm: a verified piece was evicted (no longer ours to offer).
+        self.on_evicted: Callable[[int], None] = lambda piece: None
         # Set by the swarm: called with pieces a reader waits on now, and the read-ahead.
         self.on_urgent: Callable[[list[int]], None] = lambda pieces: None
         self.on_readahead: Callable[[int, range], None] = lambda reader, pieces: None
@@ -212,10 +252,17 @@ class Torrent:
             self.counters.hash_failures += 1
             self.counters.wasted += len(data)
             return False
+        while piece in self._evicting:  # its old bytes are still being punched out
+            await self._evicting[piece].wait()
+        if self.cache is not None and piece not in self.verified:
+            await self.cache.make_room(self, piece, len(data))
         while piece not in self.verified and not self.closed:
             try:
                 await trio.to_thread.run_sync(self.storage.write_piece, piece, data)
             except WriteError as exc:
+                if self.cache is not None and await self.cache.free_up(len(data)):
+                    log.warning("%s: evicted pieces to make room", exc)
+                    continue
                 self._cannot_write(str(exc))
                 await self._wait_for_space(len(data))
                 continue
@@ -228,6 +275,8 @@ class Torrent:
             self._mark_verified(piece)
             if trio.current_time() - self._last_save >= SAVE_INTERVAL:
                 await self.save_resume()
+        if piece not in self.verified and self.cache is not None:
+            self.cache.dropped(self, piece)
         return piece in self.verified
 
     def _mark_verified(self, piece: int) -> None:
@@ -237,6 +286,49 @@ class Torrent:
         if event is not None:
             event.set()
         self.on_verified(piece)
+
+    # A bounded cache -------------------------------------------------------------------
+
+    def pinned(self, piece: int) -> bool:
+        """May the piece not be evicted now (see the module's docstring)?"""
+        return (piece in self._in_use or piece in self._events
+                or any(piece in r for r in self._windows.values())
+                or any(piece in r for r in self._recent.values()))
+
+    def evict(self, piece: int) -> bool:
+        """Stop counting `piece` as verified (before its bytes are punched out: `punch`);
+        False if it was not verified."""
+        if piece not in self.verified:
+            return False
+        self.verified.discard(piece)
+        self._disk_checked.discard(piece)
+        self.counters.evicted += 1
+        self._evicting.setdefault(piece, trio.Event())
+        self.on_evicted(piece)
+        return True
+
+    async def punch(self, piece: int) -> None:
+        """Free an evicted piece's space in the cache files."""
+        try:
+            await trio.to_thread.run_sync(self.storage.punch_piece, piece)
+        except StorageError as exc:
+            log.warning("cannot free evicted piece %d: %s", piece, exc)
+        finally:
+            event = self._evicting.pop(piece, None)
+            if event is not None:
+                event.set()
+
+    def _hold(self, pieces: Iterable[int]) -> None:
+        for piece in pieces:
+            self._in_use[piece] = self._in_use.get(piece, 0) + 1
+
+    def _let_go(self, pieces: Iterable[int]) -> None:
+        for piece in pieces:
+            left = self._in_use.get(piece, 0) - 1
+            if left > 0:
+                self._in_use[piece] = left
+            else:
+                self._in_use.pop(piece, None)
 
     def _unverify(self, piece: int) -> None:
         if piece in self.verified:
@@ -348,6 +440,15 @@ class Torrent:
                  and begin + length <= info.piece_size(p) for p, begin, length in requests]
         wanted = {r[0] for r, ok in zip(requests, valid, strict=True)
                   if ok and r[0] in self.verified}
+        self._hold(wanted)
+        try:
+            return await self._blocks_for_upload(requests, valid, wanted)
+        finally:
+            self._let_go(wanted)
+
+    async def _blocks_for_upload(
+        self, requests: Sequence[tuple[int, int, int]], valid: list[bool], wanted: set[int]
+    ) -> list[bytes | None]:
         first = wanted - self._disk_checked
         if first:
             bad = await trio.to_thread.run_sync(self._bad_pieces, first)
@@ -397,6 +498,18 @@ class Torrent:
         size = max(0, min(size, self._info.total_length - offset))
         pieces = layout.pieces_of_range(offset, size)
         state = self._advance_reader(reader, offset, size)
+        if state.file_index is not None:  # an open file (not a one-off read)
+            back = min(offset, LAST_READS)
+            self._recent[reader] = layout.pieces_of_range(offset - back, size + back)
+        self._hold(pieces)
+        try:
+            return await self._read(offset, size, pieces, state)
+        finally:
+            self._let_go(pieces)
+            if self.cache is not None:
+                self.cache.read(self, pieces)
+
+    async def _read(self, offset: int, size: int, pieces: range, state: ReaderState) -> bytes:
         started = trio.current_time()
         while True:
             missing = [p for p in pieces if p not in self.verified]
@@ -437,10 +550,14 @@ class Torrent:
 
     def _fetch_ahead(self, window: Window) -> None:
         key, start, length = window
-        self.on_readahead(key, self.storage.layout.pieces_of_range(start, length))
+        pieces = self.storage.layout.pieces_of_range(start, length)
+        self._windows[key] = pieces
+        self.on_readahead(key, pieces)
 
     def close_reader(self, reader: int) -> None:
+        self._recent.pop(reader, None)
         for key in self._readers.close(reader):
+            self._windows.pop(key, None)
             self.on_readahead(key, range(0))
 
     # Status ----------------------------------------------------------------------------
@@ -472,6 +589,8 @@ class Torrent:
                 extra["last_seek_wait"] = f"{waits[-1]:.3f}"
         if file_index is None and self.problem is not None:
             extra["problem"] = self.problem
+        if file_index is None and self.counters.evicted:
+            extra["evicted_pieces"] = str(self.counters.evicted)
         return extra | {
             "progress": f"{progress:.4f}",
             "verified_bytes": str(have),

@@ -86,3 +86,29 @@ async def test_what_the_kernel_would_have_refused() -> None:
     assert source.closed == [handle]
     with pytest.raises(pyfuse3.FUSEError):
         await fs.read(handle, 0, 1)
+
+
+async def test_library_folders_come_and_go_and_open_files_outlive_their_folder() -> None:
+    fs = TorrentFS([])
+    a = Source(info("Movie", {"a.mkv": 10}))
+    b = Source(info("Show", {"s1/e1.mkv": 20, "notes.txt": 3}))
+    fs.add_folder(a, "Movie", 0)
+    folder = fs.add_folder(b, "Show", None)
+    with pytest.raises(BtfsError, match="already in this mount"):
+        fs.add_folder(Source(info("X", {"x": 1})), "Show", 0)
+    assert sorted(fs.nodes[pyfuse3.ROOT_INODE].children) == [b"Movie", b"Show"]
+    assert sorted(fs.nodes[folder].children) == [b"notes.txt", b"s1"]  # no second "Show"
+    assert fs.total_size == 33
+    notes = (await fs.lookup(folder, b"notes.txt")).st_ino
+    handle = (await fs.open(notes, os.O_RDONLY, None)).fh
+    released: list[object] = []
+    fs.on_released = released.append
+    assert fs.remove_folder(b) is False  # a file is open: the session stays for now
+    with pytest.raises(pyfuse3.FUSEError):
+        await fs.lookup(pyfuse3.ROOT_INODE, b"Show")
+    assert fs.total_size == 10
+    assert await fs.read(handle, 0, 3) == bytes(range(20, 23))  # still readable
+    await fs.release(handle)
+    assert released == [b] and notes not in fs.nodes and folder not in fs.nodes
+    assert fs.remove_folder(a) is True and fs.remove_folder(a) is True
+    assert fs.nodes[pyfuse3.ROOT_INODE].children == {}
