@@ -23,6 +23,7 @@ import trio
 
 from btfs.cachelock import LOCK_NAME, lock_folder, note_owner
 from btfs.errors import BtfsError, first_leaf
+from btfs.http.options import HttpOptions
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
 from btfs.storage import ResumeLog, Storage, adopt_named_data
@@ -57,6 +58,7 @@ class MountOptions:
     log_file: Path | None = None
     verbose: int = 0
     lock_fd: int = -1
+    http: HttpOptions | None = None  # --http: serve the files over HTTP too
 
 
 def default_cache_dir(info_hash_hex: str) -> Path:
@@ -145,6 +147,8 @@ def fuse_mount_options(options: MountOptions) -> set[str]:
 def mount(meta: Metainfo, options: MountOptions) -> int:
     """Mount; in the background unless `foreground`. Returns the exit status."""
     check_fuse_available()
+    if options.http is not None:
+        options.http.check()
     options.mountpoint = check_mountpoint(options.mountpoint)
     if options.cache_dir is None:
         options.cache_dir = default_cache_dir(meta.info_hash_hex)
@@ -262,6 +266,11 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
         swarm = Swarm(meta, torrent, options.network)
         async with trio.open_nursery() as nursery:
             await nursery.start(swarm.run)
+            if options.http is not None:
+                from btfs.http.catalog import SingleTorrent
+                from btfs.http.server import serve_http
+
+                await nursery.start(serve_http, SingleTorrent(torrent), options.http)
             fs = TorrentFS([(torrent, meta.creation_date)])
             try:
                 pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options))
