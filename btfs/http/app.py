@@ -157,11 +157,12 @@ class HttpApp:
             route = paths.route(request.raw_path)
         except paths.BadPath as exc:
             raise HttpError(400, str(exc)) from None
-        self._authorise(request)
-        if isinstance(route, paths.Page):
+        if isinstance(route, paths.Page):  # the page's own files hold nothing of the mount's
             self._methods(request, "GET", "HEAD")
             await self._page(request, send, route.name)
-        elif isinstance(route, paths.Playlist):
+            return
+        self._authorise(request)
+        if isinstance(route, paths.Playlist):
             self._methods(request, "GET", "HEAD")
             await self._playlist(request, send, route.info_hash)
         elif isinstance(route, paths.FileRequest):
@@ -277,14 +278,20 @@ class HttpApp:
             return
         reader = next(self._readers)
         torrent.open_reader(reader, index)
+        failed: HttpError | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                await self._stream(torrent, reader, f.offset, start, stop,
-                                   send, status, headers)
+                try:
+                    await self._stream(torrent, reader, f.offset, start, stop,
+                                       send, status, headers)
+                except HttpError as exc:  # kept out of the nursery's exception group
+                    failed = exc
                 nursery.cancel_scope.cancel()
         finally:
             torrent.close_reader(reader)
+        if failed is not None:
+            raise failed
 
     async def _stream(self, torrent: ServedTorrent, reader: int, base: int, start: int,
                       stop: int, send: Send, status: int, headers: Headers) -> None:

@@ -7,6 +7,7 @@ answered with a status (never a traceback) while the server keeps serving.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from pathlib import Path
@@ -15,9 +16,12 @@ from urllib.parse import quote
 import pytest
 import trio
 
+from btfs.create import CreateOptions, make_torrent
 from tests.support.data import make_random_file, make_tree
 from tests.support.env import require_tool
 from tests.support.httpserve import (
+    MemoryLibrary,
+    Reply,
     Served,
     curl,
     empty_torrent,
@@ -208,8 +212,11 @@ async def test_token(tmp_path: Path, no_tracebacks: None) -> None:
             denied = await curl(address, *extra)
             assert denied.status == 401 and denied.headers["www-authenticate"].startswith("Bearer")
         assert (await curl(f"{address}?token=wrong")).status == 401
-        for page in ("/", "/api/torrents", "/playlist.m3u", "/static/app.js"):
+        for page in ("/api/torrents", "/playlist.m3u", f"/t/{served.info_hash}.m3u",
+                     f"/api/torrents/{served.info_hash}"):
             assert (await curl(f"http://127.0.0.1:{port}{page}")).status == 401, page
+        for page in ("/", "/static/app.js"):  # the page's own files: nothing of the mount's
+            assert (await curl(f"http://127.0.0.1:{port}{page}")).status == 200, page
         by_header = await curl(address, "-H", "Authorization: Bearer s3cret-T0ken")
         assert by_header.status == 200 and by_header.body == served.original("notes.txt")
         by_query = await curl(f"{address}?token=s3cret-T0ken")
@@ -339,3 +346,112 @@ async def test_players_probe_play_and_seek(tmp_path: Path, media_mp4: Path,
             capture_stdout=True, capture_stderr=True, check=False)
         assert playlist.returncode == 0, playlist.stderr[-3000:]
 
+
+
+async def test_api_lists_adds_and_removes_through_the_catalog(tmp_path: Path,
+                                                              no_tracebacks: None) -> None:
+    library = MemoryLibrary(tmp_path / "cache")
+    first = make_tree(tmp_path / "one" / "tree", TREE, seed=3)
+    second = make_random_file(tmp_path / "two" / "song.mp3", 200_000, seed=6)
+    unknown = make_random_file(tmp_path / "three" / "other.bin", 50_000, seed=7)
+    meta_first = library.know(first)
+    meta_second = library.know(second)
+    async with serving(library) as port:
+        api = f"http://127.0.0.1:{port}/api/torrents"
+        empty = await curl(api)
+        assert empty.json() == {"can_change": True, "torrents": []}
+        torrent_file = tmp_path / "first.torrent"
+        torrent_file.write_bytes(make_torrent(first, CreateOptions(piece_length=32768,
+                                                                   creation_date=None)))
+        added = await curl(api, "-H", "Content-Type: application/x-bittorrent",
+                           "--data-binary", f"@{torrent_file}")
+        assert added.status == 201 and added.json() == {"info_hash": meta_first.info_hash_hex}
+        assert added.headers["location"] == f"/api/torrents/{meta_first.info_hash_hex}"
+        magnet = f"magnet:?xt=urn:btih:{meta_second.info_hash_hex}&dn=song"
+        by_magnet = await curl(api, "-H", "Content-Type: application/json",
+                               "--data", json.dumps({"magnet": magnet}))
+        assert by_magnet.status == 201
+        listing = (await curl(f"{api}?files=1")).json()
+        assert [t["name"] for t in listing["torrents"]] == ["tree", "song.mp3"]
+        tree = listing["torrents"][0]
+        assert tree["progress"] == 1.0 and tree["file_count"] == 4
+        files = {f["path"]: f for f in tree["files"]}
+        assert files["Season 1/e01.mkv"]["media"] and not files["notes.txt"]["media"]
+        assert files["Season 1/e01.mkv"]["bar"] == [100] * 46
+        one = (await curl(f"{api}/{meta_second.info_hash_hex}")).json()
+        assert one["files"][0]["url"] == f"/t/{meta_second.info_hash_hex}/song.mp3"
+        song = await curl(f"http://127.0.0.1:{port}{one['files'][0]['url']}")
+        assert song.body == second.read_bytes()
+        # refusals, each with its status and a message
+        refusals = [
+            (("-H", "Content-Type: application/json", "--data", json.dumps({"magnet": magnet})),
+             409, "already"),
+            (("-H", "Content-Type: application/json", "--data", "{not json"), 400, "not JSON"),
+            (("-H", "Content-Type: application/json", "--data", "[1]"), 400, "expected"),
+            (("-H", "Content-Type: application/json", "--data", '{"magnet": "magnet:?x=1"}'),
+             400, "magnet"),
+            (("-H", "Content-Type: text/plain", "--data", magnet), 415, "application/json"),
+            (("--data", magnet), 415, "application/json"),  # a form post: never accepted
+            (("-H", "Content-Type: application/x-bittorrent", "--data", "d4:infoe"), 400, ""),
+            (("-H", "Content-Type: application/json", "--data",
+              json.dumps({"magnet": f"magnet:?xt=urn:btih:{'c' * 40}"})), 400, "metadata"),
+            (("-X", "PUT"), 405, "not allowed"),
+        ]
+        for args, status, message in refusals:
+            reply = await curl(api, *args)
+            assert reply.status == status and message in reply.json()["error"], (args, reply)
+        too_big = await raw_request(
+            port, b"POST /api/torrents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+            b"application/x-bittorrent\r\nContent-Length: 999999999999\r\n\r\n")
+        assert too_big.startswith(b"HTTP/1.1 413")
+        # a .torrent nobody has the data of: added, its reads wait for pieces
+        unknown_file = tmp_path / "unknown.torrent"
+        unknown_file.write_bytes(make_torrent(unknown, CreateOptions(piece_length=32768)))
+        waiting = await curl(api, "-H", "Content-Type: application/x-bittorrent",
+                             "--data-binary", f"@{unknown_file}")
+        assert waiting.status == 201
+        key = waiting.json()["info_hash"]
+        detail = (await curl(f"{api}/{key}")).json()
+        assert detail["progress"] == 0 and detail["files"][0]["bar"] == [0, 0]
+        assert (await curl(f"{api}/{key}", "-X", "DELETE")).status == 204
+        # remove: gone from the list, its files 404, a second remove 404
+        removed = await curl(f"{api}/{meta_first.info_hash_hex}", "-X", "DELETE")
+        assert removed.status == 204
+        assert [t["name"] for t in (await curl(api)).json()["torrents"]] == ["song.mp3"]
+        gone = await curl(f"http://127.0.0.1:{port}/t/{meta_first.info_hash_hex}/notes.txt")
+        assert gone.status == 404
+        again = await curl(f"{api}/{meta_first.info_hash_hex}", "-X", "DELETE")
+        assert again.status == 404
+
+
+async def test_single_torrent_mount_refuses_changes_clearly(tmp_path: Path,
+                                                            no_tracebacks: None) -> None:
+    served = await verified_torrent(make_tree(tmp_path / "tree", TREE, seed=3))
+    async with serving(served) as port:
+        api = f"http://127.0.0.1:{port}/api/torrents"
+        add = await curl(api, "-H", "Content-Type: application/json", "--data",
+                         json.dumps({"magnet": f"magnet:?xt=urn:btih:{'c' * 40}"}))
+        assert add.status == 409 and "holds one torrent" in add.json()["error"]
+        remove = await curl(f"{api}/{served.info_hash}", "-X", "DELETE")
+        assert remove.status == 409 and "holds one torrent" in remove.json()["error"]
+        assert (await curl(api)).json()["can_change"] is False
+
+
+async def test_reads_that_cannot_be_answered(tmp_path: Path, no_tracebacks: None) -> None:
+    origin = make_random_file(tmp_path / "origin" / "big.bin", 300_000, seed=4)
+    served = empty_torrent(origin, tmp_path / "cache")
+    async with serving(served, wait_timeout=0.5) as port:
+        late = await curl(url(port, served, "big.bin"), "-r", "0-99")
+        assert late.status == 504 and "in time" in late.json()["error"]
+        await wait_until(lambda: readers(served) == 0, "the reader to close")
+    async with serving(served) as port, trio.open_nursery() as nursery:
+        replies: list[Reply] = []
+
+        async def fetch() -> None:
+            replies.append(await curl(url(port, served, "big.bin")))
+
+        nursery.start_soon(fetch)
+        await wait_until(lambda: readers(served) == 1, "the request to wait")
+        served.torrent.close()  # the mount shuts down, or a library removes the torrent
+        await wait_until(lambda: replies, "the answer")
+        assert replies[0].status == 503 and "shutting down" in replies[0].json()["error"]

@@ -149,3 +149,78 @@ async def wait_until(predicate: Any, what: str, seconds: float = 30.0) -> None:
                 await trio.sleep(0.02)
     except trio.TooSlowError:
         raise AssertionError(f"timed out after {seconds} s waiting for {what}") from None
+
+
+class MemoryLibrary:
+    """A `Catalog` that can add and remove, as a library mount's will: torrents given as
+    .torrent bytes, or as magnets whose metadata the test has (no swarm here: a torrent
+    whose data the test holds is served verified, any other waits for pieces)."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        self.served: dict[str, Served] = {}
+        self.known: dict[str, tuple[Path, int]] = {}  # info-hash -> (origin, piece length)
+
+    def know(self, origin: Path, piece_length: int = 32768) -> Metainfo:
+        meta = make_meta(origin, piece_length)
+        self.known[meta.info_hash_hex] = (origin, piece_length)
+        return meta
+
+    @property
+    def can_change(self) -> bool:
+        return True
+
+    def torrents(self) -> list[Torrent]:
+        return [s.torrent for s in self.served.values()]
+
+    def find(self, info_hash_hex: str) -> Torrent | None:
+        served = self.served.get(info_hash_hex)
+        return served.torrent if served is not None else None
+
+    async def add(self, source: str | bytes) -> str:
+        from btfs.errors import BtfsError
+        from btfs.http.catalog import BadSource, CannotChange
+        from btfs.magnet import parse_magnet
+
+        try:
+            key = (parse_magnet(source).info_hash_hex if isinstance(source, str)
+                   else parse_torrent(source).info_hash_hex)
+        except BtfsError as exc:
+            raise BadSource(str(exc)) from None
+        if key in self.served:
+            raise CannotChange(f"{key} is already in the library")
+        origin = self.known.get(key)
+        if origin is None:
+            if isinstance(source, str):
+                raise BadSource(f"no peer has the metadata of {key}")
+            meta = parse_torrent(source)
+            cache = self.cache / key
+            self.served[key] = Served(Torrent(meta, Storage(meta.info, cache, by_index=True)),
+                                      meta, cache)
+        else:
+            self.served[key] = await verified_torrent(*origin)
+        return key
+
+    async def remove(self, info_hash_hex: str) -> None:
+        from btfs.http.catalog import UnknownTorrent
+
+        served = self.served.pop(info_hash_hex, None)
+        if served is None:
+            raise UnknownTorrent(f"no torrent {info_hash_hex}")
+        served.torrent.close()
+
+
+def make_media_webm(path: Path, seconds: int = 8, size: str = "320x240") -> Path:
+    """A VP9/Opus .webm (what every Chromium build plays) from ffmpeg's test sources."""
+    import subprocess
+
+    ffmpeg = require_tool("ffmpeg", "ffmpeg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+         "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k",
+         "-g", "25", "-c:a", "libopus", "-b:a", "48k", "-shortest", str(path)],
+        check=True, timeout=300)
+    return path
