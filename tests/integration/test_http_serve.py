@@ -78,6 +78,9 @@ async def test_random_ranges_are_byte_identical(tmp_path: Path, no_tracebacks: N
         assert tail.status == 206 and tail.body == e01[-1000:]
         open_ended = await curl(url(port, served, "Season 1/e01.mkv"), "-r", "1400000-")
         assert open_ended.body == e01[1_400_000:]
+        over_h2 = await curl(url(port, served, "Season 1/e01.mkv"), "--http2-prior-knowledge",
+                             "-r", "1000-200999")
+        assert over_h2.status == 206 and over_h2.body == e01[1000:201_000]
         past_end = await curl(url(port, served, "Season 1/e01.mkv"), "-r",
                               "1500000-99999999999999999999999999")
         assert past_end.status == 206 and past_end.body == e01[1_500_000:]
