@@ -210,7 +210,8 @@ class MemoryLibrary:
         served.torrent.close()
 
 
-def make_media_webm(path: Path, seconds: int = 8, size: str = "320x240") -> Path:
+def make_media_webm(path: Path, seconds: int = 8, size: str = "320x240",
+                    bitrate: str = "300k") -> Path:
     """A VP9/Opus .webm (what every Chromium build plays) from ffmpeg's test sources."""
     import subprocess
 
@@ -220,7 +221,7 @@ def make_media_webm(path: Path, seconds: int = 8, size: str = "320x240") -> Path
         [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={seconds}",
          "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-         "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k",
+         "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", bitrate,
          "-g", "25", "-c:a", "libopus", "-b:a", "48k", "-shortest", str(path)],
         check=True, timeout=300)
     return path

@@ -101,7 +101,7 @@ function torrentSection(torrent) {
 function figures(torrent) {
   const parts = [(torrent.progress * 100).toFixed(1) + "% of " + size(torrent.size),
     torrent.pieces_verified + "/" + torrent.pieces + " pieces"];
-  if ("peers" in torrent) parts.push(torrent.peers + " peers");
+  if ("peers" in torrent) parts.push(torrent.peers + (torrent.peers === 1 ? " peer" : " peers"));
   if ("download_rate" in torrent) parts.push("↓ " + size(torrent.download_rate) + "/s");
   if ("upload_rate" in torrent) parts.push("↑ " + size(torrent.upload_rate) + "/s");
   if (torrent.problem) parts.push("problem: " + torrent.problem);
