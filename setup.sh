@@ -9,11 +9,12 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # fuse3 + libfuse3-dev + pkg-config: pyfuse3 builds against libfuse3 and mounts with fusermount3.
 # The others are real peers and tools the tests run against, attr for getfattr, and
-# Debian's btfs (C++, libtorrent) and wrk, which bench/stream.py and bench/tracker.py use.
+# Debian's btfs (C++, libtorrent) and wrk, which bench/stream.py and bench/tracker.py use;
+# curl, mpv and chromium (+ chromium-driver, for selenium) are the HTTP streaming tests' clients.
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
     ffmpeg transmission-cli mktorrent aria2 opentracker attr ca-certificates btfs wrk nginx-light \
-    systemd rsync
+    systemd rsync curl mpv chromium chromium-driver
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

@@ -131,10 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "port=N, max_download_rate=RATE, max_upload_rate=RATE, max_peers=N, "
                        "no_trackers, no_dht, dht_bootstrap=HOST:PORT (repeatable), "
                        "metadata_timeout=SECONDS, no_lsd, "
+                       "http=[ADDR:]PORT, http_token=T, http_token_file=FILE, "
                        "allow_other, allow_root, and FUSE options (nodev, nosuid, noexec, "
                        "noatime, ...); fstab-only options such as _netdev, noauto, nofail "
                        "and x-systemd.* are ignored")
     add_network_options(mount)
+    http = mount.add_argument_group("HTTP streaming")
+    http.add_argument("--http", metavar="[ADDR:]PORT",
+                      help="also serve the files over HTTP (Range, M3U playlists, a web page); "
+                      "ADDR defaults to 127.0.0.1, any other address needs a token")
+    http.add_argument("--http-token", metavar="TOKEN",
+                      help="the token HTTP clients must send (header 'Authorization: Bearer "
+                      "TOKEN' or ?token=TOKEN)")
+    http.add_argument("--http-token-file", metavar="FILE", type=Path,
+                      help="read the token from FILE instead (it stays out of 'ps')")
     mount.set_defaults(handler=cmd_mount)
 
     download = sub.add_parser(
@@ -405,7 +415,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from btfs.mount import MountOptions, mount
-    from btfs.mount_options import apply_mount_options
+    from btfs.mount_options import apply_mount_options, read_token_file, set_http
 
     options = MountOptions(
         mountpoint=args.mountpoint,
@@ -421,6 +431,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     options.network.lazy = args.lazy
+    if args.http is not None:
+        set_http(options, address=args.http)
+    if args.http_token is not None:
+        set_http(options, token=args.http_token)
+    if args.http_token_file is not None:
+        set_http(options, token=read_token_file(args.http_token_file))
     for group in args.options:
         apply_mount_options(options, group)
     sources = list(args.sources)

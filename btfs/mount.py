@@ -23,6 +23,7 @@ import trio
 
 from btfs.cachelock import LOCK_NAME, lock_folder, note_owner
 from btfs.errors import BtfsError, first_leaf
+from btfs.http.options import HttpOptions
 from btfs.library import MAGNET_TIMEOUT, Entry, Library, LibraryOptions, default_cache_dir
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
@@ -59,6 +60,7 @@ class MountOptions:
     watch: Path | None = None  # a library of every .torrent and .magnet file in this folder
     cache_size: int = 0  # bytes; 0: the cache keeps everything
     library: bool = False  # a folder per torrent (several sources, or a watched folder)
+    http: HttpOptions | None = None  # --http: serve the files over HTTP too
 
 
 def mount_table() -> list[tuple[str, str]]:
@@ -148,6 +150,8 @@ def mount(sources: list[Metainfo], options: MountOptions) -> int:
         if not options.watch.is_dir():
             raise MountError(f"--watch {options.watch}: not a folder")
         options.watch = Path(os.path.abspath(options.watch))
+    if options.http is not None:
+        options.http.check()
     options.mountpoint = check_mountpoint(options.mountpoint)
     library = options.library = options.watch is not None or len(sources) != 1
     seen: set[bytes] = set()
@@ -276,6 +280,11 @@ async def serve(sources: list[Metainfo], options: MountOptions,
             else:
                 fs = TorrentFS([])
             library.view = FolderView(fs, library, flat)
+            if options.http is not None:
+                from btfs.http.librarycatalog import LibraryCatalog
+                from btfs.http.server import serve_http
+
+                await nursery.start(serve_http, LibraryCatalog(library), options.http)
             try:
                 pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options))
             except RuntimeError as exc:

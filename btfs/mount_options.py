@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from btfs.addresses import parse_peer
 from btfs.errors import BtfsError
+from btfs.http.options import HttpOptions, check_token, parse_http_address
 from btfs.units import parse_size
 
 if TYPE_CHECKING:
@@ -100,6 +101,12 @@ def apply_mount_options(options: MountOptions, text: str) -> None:
             options.network.max_download_rate = parse_size(value)
         elif key == "max_upload_rate" and value:
             options.network.max_upload_rate = parse_size(value)
+        elif key == "http" and value:
+            set_http(options, address=value)
+        elif key == "http_token" and value:
+            set_http(options, token=value)
+        elif key == "http_token_file" and value:
+            set_http(options, token=read_token_file(Path(value)))
         elif key == "max_peers" and has_value:
             try:
                 options.network.max_peers = positive_int(value)
@@ -107,3 +114,24 @@ def apply_mount_options(options: MountOptions, text: str) -> None:
                 raise BtfsError(f"max_peers: {exc}") from None
         else:
             raise BtfsError(f"unknown mount option {item!r}")
+
+
+def set_http(options: MountOptions, address: str | None = None,
+             token: str | None = None) -> None:
+    """`--http ADDR:PORT` and its token, from the command line or `-o http=...`."""
+    http = options.http = options.http or HttpOptions()
+    if address is not None:
+        http.host, http.port = parse_http_address(address)
+    if token is not None:
+        http.token = check_token(token)
+
+
+def read_token_file(path: Path) -> str:
+    """The token in a file (its first line), so it is not on the command line for `ps`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BtfsError(f"--http-token-file {path}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    return check_token(text)
