@@ -472,6 +472,8 @@ class Torrent:
                 extra["last_seek_wait"] = f"{waits[-1]:.3f}"
         if file_index is None and self.problem is not None:
             extra["problem"] = self.problem
+        if file_index is None:
+            extra["name"] = self.meta.name
         return extra | {
             "progress": f"{progress:.4f}",
             "verified_bytes": str(have),
