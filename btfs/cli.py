@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what a .torrent or magnet URI holds",
         description="Show a torrent's name, info-hash, size, pieces, files, trackers and more.",
     )
-    info.add_argument("source", metavar="SOURCE", help="a .torrent file or a magnet URI")
+    info.add_argument("source", metavar="SOURCE",
+                      help="a .torrent file, its http(s) URL, or a magnet URI")
     info.add_argument("--json", action="store_true", help="print JSON for programs")
     info.set_defaults(handler=cmd_info)
 
@@ -243,9 +244,14 @@ def size_argument(text: str) -> int:
 
 
 def load_source(source: str) -> Metainfo | Magnet:
-    """A .torrent path, '-' for a .torrent on standard input, or a magnet URI."""
+    """A .torrent path, '-' for a .torrent on standard input, a magnet URI, or the
+    http(s) URL of a .torrent."""
     if is_magnet(source):
         return parse_magnet(source)
+    from btfs.torrenturl import fetch_torrent, is_url
+
+    if is_url(source):
+        return fetch_torrent(source)
     if source == "-":
         data = sys.stdin.buffer.read(MAX_TORRENT_FILE_SIZE + 1)
         if len(data) > MAX_TORRENT_FILE_SIZE:
@@ -285,6 +291,8 @@ def cmd_create(args: argparse.Namespace) -> int:
         out = f"{name}.torrent"
     if out != "-" and os.path.exists(out) and not args.force:
         raise BtfsError(f"{out} already exists (use --force to overwrite)")
+    if out != "-":
+        check_output_folder(Path(out))
 
     bar: ProgressBar | None = None
 
@@ -307,7 +315,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     _write_atomically(Path(out), data)
     if not args.quiet:
         meta = parse_torrent(data)
-        print(f"{out}: {meta.info_hash_hex} {meta.info.num_pieces} pieces")
+        count = meta.info.num_pieces
+        print(f"{out}: {meta.info_hash_hex} {count} piece{'' if count == 1 else 's'}")
     return 0
 
 
@@ -394,9 +403,22 @@ def cmd_unmount(args: argparse.Namespace) -> int:
     return unmount(args.mountpoint)
 
 
+def check_output_folder(path: Path) -> None:
+    """Before any hashing: refuse an output whose folder is missing (naming the user's
+    path, not the temporary file that would be made beside it)."""
+    folder = path.parent
+    if not folder.exists():
+        raise BtfsError(f"cannot write {path}: the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise BtfsError(f"cannot write {path}: {folder} is not a folder")
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     folder = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    except OSError as exc:  # name the file the user asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from btfs.cachelock import LOCK_NAME, lock_folder, note_owner
+from btfs.cachelock import LOCK_NAME, lock_folder, note_owner, remove_stale_locks
 from btfs.errors import BtfsError, first_leaf
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
@@ -59,9 +59,13 @@ class MountOptions:
     lock_fd: int = -1
 
 
-def default_cache_dir(info_hash_hex: str) -> Path:
+def cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "btfs" / info_hash_hex
+    return Path(base) / "btfs"
+
+
+def default_cache_dir(info_hash_hex: str) -> Path:
+    return cache_root() / info_hash_hex
 
 
 def mount_table() -> list[tuple[str, str]]:
@@ -283,6 +287,8 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
         resume.close()
         if not options.keep:
             _remove_cache(storage, resume, cache)
+        else:
+            (cache / LOCK_NAME).unlink(missing_ok=True)  # still held: see cachelock
         notify("STOPPING=1")
 
 
@@ -372,8 +378,9 @@ def unmount(mountpoint: Path, timeout: float = 10.0, exit_timeout: float = 60.0)
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pid = None
-    if pid is None:
+    if pid is None:  # the process is gone (its files answer ENOTCONN)
         _fusermount(absolute, lazy=False) or _fusermount(absolute, lazy=True)
+        remove_stale_locks(cache_root())
     deadline = time.monotonic() + timeout
     while find_mount(absolute) is not None:
         if time.monotonic() > deadline:

@@ -24,6 +24,7 @@ import trio
 from btfs.addresses import parse_peer
 from btfs.cachelock import lock_folder
 from btfs.errors import BtfsError, first_leaf
+from btfs.hints import check_seed_path
 from btfs.magnet import Magnet
 from btfs.metainfo import Info, Metainfo, fit_name
 from btfs.progress import ProgressBar
@@ -111,13 +112,7 @@ def download(meta: Metainfo, out_dir: Path, net: SwarmConfig, *, seed_after: boo
 
 
 def seed(meta: Metainfo, path: Path, net: SwarmConfig) -> int:
-    info = meta.info
-    if not path.exists():
-        raise BtfsError(f"{path} does not exist")
-    if info.multi_file and not path.is_dir():
-        raise BtfsError(f"{path} is not a folder, but the torrent holds several files")
-    if not info.multi_file and path.is_dir():
-        raise BtfsError(f"{path} is a folder, but the torrent holds a single file")
+    check_seed_path(meta.info, path)
     return _run(_seed(meta, path, net))
 
 
@@ -170,7 +165,8 @@ async def _download(meta: Metainfo, out_dir: Path, net: SwarmConfig, seed_after:
             _report_complete(swarm, started)
 
         swarm.on_complete = on_complete
-        status = await _serve(swarm, show_progress=True, until_complete=not seed_after)
+        status = await _serve(swarm, show_progress=True, until_complete=not seed_after,
+                              resumable=True)
         if torrent.complete:
             resume.close()
             resume.path.unlink(missing_ok=True)
@@ -230,8 +226,12 @@ async def _check(torrent: Torrent, label: str) -> int:
         bar.close()
 
 
-async def _serve(swarm: Swarm, *, show_progress: bool, until_complete: bool) -> int:
-    """Run the swarm until complete (download) or a signal; then say goodbye."""
+async def _serve(swarm: Swarm, *, show_progress: bool, until_complete: bool,
+                 resumable: bool = False) -> int:
+    """Run the swarm until complete (download) or a signal; then say goodbye.
+
+    A signal ends a seed with 0 (serving until told to stop is its job, whatever share
+    of the data it had); it ends an unfinished download (`resumable`) with 128+N."""
     received: list[int] = []
     try:
         async with trio.open_nursery() as nursery:
@@ -249,7 +249,7 @@ async def _serve(swarm: Swarm, *, show_progress: bool, until_complete: bool) -> 
             await swarm.stop()
             swarm.torrent.close()
     if received:
-        if not swarm.torrent.complete:
+        if resumable and not swarm.torrent.complete:
             done = len(swarm.torrent.verified) / max(1, swarm.info.num_pieces)
             print(f"btfs: stopped at {done:.0%}; run the same command again to resume",
                   file=sys.stderr)
