@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -111,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--allow-other", action="store_true",
                        help="let other users read the mount (FUSE allow_other)")
     mount.add_argument("--log", metavar="FILE", type=Path, dest="log_file",
-                       help="write the background process's log to FILE")
+                       help="write the background process's log to FILE (default: "
+                       "btfs.log in the cache folder; 'btfs status' says where)")
+    mount.add_argument("-q", "--quiet", action="store_true",
+                       help="print nothing on success")
     mount.add_argument("--lazy", action="store_true",
                        help="fetch only what is read and its read-ahead (default: fetch the "
                        "whole torrent in the background and seed it)")
@@ -224,9 +226,9 @@ def network_options(args: argparse.Namespace) -> SwarmConfig:
 
 
 def configure_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from btfs.logsetup import configure_terminal
+
+    configure_terminal(verbosity)
 
 
 def peer_argument(text: str) -> tuple[str, int]:
@@ -365,6 +367,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         log_file=args.log_file,
         network=network_options(args),
         verbose=args.verbose,
+        quiet=args.quiet,
     )
     options.network.lazy = args.lazy
     for group in args.options:

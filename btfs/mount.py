@@ -23,6 +23,7 @@ import trio
 
 from btfs.cachelock import LOCK_NAME, lock_folder, note_owner, remove_stale_locks
 from btfs.errors import BtfsError, first_leaf
+from btfs.logsetup import configure_mount, default_log_file
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
 from btfs.storage import ResumeLog, Storage, adopt_named_data
@@ -57,6 +58,8 @@ class MountOptions:
     log_file: Path | None = None
     verbose: int = 0
     lock_fd: int = -1
+    quiet: bool = False  # no line on success
+    log_where: str = ""  # where the log goes (for `btfs status`), set by logging's set-up
 
 
 def cache_root() -> Path:
@@ -136,8 +139,18 @@ def check_mountpoint(path: Path) -> Path:
     return absolute
 
 
-def fuse_mount_options(options: MountOptions) -> set[str]:
-    result = {"fsname=btfs", "subtype=btfs", "ro", "default_permissions"}
+def fsname(name: str) -> str:
+    """The torrent's name as the mount's source in /proc/mounts (`fsname=`): FUSE splits
+    options at commas and the mount table at white space, so those are replaced."""
+    cleaned = "".join("_" if ch in ",\\" or ch.isspace() or not ch.isprintable() else ch
+                      for ch in name)
+    return cleaned[:200] or "btfs"
+
+
+def fuse_mount_options(options: MountOptions, name: str = "btfs") -> set[str]:
+    result = {"subtype=btfs", "ro", "default_permissions"}
+    if not any(o.startswith("fsname=") for o in options.fuse_options):
+        result.add(f"fsname={fsname(name)}")
     if options.allow_other:
         result.add("allow_other")
     if options.allow_root:
@@ -154,9 +167,19 @@ def mount(meta: Metainfo, options: MountOptions) -> int:
         options.cache_dir = default_cache_dir(meta.info_hash_hex)
     options.lock_fd = lock_folder(options.cache_dir, what="--cache-dir")
     if options.foreground:
-        _configure_logging(sys.stderr, options.log_file, options.verbose)
+        options.log_where = configure_mount(options.log_file, True, options.verbose)
         return _serve_and_report(meta, options, ready=lambda: None)
+    if options.log_file is None:
+        options.log_file = default_log_file(options.cache_dir)
     return _daemonize(meta, options)
+
+
+def success_line(meta: Metainfo, options: MountOptions) -> str:
+    """What `btfs mount` prints once the mount is live: what, where, how to watch it and
+    how to unmount it."""
+    where = options.mountpoint
+    return (f"btfs: mounted {meta.name} at {where} (log: {options.log_file}); "
+            f"watch it with 'btfs status {where}', unmount it with 'btfs unmount {where}'")
 
 
 def _daemonize(meta: Metainfo, options: MountOptions) -> int:
@@ -167,6 +190,8 @@ def _daemonize(meta: Metainfo, options: MountOptions) -> int:
         with os.fdopen(read_end, "rb") as pipe:
             message = pipe.read().decode(errors="replace")
         if message == "ok":
+            if not options.quiet:
+                print(success_line(meta, options), flush=True)
             return 0
         if message:
             print(f"btfs: error: {message}", file=sys.stderr)
@@ -183,7 +208,9 @@ def _daemonize(meta: Metainfo, options: MountOptions) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    _configure_logging(None, options.log_file, options.verbose)
+    options.log_where = configure_mount(
+        options.log_file, False, options.verbose,
+        rotate=options.log_file == default_log_file(options.cache_dir or Path()))
     reported = False
 
     def ready() -> None:
@@ -201,20 +228,6 @@ def _daemonize(meta: Metainfo, options: MountOptions) -> int:
             except OSError:
                 pass
     os._exit(status)
-
-
-def _configure_logging(stream: object, log_file: Path | None = None, verbose: int = 0) -> None:
-    """Log to stderr in the foreground; in the background only to `--log FILE` if given."""
-    level = logging.DEBUG if os.environ.get("BTFS_DEBUG") or verbose >= 2 else logging.INFO
-    handler: logging.Handler
-    if log_file is not None:
-        handler = logging.FileHandler(log_file)
-    elif stream is None:
-        handler = logging.NullHandler()
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    logging.basicConfig(level=level, handlers=[handler],
-                        format="btfs[%(process)d]: %(levelname)s %(name)s: %(message)s")
 
 
 def _serve_and_report(
@@ -256,6 +269,13 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
     resume = ResumeLog(cache / "resume", meta.info.num_pieces, len(meta.info.files))
     torrent = Torrent(meta, storage, resume, readahead=options.readahead)
     swarm: Swarm | None = None
+    was_live = failed = False
+
+    def live() -> None:
+        nonlocal was_live
+        was_live = True
+        ready()
+
     try:
         moved = await trio.to_thread.run_sync(adopt_named_data, storage, cache / "data")
         if moved:
@@ -264,18 +284,23 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
         if restored:
             log.info("%s", restored)
         swarm = Swarm(meta, torrent, options.network)
+        shown = swarm.attributes
+        torrent.network_attributes = lambda: shown() | {"log": options.log_where}
         async with trio.open_nursery() as nursery:
             await nursery.start(swarm.run)
             fs = TorrentFS([(torrent, meta.creation_date)])
             try:
-                pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options))
+                pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options, meta.name))
             except RuntimeError as exc:
                 raise MountError(f"cannot mount on {options.mountpoint}: {exc}") from exc
             try:
-                await _run_mounted(torrent, fs, options.mountpoint, ready)
+                await _run_mounted(torrent, fs, options.mountpoint, live)
             finally:
                 pyfuse3.close(unmount=True)
                 nursery.cancel_scope.cancel()
+    except BaseException:
+        failed = True
+        raise
     finally:
         torrent.close()
         with trio.CancelScope(shield=True):
@@ -286,7 +311,13 @@ async def serve(meta: Metainfo, options: MountOptions, ready: Callable[[], None]
         storage.close()
         resume.close()
         if not options.keep:
-            _remove_cache(storage, resume, cache)
+            # The default log goes with the cache, unless the mount failed once live:
+            # then no one was told why but the log.
+            log_file = options.log_file
+            ours = log_file is not None and log_file == default_log_file(cache)
+            rotated = log_file.with_name(log_file.name + ".1") if log_file else None
+            _remove_cache(storage, resume, cache,
+                          [log_file, rotated] if ours and not (failed and was_live) else [])
         else:
             (cache / LOCK_NAME).unlink(missing_ok=True)  # still held: see cachelock
         notify("STOPPING=1")
@@ -336,10 +367,11 @@ async def _run_mounted(torrent: Torrent, fs: TorrentFS, mountpoint: Path,
         nursery.cancel_scope.cancel()
 
 
-def _remove_cache(storage: Storage, resume: ResumeLog, cache: Path) -> None:
+def _remove_cache(storage: Storage, resume: ResumeLog, cache: Path,
+                  also: list[Path | None] | None = None) -> None:
     """Delete only what this torrent put there, then the folders it leaves empty."""
     folders: set[Path] = {cache}
-    for path in [*storage.paths, resume.path, cache / LOCK_NAME]:
+    for path in [*storage.paths, resume.path, cache / LOCK_NAME, *(also or [])]:
         if path is None:
             continue
         try:

@@ -111,6 +111,13 @@ def render(status: dict[str, Any]) -> str:
     for key, label in (("download_rate", "down"), ("upload_rate", "up")):
         if key in t:
             lines.append(f"  {label} {format_size(float(t[key]))}/s")
+    lines += [f"  {line}" for line in tracker_lines(t.get("trackers"))]
+    sources = t.get("peer_sources")
+    if isinstance(sources, dict) and sources:
+        lines.append("  peers from: " + ", ".join(
+            f"{name} {count}" for name, count in sorted(sources.items())))
+    if t.get("log"):
+        lines.append(f"  log: {t['log']}")
     for f in status["files"]:
         line = (f"  {float(f.get('progress', 0)) * 100:5.1f}%  "
                 f"{format_size(int(f.get('size', 0))):>10}"
@@ -121,3 +128,29 @@ def render(status: dict[str, Any]) -> str:
                         if "last_seek_wait" in f else "") + ")")
         lines.append(line)
     return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s"
+
+
+def tracker_lines(trackers: Any) -> list[str]:
+    """One line per tracker: its last answer (peers, or the error) and when, and when the
+    next announce is due."""
+    if not isinstance(trackers, list):
+        return []
+    lines = []
+    for t in trackers:
+        if not isinstance(t, dict):
+            continue
+        ago = t.get("last_announce_ago")
+        if ago is None:
+            what = "not announced yet"
+        elif t.get("error"):
+            what = f"error: {t['error']} ({_seconds(ago)} ago)"
+        else:
+            what = f"{plural(int(t.get('peers') or 0), 'peer')} ({_seconds(ago)} ago)"
+        due = t.get("next_announce_in")
+        then = f"; next in {_seconds(due)}" if isinstance(due, int | float) else ""
+        lines.append(f"tracker {t.get('url')}: {what}{then}")
+    return lines

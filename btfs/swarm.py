@@ -11,6 +11,7 @@ the only place a piece becomes verified.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -33,6 +34,7 @@ from btfs.rates import RateMeter, TokenBucket
 from btfs.torrent import Torrent
 from btfs.trackers import TrackerSession
 from btfs.urgency import spread, worth_preempting
+from btfs.waiting import NoPeersNotice
 from btfs.webseed import WebSeed
 from btfs.webseeding import WebSeedSource
 
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 RECHOKE_INTERVAL = 10.0
 CONNECT_INTERVAL = 1.0
 MAX_HALF_OPEN = 8
+MAX_COUNTED_PER_SOURCE = 10_000
 
 
 def make_peer_id() -> bytes:
@@ -108,7 +111,9 @@ class Swarm:
         self._open_stream = open_stream or dial.tcp_opener(config.bind)
         self._rechoke_soon = trio.Event()
         self._dial_soon = trio.Event()
-        self.add_candidates(config.peers)
+        self.peer_sources: dict[str, set[tuple[str, int]]] = {}  # for status: who gave whom
+        self.no_peers = NoPeersNotice()
+        self.add_candidates(config.peers, "--peer")
         torrent.on_urgent = self._urgent
         torrent.on_readahead = self._readahead
         torrent.on_verified = self._verified
@@ -316,7 +321,13 @@ class Swarm:
 
     # Peers ----------------------------------------------------------------------------------
 
-    def add_candidates(self, addresses: Iterable[tuple[str, int]]) -> None:
+    def add_candidates(self, addresses: Iterable[tuple[str, int]],
+                       source: str = "other") -> None:
+        """Peers to dial; `source` (a tracker, --peer, the DHT...) is counted for status."""
+        addresses = list(addresses)
+        counted = self.peer_sources.get(source, set())
+        if addresses and len(counted) < MAX_COUNTED_PER_SOURCE:  # a figure, not a record
+            self.peer_sources[source] = counted | set(addresses)
         self.book.add(addresses)
         self._dial_soon.set()
 
@@ -346,6 +357,7 @@ class Swarm:
     async def _serve_incoming(self, stream: trio.SocketStream) -> None:
         accepted = await dial.accept(stream, {self.meta.info_hash: self.identity})
         if accepted is not None:
+            self.peer_sources.setdefault("incoming", set()).add(accepted[0].address)
             await self.run_peer(accepted[0])
 
     def rechoke(self) -> None:
@@ -385,6 +397,9 @@ class Swarm:
             "downloaded": str(int(s["downloaded"])),
             "uploaded": str(int(s["uploaded"])),
             "listen_port": str(self.listen_port),
+            "peer_sources": json.dumps({k: len(v) for k, v in self.peer_sources.items()}),
+            **({"trackers": json.dumps(self.tracker_session.report(trio.current_time()))}
+               if self.tracker_session is not None else {}),
         }
 
     def transfer_totals(self) -> tuple[int, int, int]:
@@ -416,7 +431,7 @@ class Swarm:
                     peer_id=self.peer_id,
                     port=self.listen_port,
                     stats=self.transfer_totals,
-                    on_peers=self.add_candidates,
+                    on_peers=lambda peers: self.add_candidates(peers, "trackers"),
                     bind=self.config.bind,
                 )
                 nursery.start_soon(self.tracker_session.run)
@@ -450,6 +465,12 @@ class Swarm:
         while True:
             self._dial_soon = trio.Event()
             self._dial_some()
+            alone = self.no_peers.observe(trio.current_time(), len(self.peers),
+                                          not self.torrent.complete)
+            if alone is not None:
+                log.info("no peers for %.0f s (%d address%s known to try)", alone,
+                         len(self.book.candidates),
+                         "" if len(self.book.candidates) == 1 else "es")
             with trio.move_on_after(CONNECT_INTERVAL):
                 await self._dial_soon.wait()
 

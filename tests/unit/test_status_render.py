@@ -46,3 +46,28 @@ def test_the_name_stands_beside_the_info_hash_and_one_peer_is_singular() -> None
     assert "  1 peer" in lines
     status["torrent"]["peers"] = 2
     assert "  2 peers" in render(status).splitlines()
+
+
+def test_trackers_sources_and_the_log_are_shown() -> None:
+    trackers = [
+        {"url": "udp://down.example:6969/announce", "tier": 1, "last_announce_ago": 12.3,
+         "result": "error", "error": "connection refused", "peers": None,
+         "next_announce_in": 27.6},
+        {"url": "http://up.example/announce", "tier": 2, "last_announce_ago": 5.0,
+         "result": "ok", "error": None, "peers": 1, "next_announce_in": 1795.0},
+        {"url": "http://backup.example/announce", "tier": 2, "last_announce_ago": None,
+         "result": None, "error": None, "peers": None, "next_announce_in": None},
+    ]
+    status = {"mountpoint": "/mnt/x", "files": [],
+              "torrent": {"info_hash": "ab" * 20, "size": 10, "trackers": trackers,
+                          "peer_sources": {"trackers": 1, "--peer": 2},
+                          "log": "/var/cache/btfs/x/btfs.log"}}
+    lines = render(status).splitlines()
+    assert lines[-5:] == [
+        "  tracker udp://down.example:6969/announce: error: connection refused (12 s ago); "
+        "next in 28 s",
+        "  tracker http://up.example/announce: 1 peer (5 s ago); next in 1795 s",
+        "  tracker http://backup.example/announce: not announced yet",
+        "  peers from: --peer 2, trackers 1",
+        "  log: /var/cache/btfs/x/btfs.log",
+    ]
