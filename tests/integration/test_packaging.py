@@ -5,6 +5,7 @@ completion generated from the argument parsers, and the mount(8) helper
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from btfs.errors import BtfsError
 from btfs.mounthelper import mount_arguments
 from tests.integration.test_mount_local import make_torrent, place_in_cache, sha256
 from tests.support.env import require_fuse, require_python_module, require_tool
-from tests.support.procs import HANG, Mounts, is_mounted
+from tests.support.procs import HANG, Mounts, is_mounted, pid_alive, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -129,3 +130,56 @@ def test_setup_installs_the_pages_the_completion_and_the_helper() -> None:
     assert '.venv/bin/mount.fuse.btfs" /usr/sbin/mount.fuse.btfs' in setup
     scripts = (REPO / "pyproject.toml").read_text()
     assert '"mount.fuse.btfs" = "btfs.mounthelper:main"' in scripts
+
+
+def test_mount_8_runs_our_helper_before_mount_fuse3(tmp_path: Path) -> None:
+    """`mount -t fuse.btfs` as fstab does, with mount.fuse.btfs in /usr/sbin: put there
+    through an overlay in a private mount namespace (so the machine's /usr/sbin is not
+    touched), mount(8) runs it, not mount.fuse3 and whatever `btfs` PATH finds first."""
+    require_fuse()
+    unshare = require_tool("unshare", "util-linux")
+    require_tool("mount", "mount")
+    torrent, root = make_torrent(tmp_path)
+    cache = tmp_path / "cache"
+    place_in_cache(root, cache)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    helper = tmp_path / "mount.fuse.btfs"
+    helper.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\nPYTHONPATH={REPO} '
+                      f'exec {sys.executable} -m btfs.mounthelper "$@"\n')
+    helper.chmod(0o755)
+    for folder in ("upper", "work"):
+        (tmp_path / folder).mkdir()
+    script = f"""
+set -e
+mount --make-rprivate /
+mount -t overlay overlay \\
+    -o lowerdir=/usr/sbin,upperdir={tmp_path}/upper,workdir={tmp_path}/work /usr/sbin
+cp {helper} /usr/sbin/mount.fuse.btfs
+trap 'umount -l {mnt} 2>/dev/null || true' EXIT
+mount -t fuse.btfs -o ro,_netdev,keep,no_trackers,cache_dir={cache} {torrent} {mnt}
+getfattr --only-values -n user.btfs.pid {mnt} > {tmp_path}/pid
+awk '$2 == "{mnt}" {{print $1, $3}}' /proc/self/mounts
+sha256sum {mnt}/Show/notes.txt
+umount {mnt}
+"""
+    r = subprocess.run([unshare, "-m", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=HANG)
+    pid_file = tmp_path / "pid"
+    try:
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == "Show fuse.btfs", r.stdout
+        assert lines[1].split()[0] == sha256(root / "notes.txt")
+        argv = (tmp_path / "argv").read_text().split()
+        assert argv[:3] == [str(torrent), str(mnt), "-o"], argv
+        assert set(argv[3].split(",")) == {"ro", "_netdev", "keep", "no_trackers",
+                                           f"cache_dir={cache}"}, argv
+    finally:
+        if pid_file.exists() and pid_file.read_text().strip().isdigit():
+            pid = int(pid_file.read_text())
+            try:
+                wait_for(lambda: not pid_alive(pid), HANG, "the mount process to end")
+            finally:
+                if pid_alive(pid):
+                    os.kill(pid, signal.SIGKILL)
