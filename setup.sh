@@ -14,7 +14,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
     ffmpeg transmission-cli mktorrent aria2 opentracker attr ca-certificates btfs wrk nginx-light \
-    systemd rsync curl mpv chromium chromium-driver
+    systemd rsync curl mpv chromium chromium-driver man-db groff-base bash-completion
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
@@ -26,6 +26,16 @@ fi
 for cmd in btfs btfs-tracker; do
     ln -sf "$PWD/.venv/bin/$cmd" "/usr/local/bin/$cmd"
 done
+# mount -t fuse.btfs and /etc/fstab: mount(8) runs /sbin/mount.fuse.btfs before mount.fuse3,
+# so this btfs mounts whatever PATH says (Debian's btfs uses the type fuse.btfs too).
+ln -sf "$PWD/.venv/bin/mount.fuse.btfs" /usr/sbin/mount.fuse.btfs
+# Man pages and bash completion, generated from the argument parsers.
+packaging/build.sh build/packaging .venv/bin/python
+install -D -m 644 -t /usr/local/share/man/man1 build/packaging/man/btfs.1 \
+    build/packaging/man/btfs-tracker.1
+install -D -m 644 -t /usr/local/share/bash-completion/completions \
+    build/packaging/bash-completion/btfs build/packaging/bash-completion/btfs-tracker
+mandb -q 2>/dev/null || true
 
 if [ "${1:-}" = "--no-demo" ]; then
     exit 0

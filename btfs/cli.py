@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -82,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what a .torrent or magnet URI holds",
         description="Show a torrent's name, info-hash, size, pieces, files, trackers and more.",
     )
-    info.add_argument("source", metavar="SOURCE", help="a .torrent file or a magnet URI")
+    info.add_argument("source", metavar="SOURCE",
+                      help="a .torrent file, its http(s) URL, or a magnet URI")
     info.add_argument("--json", action="store_true", help="print JSON for programs")
     info.set_defaults(handler=cmd_info)
 
@@ -120,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--allow-other", action="store_true",
                        help="let other users read the mount (FUSE allow_other)")
     mount.add_argument("--log", metavar="FILE", type=Path, dest="log_file",
-                       help="write the background process's log to FILE")
+                       help="write the background process's log to FILE (default: "
+                       "btfs.log in the cache folder; 'btfs status' says where)")
+    mount.add_argument("-q", "--quiet", action="store_true",
+                       help="print nothing on success")
     mount.add_argument("--lazy", action="store_true",
                        help="fetch only what is read and its read-ahead (default: fetch the "
                        "whole torrent in the background and seed it)")
@@ -294,9 +297,9 @@ def dht_node_argument(text: str) -> str:
 
 
 def configure_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from btfs.logsetup import configure_terminal
+
+    configure_terminal(verbosity)
 
 
 def peer_argument(text: str) -> tuple[str, int]:
@@ -314,9 +317,14 @@ def size_argument(text: str) -> int:
 
 
 def load_source(source: str) -> Metainfo | Magnet:
-    """A .torrent path, '-' for a .torrent on standard input, or a magnet URI."""
+    """A .torrent path, '-' for a .torrent on standard input, a magnet URI, or the
+    http(s) URL of a .torrent."""
     if is_magnet(source):
         return parse_magnet(source)
+    from btfs.torrenturl import fetch_torrent, is_url
+
+    if is_url(source):
+        return fetch_torrent(source)
     if source == "-":
         data = sys.stdin.buffer.read(MAX_TORRENT_FILE_SIZE + 1)
         if len(data) > MAX_TORRENT_FILE_SIZE:
@@ -356,6 +364,8 @@ def cmd_create(args: argparse.Namespace) -> int:
         out = f"{name}.torrent"
     if out != "-" and os.path.exists(out) and not args.force:
         raise BtfsError(f"{out} already exists (use --force to overwrite)")
+    if out != "-":
+        check_output_folder(Path(out))
 
     bar: ProgressBar | None = None
 
@@ -378,7 +388,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     _write_atomically(Path(out), data)
     if not args.quiet:
         meta = parse_torrent(data)
-        print(f"{out}: {meta.info_hash_hex} {meta.info.num_pieces} pieces")
+        count = meta.info.num_pieces
+        print(f"{out}: {meta.info_hash_hex} {count} piece{'' if count == 1 else 's'}")
     return 0
 
 
@@ -429,6 +440,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         log_file=args.log_file,
         network=network_options(args),
         verbose=args.verbose,
+        quiet=args.quiet,
     )
     options.network.lazy = args.lazy
     if args.http is not None:
@@ -495,9 +507,22 @@ def cmd_unmount(args: argparse.Namespace) -> int:
     return unmount(args.mountpoint)
 
 
+def check_output_folder(path: Path) -> None:
+    """Before any hashing: refuse an output whose folder is missing (naming the user's
+    path, not the temporary file that would be made beside it)."""
+    folder = path.parent
+    if not folder.exists():
+        raise BtfsError(f"cannot write {path}: the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise BtfsError(f"cannot write {path}: {folder} is not a folder")
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     folder = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    except OSError as exc:  # name the file the user asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

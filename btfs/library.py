@@ -84,6 +84,7 @@ class LibraryOptions:
     cache_size: int = 0  # bytes; 0: unbounded
     flat: bool = False  # one torrent, its files at the top (no add or remove)
     metadata_timeout: float = MAGNET_TIMEOUT  # a magnet added to the running mount
+    log_where: str = ""  # where the mount logs, shown by `btfs status` (xattr `log`)
 
 
 @dataclass
@@ -492,6 +493,9 @@ class Library:
                 await self.cache.adopt(torrent)
             swarm = Swarm(meta, torrent, network, peer_id=self.peer_id, shared=self.shared,
                           dht=self.dht)
+            if self.options.log_where:
+                shown, where = swarm.attributes, self.options.log_where
+                torrent.network_attributes = lambda: shown() | {"log": where}
         except BaseException:
             storage.close()
             resume.close()

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from btfs.cachelock import LOCK_NAME, lock_folder, note_owner
+from btfs.cachelock import LOCK_NAME, lock_folder, note_owner, remove_stale_locks
 from btfs.errors import BtfsError, first_leaf
 from btfs.http.options import HttpOptions
 from btfs.library import MAGNET_TIMEOUT, Entry, Library, LibraryOptions, default_cache_dir
+from btfs.logsetup import configure_mount, default_log_file
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
 from btfs.swarm import SwarmConfig
@@ -61,6 +62,13 @@ class MountOptions:
     cache_size: int = 0  # bytes; 0: the cache keeps everything
     library: bool = False  # a folder per torrent (several sources, or a watched folder)
     http: HttpOptions | None = None  # --http: serve the files over HTTP too
+    quiet: bool = False  # no line on success
+    log_where: str = ""  # where the log goes (for `btfs status`), set by logging's set-up
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "btfs"
 
 
 def mount_table() -> list[tuple[str, str]]:
@@ -131,8 +139,18 @@ def check_mountpoint(path: Path) -> Path:
     return absolute
 
 
-def fuse_mount_options(options: MountOptions) -> set[str]:
-    result = {"fsname=btfs", "subtype=btfs", "ro", "default_permissions"}
+def fsname(name: str) -> str:
+    """The torrent's name as the mount's source in /proc/mounts (`fsname=`): FUSE splits
+    options at commas and the mount table at white space, so those are replaced."""
+    cleaned = "".join("_" if ch in ",\\" or ch.isspace() or not ch.isprintable() else ch
+                      for ch in name)
+    return cleaned[:200] or "btfs"
+
+
+def fuse_mount_options(options: MountOptions, name: str = "btfs") -> set[str]:
+    result = {"subtype=btfs", "ro", "default_permissions"}
+    if not any(o.startswith("fsname=") for o in options.fuse_options):
+        result.add(f"fsname={fsname(name)}")
     if options.allow_other:
         result.add("allow_other")
     if options.allow_root:
@@ -166,9 +184,32 @@ def mount(sources: list[Metainfo], options: MountOptions) -> int:
                       else default_cache_dir(meta.info_hash_hex))
         options.lock_fds[meta.info_hash] = lock_folder(folder, what="--cache-dir")
     if options.foreground:
-        _configure_logging(sys.stderr, options.log_file, options.verbose)
+        options.log_where = configure_mount(options.log_file, True, options.verbose)
         return _serve_and_report(sources, options, ready=lambda: None)
+    if options.log_file is None:
+        options.log_file = default_mount_log(sources, options)
     return _daemonize(sources, options)
+
+
+def default_mount_log(sources: list[Metainfo], options: MountOptions) -> Path:
+    """A single torrent's mount logs into its cache folder (removed with it unless
+    --keep); a library into the cache root, one file per mount point."""
+    if not options.library:
+        meta = sources[0]
+        return default_log_file(options.cache_dir or default_cache_dir(meta.info_hash_hex))
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in options.mountpoint.name)
+    return (options.cache_dir or cache_root()) / f"btfs-library-{name}.log"
+
+
+def success_line(sources: list[Metainfo], options: MountOptions) -> str:
+    """What `btfs mount` prints once the mount is live: what, where, how to watch it and
+    how to unmount it."""
+    where = options.mountpoint
+    what = (sources[0].name if not options.library else
+            f"a library of {len(sources)} torrent{'' if len(sources) == 1 else 's'}"
+            + (f" watching {options.watch}" if options.watch is not None else ""))
+    return (f"btfs: mounted {what} at {where} (log: {options.log_file}); "
+            f"watch it with 'btfs status {where}', unmount it with 'btfs unmount {where}'")
 
 
 def _daemonize(meta: list[Metainfo], options: MountOptions) -> int:
@@ -179,6 +220,8 @@ def _daemonize(meta: list[Metainfo], options: MountOptions) -> int:
         with os.fdopen(read_end, "rb") as pipe:
             message = pipe.read().decode(errors="replace")
         if message == "ok":
+            if not options.quiet:
+                print(success_line(meta, options), flush=True)
             return 0
         if message:
             print(f"btfs: error: {message}", file=sys.stderr)
@@ -195,7 +238,9 @@ def _daemonize(meta: list[Metainfo], options: MountOptions) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    _configure_logging(None, options.log_file, options.verbose)
+    options.log_where = configure_mount(
+        options.log_file, False, options.verbose,
+        rotate=options.log_file == default_mount_log(meta, options))
     reported = False
 
     def ready() -> None:
@@ -213,20 +258,6 @@ def _daemonize(meta: list[Metainfo], options: MountOptions) -> int:
             except OSError:
                 pass
     os._exit(status)
-
-
-def _configure_logging(stream: object, log_file: Path | None = None, verbose: int = 0) -> None:
-    """Log to stderr in the foreground; in the background only to `--log FILE` if given."""
-    level = logging.DEBUG if os.environ.get("BTFS_DEBUG") or verbose >= 2 else logging.INFO
-    handler: logging.Handler
-    if log_file is not None:
-        handler = logging.FileHandler(log_file)
-    elif stream is None:
-        handler = logging.NullHandler()
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    logging.basicConfig(level=level, handlers=[handler],
-                        format="btfs[%(process)d]: %(levelname)s %(name)s: %(message)s")
 
 
 def _serve_and_report(
@@ -267,8 +298,16 @@ async def serve(sources: list[Metainfo], options: MountOptions,
     library = Library(LibraryOptions(
         cache_root=options.cache_dir, keep=options.keep, readahead=options.readahead,
         network=options.network, cache_size=options.cache_size, flat=flat,
-        metadata_timeout=options.metadata_timeout or MAGNET_TIMEOUT))
+        metadata_timeout=options.metadata_timeout or MAGNET_TIMEOUT,
+        log_where=options.log_where))
     library.locks = dict(options.lock_fds)
+    was_live = failed = False
+
+    def live() -> None:
+        nonlocal was_live
+        was_live = True
+        ready()
+
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(library.run)
@@ -277,8 +316,10 @@ async def serve(sources: list[Metainfo], options: MountOptions,
             if flat:
                 entry = next(iter(library.entries.values()))
                 fs = TorrentFS([(entry.torrent, entry.meta.creation_date)])
+                shown_name = entry.meta.name
             else:
                 fs = TorrentFS([])
+                shown_name = "btfs-library"
             library.view = FolderView(fs, library, flat)
             if options.http is not None:
                 from btfs.http.librarycatalog import LibraryCatalog
@@ -286,15 +327,18 @@ async def serve(sources: list[Metainfo], options: MountOptions,
 
                 await nursery.start(serve_http, LibraryCatalog(library), options.http)
             try:
-                pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options))
+                pyfuse3.init(fs, str(options.mountpoint), fuse_mount_options(options, shown_name))
             except RuntimeError as exc:
                 raise MountError(f"cannot mount on {options.mountpoint}: {exc}") from exc
             fs.mounted = True
             try:
-                await _run_mounted(library, fs, options, ready)
+                await _run_mounted(library, fs, options, live)
             finally:
                 pyfuse3.close(unmount=True)
                 nursery.cancel_scope.cancel()
+    except BaseException:
+        failed = True
+        raise
     finally:
         for meta in sources:  # locked, never opened (a failed start): leave no trace
             fd = library.locks.pop(meta.info_hash, -1)
@@ -303,6 +347,18 @@ async def serve(sources: list[Metainfo], options: MountOptions,
                     _remove_lock_folder(library.cache_dir(meta))
                 os.close(fd)
         await library.close()
+        if flat and not options.keep and options.log_file is not None \
+                and options.log_file == default_mount_log(sources, options) \
+                and not (failed and was_live):
+            # The default log goes with the cache, unless the mount failed once live:
+            # then no one was told why but the log.
+            for path in (options.log_file, options.log_file.with_name(
+                    options.log_file.name + ".1")):
+                path.unlink(missing_ok=True)
+            try:
+                options.log_file.parent.rmdir()
+            except OSError:
+                pass
         notify("STOPPING=1")
 
 
@@ -425,8 +481,9 @@ def unmount(mountpoint: Path, timeout: float = 10.0, exit_timeout: float = 60.0)
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pid = None
-    if pid is None:
+    if pid is None:  # the process is gone (its files answer ENOTCONN)
         _fusermount(absolute, lazy=False) or _fusermount(absolute, lazy=True)
+        remove_stale_locks(cache_root())
     deadline = time.monotonic() + timeout
     while find_mount(absolute) is not None:
         if time.monotonic() > deadline:

@@ -63,6 +63,8 @@ def apply_mount_options(options: MountOptions, text: str) -> None:
             options.allow_root = True
         elif key == "foreground" and not has_value:
             options.foreground = True
+        elif key == "quiet" and not has_value:
+            options.quiet = True
         elif key == "readahead" and value:
             options.readahead = parse_size(value)
         elif key == "cache_dir" and value:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import logging
 import os
 import random
@@ -39,6 +40,7 @@ from btfs.torrent import Torrent
 from btfs.trackers import TrackerSession
 from btfs.trackerwire import compact
 from btfs.urgency import spread, worth_preempting
+from btfs.waiting import NoPeersNotice
 from btfs.webseed import WebSeed
 from btfs.webseeding import WebSeedSource
 
@@ -47,7 +49,7 @@ log = logging.getLogger(__name__)
 RECHOKE_INTERVAL = 10.0
 CONNECT_INTERVAL = 1.0
 MAX_HALF_OPEN = 8
-PEER_SOURCES = ("tracker", "dht", "pex", "lsd", "peer", "incoming")  # "peer": --peer, x.pe
+PEER_SOURCES = ("trackers", "dht", "pex", "lsd", "--peer", "incoming")  # --peer: and x.pe
 MAX_FOUND_TRACKED = 10_000
 DHT_INTERVAL = 15 * 60.0
 DHT_RETRY = 60.0
@@ -146,7 +148,8 @@ class Swarm:
         self._dial_soon = trio.Event()
         self.found: dict[str, int] = dict.fromkeys(PEER_SOURCES, 0)
         self.found_by: dict[tuple[str, int], str] = {}
-        self.add_candidates(config.peers, "peer")
+        self.no_peers = NoPeersNotice()
+        self.add_candidates(config.peers, "--peer")
         torrent.on_urgent = self._urgent
         torrent.on_readahead = self._readahead
         torrent.on_verified = self._verified
@@ -390,17 +393,21 @@ class Swarm:
 
     # Peers ----------------------------------------------------------------------------------
 
-    def add_candidates(self, addresses: Iterable[tuple[str, int]], source: str = "peer") -> None:
+    def add_candidates(self, addresses: Iterable[tuple[str, int]],
+                       source: str = "--peer") -> None:
         """Peers to dial, learnt from `source` (one of `PEER_SOURCES`); each address is
         counted once, under the first source that named it, for `btfs status`."""
         addresses = list(addresses)
         for address in addresses:
-            if address not in self.found_by:
-                if len(self.found_by) < MAX_FOUND_TRACKED:
-                    self.found_by[address] = source
-                self.found[source] = self.found.get(source, 0) + 1
+            self._count_found(address, source)
         self.book.add(addresses)
         self._dial_soon.set()
+
+    def _count_found(self, address: tuple[str, int], source: str) -> None:
+        if address not in self.found_by:
+            if len(self.found_by) < MAX_FOUND_TRACKED:
+                self.found_by[address] = source
+            self.found[source] = self.found.get(source, 0) + 1
 
     def _refuses(self, host: str) -> bool:
         return self.book.refused(host, trio.current_time())
@@ -429,6 +436,7 @@ class Swarm:
     async def adopt(self, connection: dial.Established) -> None:
         """Run a connection the shared listener accepted for this torrent, in the swarm's
         own nursery (it ends with the swarm), until it ends."""
+        self._count_found(connection.address, "incoming")
         if self.nursery is None:
             await dial.close_quietly(connection.stream)
             return
@@ -450,6 +458,7 @@ class Swarm:
     async def _serve_incoming(self, stream: trio.SocketStream) -> None:
         accepted = await dial.accept(stream, {self.meta.info_hash: self.identity})
         if accepted is not None:
+            self._count_found(accepted[0].address, "incoming")
             await self.run_peer(accepted[0])
 
     def rechoke(self) -> None:
@@ -489,8 +498,10 @@ class Swarm:
             "downloaded": str(int(s["downloaded"])),
             "uploaded": str(int(s["uploaded"])),
             "listen_port": str(self.listen_port),
-            "peers_found": " ".join(f"{k}={v}" for k, v in self.found.items()),
+            "peer_sources": json.dumps({k: v for k, v in self.found.items() if v}),
             "dht_nodes": str(self.dht.nodes_known if self.dht else 0),
+            **({"trackers": json.dumps(self.tracker_session.report(trio.current_time()))}
+               if self.tracker_session is not None else {}),
         }
 
     def transfer_totals(self) -> tuple[int, int, int]:
@@ -525,7 +536,7 @@ class Swarm:
                     peer_id=self.peer_id,
                     port=self.listen_port,
                     stats=self.transfer_totals,
-                    on_peers=lambda peers: self.add_candidates(peers, "tracker"),
+                    on_peers=lambda peers: self.add_candidates(peers, "trackers"),
                     bind=self.config.bind,
                 )
                 nursery.start_soon(self.tracker_session.run)
@@ -589,9 +600,18 @@ class Swarm:
         while True:
             self._dial_soon = trio.Event()
             self._dial_some()
-            # No peer known: nothing to retry, sleep until one is (a library of idle
-            # torrents must not wake each of them every second).
-            timeout = CONNECT_INTERVAL if self.book.candidates else float("inf")
+            alone = self.no_peers.observe(trio.current_time(), len(self.peers),
+                                          not self.torrent.complete)
+            if alone is not None:
+                log.info("no peers for %.0f s (%d address%s known to try)", alone,
+                         len(self.book.candidates),
+                         "" if len(self.book.candidates) == 1 else "es")
+            # No peer known: nothing to retry; sleep until one is, or the next notice (a
+            # library of idle torrents must not wake each of them every second).
+            due = self.no_peers.due()
+            timeout = (CONNECT_INTERVAL if self.book.candidates
+                       else max(0.0, due - trio.current_time()) if due is not None
+                       else float("inf"))
             with trio.move_on_after(timeout):
                 await self._dial_soon.wait()
 

@@ -591,6 +591,8 @@ class Torrent:
             extra["problem"] = self.problem
         if file_index is None and self.counters.evicted:
             extra["evicted_pieces"] = str(self.counters.evicted)
+        if file_index is None:
+            extra["name"] = self.meta.name
         return extra | {
             "progress": f"{progress:.4f}",
             "verified_bytes": str(have),

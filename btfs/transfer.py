@@ -18,7 +18,7 @@ import sys
 from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -26,9 +26,11 @@ from btfs.addresses import parse_peer
 from btfs.cachelock import lock_folder
 from btfs.dht.service import DhtService, default_routers
 from btfs.errors import BtfsError, Unavailable, first_leaf
+from btfs.hints import check_seed_path
 from btfs.magnet import Magnet
 from btfs.metainfo import Info, Metainfo, fit_name
 from btfs.progress import ProgressBar
+from btfs.statusline import StatusLine, say, stderr_line
 from btfs.storage import ResumeLog, Storage, named_paths
 from btfs.swarm import Swarm, SwarmConfig
 from btfs.torrent import Torrent
@@ -158,13 +160,7 @@ def download(meta: Metainfo, out_dir: Path, net: SwarmConfig, *, seed_after: boo
 
 
 def seed(meta: Metainfo, path: Path, net: SwarmConfig) -> int:
-    info = meta.info
-    if not path.exists():
-        raise BtfsError(f"{path} does not exist")
-    if info.multi_file and not path.is_dir():
-        raise BtfsError(f"{path} is not a folder, but the torrent holds several files")
-    if not info.multi_file and path.is_dir():
-        raise BtfsError(f"{path} is a folder, but the torrent holds a single file")
+    check_seed_path(meta.info, path)
     return _run(_seed(meta, path, net))
 
 
@@ -207,9 +203,12 @@ async def _download(meta: Metainfo, out_dir: Path, net: SwarmConfig, seed_after:
         if torrent.complete:
             await trio.to_thread.run_sync(storage.create_empty_files)
             if not seed_after:
-                print(f"btfs: {info.name}: already complete", file=sys.stderr)
+                say(f"btfs: {info.name}: already complete")
                 return 0
         swarm = Swarm(meta, torrent, replace(net, seed=seed_after))
+        swarm.on_listening = lambda port: say(
+            f"btfs: downloading {info.name} ({format_size(info.total_length)}, "
+            f"{len(torrent.verified)}/{info.num_pieces} pieces verified) into {out_dir}")
         started = trio.current_time()
 
         def on_complete() -> None:
@@ -217,7 +216,8 @@ async def _download(meta: Metainfo, out_dir: Path, net: SwarmConfig, seed_after:
             _report_complete(swarm, started)
 
         swarm.on_complete = on_complete
-        status = await _serve(swarm, show_progress=True, until_complete=not seed_after)
+        status = await _serve(swarm, show_progress=True, until_complete=not seed_after,
+                              resumable=True)
         if torrent.complete:
             resume.close()
             resume.path.unlink(missing_ok=True)
@@ -232,13 +232,13 @@ async def _download(meta: Metainfo, out_dir: Path, net: SwarmConfig, seed_after:
 
 def _report_complete(swarm: Swarm, started: float) -> None:
     """One line on stderr when the download completes (exact bytes, for scripts too)."""
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\x1b[K")  # over the progress line
     elapsed = max(trio.current_time() - started, 1e-6)
     got = swarm.torrent.counters.downloaded
-    print(f"btfs: {swarm.info.name}: complete, {format_size(swarm.info.total_length)}; "
-          f"downloaded {got} bytes in {elapsed:.1f} s ({format_size(got / elapsed)}/s)",
-          file=sys.stderr, flush=True)
+    line = stderr_line()
+    line.clear()  # the progress line is done
+    line.write_above(f"btfs: {swarm.info.name}: complete, "
+                     f"{format_size(swarm.info.total_length)}; downloaded {got} bytes in "
+                     f"{elapsed:.1f} s ({format_size(got / elapsed)}/s)")
 
 
 def _any_exists(storage: Storage) -> bool:
@@ -254,17 +254,16 @@ async def _seed(meta: Metainfo, path: Path, net: SwarmConfig) -> int:
         if good == 0:
             raise BtfsError(f"none of the data at {path} matches the torrent")
         if good < info.num_pieces:
-            print(f"btfs: warning: only {good} of {info.num_pieces} pieces at {path} match; "
-                  "serving those", file=sys.stderr)
+            say(f"btfs: warning: only {good} of {info.num_pieces} pieces at {path} match; "
+                "serving those")
         swarm = Swarm(meta, torrent, replace(net, seed=True))
-        swarm.on_listening = lambda port: print(
+        swarm.on_listening = lambda port: say(
             f"btfs: seeding {info.name} ({good}/{info.num_pieces} pieces), "
-            f"listening on port {port}", file=sys.stderr, flush=True)
+            f"listening on port {port}")
         try:
             return await _serve(swarm, show_progress=False, until_complete=False)
         finally:
-            print(f"btfs: {info.name}: uploaded {torrent.counters.uploaded} bytes",
-                  file=sys.stderr, flush=True)
+            say(f"btfs: {info.name}: uploaded {torrent.counters.uploaded} bytes")
     finally:
         storage.close()
 
@@ -277,15 +276,19 @@ async def _check(torrent: Torrent, label: str) -> int:
         bar.close()
 
 
-async def _serve(swarm: Swarm, *, show_progress: bool, until_complete: bool) -> int:
-    """Run the swarm until complete (download) or a signal; then say goodbye."""
+async def _serve(swarm: Swarm, *, show_progress: bool, until_complete: bool,
+                 resumable: bool = False) -> int:
+    """Run the swarm until complete (download) or a signal; then say goodbye.
+
+    A signal ends a seed with 0 (serving until told to stop is its job, whatever share
+    of the data it had); it ends an unfinished download (`resumable`) with 128+N."""
     received: list[int] = []
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, nursery.cancel_scope, received)
             await nursery.start(swarm.run)
-            if show_progress and sys.stderr.isatty():
-                nursery.start_soon(_show_progress, swarm, sys.stderr)
+            if show_progress and stderr_line().enabled:
+                nursery.start_soon(_show_progress, swarm, stderr_line())
             if until_complete:
                 await swarm.completed.wait()
                 nursery.cancel_scope.cancel()
@@ -296,10 +299,9 @@ async def _serve(swarm: Swarm, *, show_progress: bool, until_complete: bool) -> 
             await swarm.stop()
             swarm.torrent.close()
     if received:
-        if not swarm.torrent.complete:
+        if resumable and not swarm.torrent.complete:
             done = len(swarm.torrent.verified) / max(1, swarm.info.num_pieces)
-            print(f"btfs: stopped at {done:.0%}; run the same command again to resume",
-                  file=sys.stderr)
+            say(f"btfs: stopped at {done:.0%}; run the same command again to resume")
             raise Interrupted(received[0])
         return 0
     return 0
@@ -314,7 +316,7 @@ async def _watch_signals(scope: trio.CancelScope, received: list[int]) -> None:
             return
 
 
-async def _show_progress(swarm: Swarm, stream: TextIO) -> None:
+async def _show_progress(swarm: Swarm, line: StatusLine) -> None:
     info = swarm.info
     try:
         while True:
@@ -323,16 +325,15 @@ async def _show_progress(swarm: Swarm, stream: TextIO) -> None:
             left = info.total_length - verified_bytes
             rate = s["download_rate"]
             eta = format_duration(left / rate) if rate > 0 and left else "-"
-            stream.write(
-                f"\r{int(s['verified'])}/{info.num_pieces} pieces "
+            peers = int(s["peers"])
+            line.show(
+                f"{int(s['verified'])}/{info.num_pieces} pieces "
                 f"{verified_bytes / max(1, info.total_length):6.1%}  "
                 f"down {format_size(rate)}/s  up {format_size(s['upload_rate'])}/s  "
-                f"{int(s['peers'])} peers  ETA {eta}\x1b[K"
+                f"{peers} peer{'' if peers == 1 else 's'}  ETA {eta}"
             )
-            stream.flush()
             if swarm.torrent.complete:
                 break
             await trio.sleep(0.5)
     finally:
-        stream.write("\r\x1b[K")  # the summary line or the error takes its place
-        stream.flush()
+        line.clear()  # the summary line or the error takes its place

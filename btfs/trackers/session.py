@@ -75,6 +75,7 @@ class TrackerSession:
         self.last_error: dict[str, str | None] = {}
         self.last_result: dict[str, AnnounceResult] = {}
         self.failures: dict[str, int] = {}  # consecutive failed announces per URL
+        self.last_announce: dict[str, float] = {}  # when each URL last answered or failed
         self._stats = stats
         self._on_peers = on_peers
         self._started: set[str] = set()  # URLs told "started" and not yet "stopped"
@@ -138,6 +139,32 @@ class TrackerSession:
             log.debug("tracker %s: stopped announce failed: %s", url, exc)
         self._started.discard(url)
 
+    def report(self, now: float) -> list[dict[str, object]]:
+        """Each tracker's state for `btfs status`: when it last answered (seconds ago),
+        with what (peers or the error), and when the next announce to it is due (for the
+        URL each tier tries first; the others only if it fails)."""
+        rows: list[dict[str, object]] = []
+        for state in self._states:
+            for position, url in enumerate(self.tiers.tiers[state.index]):
+                when = self.last_announce.get(url)
+                error = self.last_error.get(url)
+                answer = self.last_result.get(url)
+                row: dict[str, object] = {
+                    "url": url,
+                    "tier": state.index + 1,
+                    "last_announce_ago": None if when is None else round(now - when, 1),
+                    "result": ("error" if error else "ok" if answer is not None else None),
+                    "error": error,
+                    "peers": (len(answer.peers) if answer is not None and not error else None),
+                    "next_announce_in": None,
+                }
+                if position == 0 and state.next_due != -math.inf:
+                    row["next_announce_in"] = round(max(0.0, state.next_due - now), 1)
+                elif position == 0:
+                    row["next_announce_in"] = 0.0
+                rows.append(row)
+        return rows
+
     def _params(self, event: str, uploaded: int, downloaded: int, left: int) -> AnnounceParams:
         return AnnounceParams(
             info_hash=self.info_hash,
@@ -162,6 +189,8 @@ class TrackerSession:
                 state.next_due = now + state.backoff
                 state.min_gap = self.min_reannounce
                 state.backoff = min(state.backoff * 2, self.retry_max)
+                log.info("trackers of tier %d: none answered; next try in %.0f s",
+                         state.index + 1, state.next_due - now)
             else:
                 state.backoff = self.retry_initial
                 state.min_gap = max(result.min_interval or 0.0, self.min_reannounce)
@@ -169,6 +198,10 @@ class TrackerSession:
                 state.next_due = now + min(
                     max(interval, MIN_ANNOUNCE_INTERVAL), MAX_ANNOUNCE_INTERVAL
                 )
+                count = len(result.peers)
+                log.info("tracker %s: %d peer%s; next announce in %.0f s",
+                         self.tiers.tiers[state.index][0], count, "" if count == 1 else "s",
+                         state.next_due - now)
 
     async def _until_due(self, state: _TierState) -> None:
         while True:
@@ -206,10 +239,12 @@ class TrackerSession:
                 self._in_flight.discard(url)
                 failures = self.failures[url] = self.failures.get(url, 0) + 1
                 self.last_error[url] = str(exc) or type(exc).__name__
-                level = logging.WARNING if failures == 1 else logging.DEBUG
+                self.last_announce[url] = trio.current_time()
+                level = logging.WARNING if failures == 1 else logging.INFO
                 log.log(level, "tracker %s: %s (failure %d)", url, exc, failures)
                 continue
             self._in_flight.discard(url)
+            self.last_announce[url] = trio.current_time()
             self.failures[url] = 0
             self.last_error[url] = None
             self.last_result[url] = result
@@ -219,8 +254,6 @@ class TrackerSession:
             self.tiers.promote(url)
             if result.warning:
                 log.warning("tracker %s warns: %s", url, result.warning)
-            log.debug("tracker %s: %s announce, %d peers", url, event or "regular",
-                      len(result.peers))
             if result.peers:
                 self._on_peers(result.peers)
             return result

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from btfs.metainfo import load_torrent
 from tests.support.data import make_tree
 from tests.support.env import require_fuse, require_libtorrent, require_tool
 from tests.support.mounting import btfs, mount
@@ -300,10 +301,16 @@ def test_status_command(tmp_path: Path, mounts: Mounts) -> None:
     assert r.returncode == 0, r.stderr
     [status] = json.loads(r.stdout)
     files = {f["path"]: f for f in status["files"]}
-    assert files["Show/Season 1/e02.mkv"]["progress"] == "1.0000"
-    assert float(files["Show/notes.txt"]["progress"]) < 1
-    assert 0 < float(status["torrent"]["progress"]) < 1
+    assert files["Show/Season 1/e02.mkv"]["progress"] == 1.0
+    assert files["Show/notes.txt"]["progress"] < 1
+    assert 0 < status["torrent"]["progress"] < 1
+    for key in ("size", "verified_bytes", "pieces", "peers", "pid", "listen_port"):
+        assert type(status["torrent"][key]) is int, (key, status["torrent"][key])
+    assert type(files["Show/notes.txt"]["size"]) is int
+    assert status["torrent"]["info_hash"] == load_torrent(torrent).info_hash_hex
+    assert status["torrent"]["name"] == "Show"
     text = btfs("status", mnt).stdout
+    assert text.startswith(f"{mnt}: Show (info-hash {status['torrent']['info_hash']})\n")
     assert "Show/notes.txt" in text and "progress" in text
     assert str(mnt) in btfs("status").stdout
     r = btfs("status", tmp_path)
