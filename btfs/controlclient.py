@@ -95,6 +95,8 @@ def render_library(status: dict[str, Any]) -> str:
     torrents = status.get("torrents", [])
     head = (f"{status['mountpoint']}: {len(torrents)} torrent(s), "
             f"port {status.get('listen_port', '?')}")
+    if "dht_nodes" in status:
+        head += f", DHT {status['dht_nodes']} nodes"
     if "cache_size" in status:
         head += (f", cache {format_size(int(status['cache_used']))} of "
                  f"{format_size(int(status['cache_size']))}")
@@ -109,4 +111,7 @@ def render_library(status: dict[str, Any]) -> str:
         lines.append(line)
     for name in status.get("closing", []):
         lines.append(f"  removed, closing when its files close: {name}")
+    for magnet in status.get("resolving", []):
+        lines.append(f"  resolving metadata of {magnet['name'] or magnet['info_hash']}: "
+                     f"{magnet['summary']}")
     return "\n".join(lines)

@@ -330,6 +330,14 @@ class Library:
         }
         if self.closing:
             out["closing"] = [e.name for e in self.closing]
+        if self.searches:
+            out["resolving"] = [
+                {"info_hash": magnet.info_hash_hex, "name": magnet.display_name or "",
+                 "found": dict(search.found), "asked": search.asked,
+                 "without_metadata": search.without, "summary": search.summary()}
+                for magnet, search in self.searches.values()]
+        if self.dht is not None:
+            out["dht_nodes"] = self.dht.nodes_known
         if self.cache is not None:
             out["cache_size"] = self.cache.limit
             out["cache_used"] = self.cache.used

@@ -68,7 +68,7 @@ class MetadataSearch:
 
     def summary(self) -> str:
         """E.g. "0 peers from trackers (1 tracker: connection refused), 3 peers from the
-        DHT (12 nodes, 1 lookups), 0 peers from --peer or the magnet; 3 asked, 1 without
+        DHT (12 nodes, 1 lookup), 0 peers from --peer or the magnet; 3 asked, 1 without
         the metadata"."""
         f = self.found
         if self.trackers_off:
@@ -83,8 +83,9 @@ class MetadataSearch:
         if self.dht is None:
             parts.append("DHT off")
         else:
-            parts.append(f"{_peers(f['dht'])} from the DHT ({self.dht.nodes_known} nodes, "
-                         f"{self.dht_lookups} lookups)")
+            parts.append(f"{_peers(f['dht'])} from the DHT ("
+                         f"{_count(self.dht.nodes_known, 'node')}, "
+                         f"{_count(self.dht_lookups, 'lookup')})")
         parts.append(f"{_peers(f['peer'])} from --peer or the magnet")
         asked = f"{self.asked} asked"
         if self.without:
@@ -92,8 +93,12 @@ class MetadataSearch:
         return ", ".join(parts) + "; " + asked
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _peers(n: int) -> str:
-    return f"{n} peer" if n == 1 else f"{n} peers"
+    return _count(n, "peer")
 
 
 async def fetch_metadata(

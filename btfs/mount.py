@@ -347,7 +347,7 @@ async def serve(sources: list[Metainfo], options: MountOptions,
                     _remove_lock_folder(library.cache_dir(meta))
                 os.close(fd)
         await library.close()
-        if flat and not options.keep and options.log_file is not None \
+        if not options.keep and options.log_file is not None \
                 and options.log_file == default_mount_log(sources, options) \
                 and not (failed and was_live):
             # The default log goes with the cache, unless the mount failed once live:
@@ -355,10 +355,11 @@ async def serve(sources: list[Metainfo], options: MountOptions,
             for path in (options.log_file, options.log_file.with_name(
                     options.log_file.name + ".1")):
                 path.unlink(missing_ok=True)
-            try:
-                options.log_file.parent.rmdir()
-            except OSError:
-                pass
+            if flat:
+                try:
+                    options.log_file.parent.rmdir()
+                except OSError:
+                    pass
         notify("STOPPING=1")
 
 

@@ -420,3 +420,40 @@ def test_a_full_disk_under_a_bounded_cache_evicts_and_reads_go_on(
     assert read_through(path, original(shares[0]))
     assert int(xattr(mnt, "evicted_pieces")) > 0
     assert is_mounted(mnt)
+
+
+def test_a_magnet_being_resolved_says_what_it_is_doing(
+        tmp_path: Path, procs: Processes, mounts: Mounts) -> None:
+    """Issue 9: while a watched .magnet waits for its metadata, `btfs status` says so, with
+    the DHT's nodes and the peers found and asked; the torrent appears once a peer has it."""
+    from tests.integration.test_dht import start_lt
+
+    shared = share(tmp_path, 400_000, name="later")
+    info_hash = load_torrent(shared.torrent).info_hash_hex
+    router = start_lt(procs, "dht", "-", "-", name="lt-dht")
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    (watch / "later.magnet").write_text(f"magnet:?xt=urn:btih:{info_hash}&dn=later\n")
+    mnt = tmp_path / "mnt"
+    mount_library(mounts, mnt, [], "--watch", watch, "--dht-bootstrap", router)
+
+    def resolving() -> dict[str, object] | None:
+        r = btfs("status", mnt, "--json")
+        assert r.returncode == 0, r.stderr
+        [status] = json.loads(r.stdout)
+        found = status.get("resolving", [])
+        return found[0] if found and "(1 node," in found[0]["summary"] else None
+
+    wait_for(lambda: resolving() is not None, HANG, "the magnet shown as resolving")
+    entry = resolving()
+    assert entry is not None and entry["name"] == "later" and entry["info_hash"] == info_hash
+    text = btfs("status", mnt).stdout
+    assert "resolving metadata of later: no trackers, 0 peers from the DHT (1 node," in text
+    # a seeder joins the DHT: the magnet resolves and its folder appears
+    from tests.integration.test_dht import start_lt as start
+
+    start(procs, "seed", shared.torrent, shared.data.parent, nodes=(router,), name="lt-seed")
+    folder = mnt / shared.data.name      # named after the torrent, once its metadata is in
+    wait_for(folder.is_dir, HANG, "the magnet's folder")
+    assert (folder / shared.data.name).read_bytes() == shared.data.read_bytes()
+    assert "resolving" not in json.loads(btfs("status", mnt, "--json").stdout)[0]
