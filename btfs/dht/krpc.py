@@ -10,6 +10,7 @@ compact peers 6 or 18, packed by `btfs.trackerwire.compact` as tracker answers a
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,14 +121,21 @@ def pack_nodes(contacts: list[Contact]) -> bytes:
                     for c in contacts)
 
 
+def _routable(host: str) -> bool:
+    """Not an address no node can have (unspecified, multicast, broadcast)."""
+    ip = ipaddress.ip_address(host)
+    return not (ip.is_unspecified or ip.is_multicast or host == "255.255.255.255")
+
+
 def unpack_nodes(data: bytes, size: int) -> tuple[Contact, ...]:
-    """Compact node info of `size` (26 or 38) bytes each; ports of 0 are skipped."""
+    """Compact node info of `size` (26 or 38) bytes each; ports of 0 and addresses no node
+    can have (0.0.0.0, ::, multicast, broadcast) are skipped."""
     if len(data) % size:
         raise KrpcError(f"compact nodes of {len(data)} bytes, not a multiple of {size}")
     out = []
     for pos in range(0, min(len(data), MAX_NODES * size), size):
         address = unpack_address(data[pos + ID_BYTES : pos + size])
-        if address[1]:
+        if address[1] and _routable(address[0]):
             out.append(Contact(int.from_bytes(data[pos : pos + ID_BYTES], "big"), address))
     return tuple(out)
 

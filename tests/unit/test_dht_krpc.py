@@ -121,8 +121,8 @@ def test_random_bytes_only_ever_raise_krpc_error(data: bytes) -> None:
 
 
 ids = st.integers(0, 2**160 - 1)
-v4 = st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255),
-               st.integers(0, 255)).map(lambda t: ".".join(map(str, t)))
+v4 = st.tuples(st.integers(1, 223), st.integers(0, 255), st.integers(0, 255),
+               st.integers(0, 255)).map(lambda t: ".".join(map(str, t)))  # a node's, unicast
 
 
 @settings(max_examples=200, deadline=None)
@@ -137,3 +137,14 @@ def test_responses_round_trip(tid: bytes, sender: int, nodes: list[tuple[int, st
                          values=[krpc.pack_address(p) for p in peers], token=token)
     assert krpc.decode(data) == krpc.Response(tid, sender, tuple(contacts), (),
                                               tuple(peers), token)
+
+
+def test_nodes_at_addresses_no_node_can_have_are_skipped() -> None:
+    good = krpc.Contact(7, ("10.1.2.3", 6881))
+    packed = krpc.pack_nodes([krpc.Contact(1, ("0.0.0.0", 6881)), good,
+                              krpc.Contact(2, ("239.1.1.1", 6881)),
+                              krpc.Contact(3, ("255.255.255.255", 6881))])
+    assert krpc.unpack_nodes(packed, 26) == (good,)
+    six = krpc.pack_nodes([krpc.Contact(4, ("::", 1)), krpc.Contact(5, ("ff02::1", 1)),
+                           krpc.Contact(6, ("2001:db8::1", 1))])
+    assert krpc.unpack_nodes(six, 38) == (krpc.Contact(6, ("2001:db8::1", 1)),)
