@@ -535,6 +535,8 @@ class Library:
             if not self.options.keep:
                 await trio.to_thread.run_sync(
                     remove_cache, entry.storage, entry.resume, entry.cache_dir)
+            else:  # the kept cache must not name a process that has ended (see cachelock)
+                (entry.cache_dir / LOCK_NAME).unlink(missing_ok=True)
             os.close(entry.lock_fd)
         self.on_change()
 

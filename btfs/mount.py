@@ -188,6 +188,11 @@ def mount(sources: list[Metainfo], options: MountOptions) -> int:
         return _serve_and_report(sources, options, ready=lambda: None)
     if options.log_file is None:
         options.log_file = default_mount_log(sources, options)
+        try:
+            options.log_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MountError(f"cannot make the log's folder {options.log_file.parent}: "
+                             f"{exc.strerror}") from None
     return _daemonize(sources, options)
 
 

@@ -70,7 +70,8 @@ def complete(script: Path, function: str, *words: str) -> list[str]:
 def test_bash_completion(built: Path, tmp_path: Path) -> None:
     btfs = built / "bash-completion" / "btfs"
     assert complete(btfs, "_btfs", "btfs", "mo") == ["mount"]
-    assert complete(btfs, "_btfs", "btfs", "mount", "--ca") == ["--cache-dir"]
+    assert complete(btfs, "_btfs", "btfs", "mount", "--cache-d") == ["--cache-dir"]
+    assert complete(btfs, "_btfs", "btfs", "mount", "--ca") == ["--cache-dir", "--cache-size"]
     assert complete(btfs, "_btfs", "btfs", "status", "--j") == ["--json"]
     assert complete(btfs, "_btfs", "btfs", "download", "x.torrent", "--port", "") == []
     (tmp_path / "movie.torrent").write_bytes(b"")
