@@ -33,6 +33,7 @@ from btfs.cachelock import LOCK_NAME, lock_folder
 from btfs.choker import Choker, PeerRates
 from btfs.dht.service import DhtService, default_routers
 from btfs.errors import BtfsError
+from btfs.lsdservice import LsdService
 from btfs.magnet import Magnet
 from btfs.metainfo import Metainfo, fit_name
 from btfs.rates import TokenBucket
@@ -225,6 +226,7 @@ class Library:
         self.options = options
         self.peer_id = options.network.peer_id or make_peer_id()
         self.dht: DhtService | None = None  # one node for every torrent, on the peer port
+        self.lsd: LsdService | None = None  # one set of multicast sockets for every torrent
         self.entries: dict[bytes, Entry] = {}  # by info-hash, in the order added
         self.closing: list[Entry] = []  # removed, waiting for their open files to close
         self.view: LibraryView | None = None
@@ -358,6 +360,9 @@ class Library:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(trio.serve_listeners, self._serve_incoming, listeners)
+            if net.lsd:
+                self.lsd = LsdService(self.shared.port, bind=net.bind)
+                await nursery.start(self.lsd.run)
             if net.dht:
                 self.dht = DhtService(net.dht_routers if net.dht_routers is not None
                                       else default_routers(), state_path=net.dht_state)
@@ -500,7 +505,7 @@ class Library:
             if self.cache is not None:
                 await self.cache.adopt(torrent)
             swarm = Swarm(meta, torrent, network, peer_id=self.peer_id, shared=self.shared,
-                          dht=self.dht)
+                          dht=self.dht, lsd=self.lsd)
             if self.options.log_where:
                 shown, where = swarm.attributes, self.options.log_where
                 torrent.network_attributes = lambda: shown() | {"log": where}

@@ -110,7 +110,7 @@ class LsdCore:
         self.next_announce = now
         self.tokens = RECEIVE_BURST
         self.tokens_at = now
-        self.heard: dict[Address, float] = {}
+        self.heard: dict[tuple[Address, bytes], float] = {}  # (peer, torrent)
         self.dropped = 0  # datagrams dropped: malformed or over the rate
 
     def announce_due(self, now: float) -> bool:
@@ -122,36 +122,65 @@ class LsdCore:
         self.next_announce = now + ANNOUNCE_INTERVAL
 
     def message(self, host: str, port: int) -> bytes:
-        return encode(host, port, self.info_hashes, self.cookie)
+        return encode(host, port, self.info_hashes[:MAX_INFOHASHES], self.cookie)
+
+    def messages(self, host: str, port: int) -> list[bytes]:
+        """Our announce, in as many datagrams as the torrents need (32 hashes each)."""
+        return [encode(host, port, self.info_hashes[i : i + MAX_INFOHASHES], self.cookie)
+                for i in range(0, len(self.info_hashes), MAX_INFOHASHES)]
+
+    def add(self, info_hash: bytes, now: float) -> None:
+        """One more torrent to announce (soon) and to hear of."""
+        if info_hash not in self.info_hashes:
+            self.info_hashes.append(info_hash)
+            self._announce_soon(now)
+
+    def remove(self, info_hash: bytes) -> None:
+        if info_hash in self.info_hashes:
+            self.info_hashes.remove(info_hash)
 
     def receive(self, datagram: bytes, source: str, now: float) -> list[Address]:
         """The peers (one, or none) a datagram from `source` gives us to dial."""
+        heard = self.receive_for(datagram, source, now)
+        return [heard[0]] if heard is not None else []
+
+    def receive_for(self, datagram: bytes, source: str,
+                    now: float) -> tuple[Address, list[bytes]] | None:
+        """The peer a datagram from `source` names and which of our torrents it has
+        (those not heard from it within `PEER_REPEAT`), or None."""
         self.tokens = min(RECEIVE_BURST, self.tokens + (now - self.tokens_at) * RECEIVE_RATE)
         self.tokens_at = now
         if self.tokens < 1:
             self.dropped += 1
-            return []
+            return None
         self.tokens -= 1
         try:
             announce = decode(datagram)
         except LsdError:
             self.dropped += 1
-            return []
+            return None
         if announce.cookie == self.cookie:
-            return []  # our own, looped back
-        if not any(h in self.info_hashes for h in announce.info_hashes):
-            return []
+            return None  # our own, looped back
         peer = (source, announce.port)
-        last = self.heard.get(peer)
-        if last is not None and now - last < PEER_REPEAT:
-            return []
-        if last is None:
+        fresh = []
+        newcomer = False
+        for info_hash in announce.info_hashes:
+            if info_hash not in self.info_hashes:
+                continue
+            last = self.heard.get((peer, info_hash))
+            if last is not None and now - last < PEER_REPEAT:
+                continue
+            newcomer = newcomer or last is None
+            self.heard[(peer, info_hash)] = now
+            fresh.append(info_hash)
+        if not fresh:
+            return None
+        if newcomer:
             self._announce_soon(now)  # a newcomer: let it hear of us too, not in 5 minutes
-        self.heard[peer] = now
         if len(self.heard) > MAX_PEERS_HEARD:
             for old in sorted(self.heard, key=self.heard.__getitem__)[:MAX_PEERS_HEARD // 2]:
                 del self.heard[old]
-        return [peer]
+        return peer, fresh
 
     def _announce_soon(self, now: float) -> None:
         earliest = now if self.last_announce is None else self.last_announce + MIN_ANNOUNCE_GAP

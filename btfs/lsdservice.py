@@ -120,53 +120,93 @@ async def open_channels(bind: str | None) -> tuple[list[_Channel], int]:
     return channels, port
 
 
+class LsdService:
+    """The process's local discovery: one set of sockets for every torrent of a mount (a
+    library of a thousand torrents must not open a thousand), each torrent's peers to its
+    own callback."""
+
+    def __init__(self, listen_port: int, *, bind: str | None = None) -> None:
+        self.listen_port = listen_port
+        self.bind = bind
+        self.core = LsdCore([], secrets.token_hex(8), 0.0)
+        self.torrents: dict[bytes, Callable[[list[Address]], None]] = {}
+        self._service: _Service | None = None
+
+    def register(self, info_hash: bytes, on_peers: Callable[[list[Address]], None]) -> None:
+        self.torrents[info_hash] = on_peers
+        self.core.add(info_hash, trio.current_time())
+        if self._service is not None:
+            self._service.wake.set()
+
+    def unregister(self, info_hash: bytes) -> None:
+        self.torrents.pop(info_hash, None)
+        self.core.remove(info_hash)
+
+    def _heard(self, peer: Address, info_hashes: list[bytes]) -> None:
+        for info_hash in info_hashes:
+            on_peers = self.torrents.get(info_hash)
+            if on_peers is not None:
+                on_peers([peer])
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Announce the registered torrents and hear others until cancelled; starts at
+        once (without sockets, and so without LSD, where multicast does not work)."""
+        channels, port = await open_channels(self.bind)
+        task_status.started()
+        if not channels:
+            return
+        self.core.next_announce = trio.current_time()
+        self._service = _Service(self.core, channels, self.listen_port, port, self._heard)
+        try:
+            async with trio.open_nursery() as nursery:
+                for channel in channels:
+                    nursery.start_soon(self._service.receive, channel)
+                await self._service.announce()
+        finally:
+            for channel in channels:
+                channel.sock.close()
+
+
 async def run_lsd(info_hash: bytes, listen_port: int, on_peers: Callable[[list[Address]], None],
                   *, bind: str | None = None) -> None:
     """Announce `info_hash` and pass on the peers announcing it, until cancelled."""
-    channels, port = await open_channels(bind)
-    if not channels:
-        return
-    service = _Service(LsdCore([info_hash], secrets.token_hex(8), trio.current_time()),
-                       channels, listen_port, port, on_peers)
-    try:
-        async with trio.open_nursery() as nursery:
-            for channel in channels:
-                nursery.start_soon(service.receive, channel)
-            await service.announce()
-    finally:
-        for channel in channels:
-            channel.sock.close()
+    service = LsdService(listen_port, bind=bind)
+    service.register(info_hash, on_peers)
+    await service.run()
 
 
 class _Service:
     def __init__(self, core: LsdCore, channels: list[_Channel], listen_port: int, port: int,
-                 on_peers: Callable[[list[Address]], None]) -> None:
+                 on_heard: Callable[[Address, list[bytes]], None]) -> None:
         self.core = core
         self.senders = list(channels)
         self.listen_port = listen_port
         self.port = port
-        self.on_peers = on_peers
+        self.on_heard = on_heard
         self.wake = trio.Event()
 
     async def announce(self) -> None:
         core = self.core
         while True:
             now = trio.current_time()
-            if core.announce_due(now):
+            if core.announce_due(now) and core.info_hashes:
                 for channel in list(self.senders):
-                    message = core.message(channel.host_header, self.listen_port)
-                    try:
-                        await channel.sock.sendto(message, (channel.group, self.port))
-                    except OSError as exc:
-                        # No route to the group (no multicast route, a network gone): that
-                        # family stops announcing; hearing others goes on.
-                        log.info("local peer discovery cannot announce to %s: %s",
-                                 channel.group, exc.strerror or exc)
-                        self.senders.remove(channel)
+                    for message in core.messages(channel.host_header, self.listen_port):
+                        try:
+                            await channel.sock.sendto(message, (channel.group, self.port))
+                        except OSError as exc:
+                            # No route to the group (no multicast route, a network gone):
+                            # that family stops announcing; hearing others goes on.
+                            log.info("local peer discovery cannot announce to %s: %s",
+                                     channel.group, exc.strerror or exc)
+                            self.senders.remove(channel)
+                            break
                 core.announced(now)
             self.wake = trio.Event()
-            with trio.move_on_after(core.wait(trio.current_time())):
-                await self.wake.wait()  # a newcomer heard may bring the next one forward
+            wait = core.wait(trio.current_time()) if core.info_hashes else float("inf")
+            with trio.move_on_after(wait):
+                await self.wake.wait()  # a newcomer heard, or a torrent added
 
     async def receive(self, channel: _Channel) -> None:
         while True:
@@ -176,8 +216,8 @@ class _Service:
                 log.debug("local peer discovery: %s", exc)
                 await trio.sleep(1)
                 continue
-            peers = self.core.receive(data, source[0], trio.current_time())
-            if peers:
-                log.info("local peer discovery: %s:%d", *peers[0])
-                self.on_peers(peers)
+            heard = self.core.receive_for(data, source[0], trio.current_time())
+            if heard is not None:
+                log.info("local peer discovery: %s:%d", *heard[0])
+                self.on_heard(*heard)
                 self.wake.set()

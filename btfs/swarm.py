@@ -28,7 +28,7 @@ from btfs.assembly import Assembly, Culprit, PartialPiece
 from btfs.choker import Choker, PeerRates
 from btfs.dht.service import DhtService, default_routers
 from btfs.errors import BtfsError
-from btfs.lsdservice import run_lsd
+from btfs.lsdservice import LsdService, run_lsd
 from btfs.metainfo import Metainfo
 from btfs.peer import PeerConnection
 from btfs.peerbook import PeerBook
@@ -104,6 +104,7 @@ class Swarm:
         peer_id: bytes | None = None,
         open_stream: dial.OpenStream | None = None,
         dht: DhtService | None = None,
+        lsd: LsdService | None = None,
         shared: SharedNetwork | None = None,
     ) -> None:
         self.meta = meta
@@ -112,6 +113,7 @@ class Swarm:
         self.config = config
         self.peer_id = peer_id or config.peer_id or make_peer_id()
         self.dht = dht if self.uses_dht else None
+        self.lsd = lsd  # the process's, shared by a library's torrents; else the swarm's own
         self.dht_lookups = 0
         self.rng = random.Random()
         info = meta.info
@@ -548,9 +550,15 @@ class Swarm:
                     await nursery.start(self.dht.run, self.config.bind, self.listen_port)
                 nursery.start_soon(self._dht_loop)
             if self.config.lsd and not self.info.private:
-                nursery.start_soon(functools.partial(
-                    run_lsd, self.meta.info_hash, self.listen_port,
-                    lambda peers: self.add_candidates(peers, "lsd"), bind=self.config.bind))
+                if self.lsd is not None:
+                    self.lsd.register(self.meta.info_hash,
+                                      lambda peers: self.add_candidates(peers, "lsd"))
+                    nursery.start_soon(self._unregister_lsd_at_exit, self.lsd)
+                elif self.shared is None:
+                    nursery.start_soon(functools.partial(
+                        run_lsd, self.meta.info_hash, self.listen_port,
+                        lambda peers: self.add_candidates(peers, "lsd"),
+                        bind=self.config.bind))
             if self.config.web_seeds:
                 for url in self.meta.web_seeds:
                     source = WebSeedSource(WebSeed(url, self.info, bind=self.config.bind), self)
@@ -560,6 +568,12 @@ class Swarm:
                 log.info("listening on port %d", self.listen_port)
             self.on_listening(self.listen_port)
             task_status.started(self.listen_port)
+
+    async def _unregister_lsd_at_exit(self, lsd: LsdService) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            lsd.unregister(self.meta.info_hash)
 
     @property
     def uses_dht(self) -> bool:

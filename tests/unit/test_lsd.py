@@ -185,6 +185,34 @@ async def test_two_services_on_loopback_find_each_other(lsd_port: int) -> None:
     assert ("127.0.0.2", 7001) not in found["a"] and found["b"] == []
 
 
+async def test_one_shared_service_serves_each_torrent_its_own_peers(lsd_port: int) -> None:
+    """A library's torrents share one service: 40 torrents announced in two datagrams
+    (32 hashes at most in one), each peer heard passed to the torrent it has only."""
+    hashes = [bytes([i]) * 20 for i in range(1, 41)]
+    heard: dict[bytes, list[tuple[str, int]]] = {h: [] for h in hashes}
+    shared = lsdservice.LsdService(7001, bind="127.0.0.2")
+    other: list[tuple[str, int]] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(shared.run)
+        for h in hashes:
+            shared.register(h, heard[h].extend)
+        shared.unregister(hashes[0])
+        assert len(shared.core.messages("host", 1)) == 2       # 39 hashes: 32 + 7
+        # a peer with the last torrent and the unregistered first one
+        nursery.start_soon(lambda: lsdservice.run_lsd(hashes[-1], 7002, other.extend,
+                                                      bind="127.0.0.3"))
+        peer = lsdservice.LsdService(7003, bind="127.0.0.4")
+        peer.register(hashes[0], other.extend)
+        await nursery.start(peer.run)
+        with trio.fail_after(10):
+            while not heard[hashes[-1]]:  # noqa: ASYNC110 - polling a plain list
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)
+        nursery.cancel_scope.cancel()
+    assert heard[hashes[-1]] == [("127.0.0.3", 7002)]
+    assert all(not heard[h] for h in hashes[:-1])
+
+
 async def test_no_multicast_on_the_interface_is_one_line_and_no_error(
     lsd_port: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
