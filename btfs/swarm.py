@@ -582,8 +582,9 @@ class Swarm:
 
     async def _dht_loop(self) -> None:
         """Look the torrent up in the DHT and announce us, at start and every 15 minutes
-        (every minute while that found nobody and we have no peer)."""
+        (sooner while that found nobody and we have no peer: after 1 minute, then 2, 4...)."""
         assert self.dht is not None
+        retry = DHT_RETRY
         while True:
             found = await self.dht.lookup(
                 self.meta.info_hash, lambda peers: self.add_candidates(peers, "dht"),
@@ -591,7 +592,12 @@ class Swarm:
             self.dht_lookups += 1
             log.info("DHT: %d peers for the torrent (%d nodes known)", found,
                      self.dht.nodes_known)
-            await trio.sleep(DHT_INTERVAL if found or self.peers else DHT_RETRY)
+            if found or self.peers:
+                retry = DHT_RETRY
+                await trio.sleep(DHT_INTERVAL)
+            else:  # 1, 2, 4... minutes: a library of idle torrents must not flood the DHT
+                await trio.sleep(retry)
+                retry = min(DHT_INTERVAL, retry * 2)
 
     async def stop(self, grace: float = 3.0) -> None:
         """Say goodbye to the trackers (bounded) and close every connection."""
