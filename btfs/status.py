@@ -116,6 +116,8 @@ def render(status: dict[str, Any]) -> str:
     if isinstance(sources, dict) and sources:
         lines.append("  peers from: " + ", ".join(
             f"{name} {count}" for name, count in sorted(sources.items())))
+    if "dht_nodes" in t:
+        lines.append(f"  DHT: {plural(int(t['dht_nodes']), 'node')}")
     if t.get("log"):
         lines.append(f"  log: {t['log']}")
     for f in status["files"]:

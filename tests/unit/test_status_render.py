@@ -60,14 +60,15 @@ def test_trackers_sources_and_the_log_are_shown() -> None:
     ]
     status = {"mountpoint": "/mnt/x", "files": [],
               "torrent": {"info_hash": "ab" * 20, "size": 10, "trackers": trackers,
-                          "peer_sources": {"trackers": 1, "--peer": 2},
-                          "log": "/var/cache/btfs/x/btfs.log"}}
+                          "peer_sources": {"trackers": 1, "--peer": 2, "dht": 3, "pex": 1},
+                          "dht_nodes": 1, "log": "/var/cache/btfs/x/btfs.log"}}
     lines = render(status).splitlines()
-    assert lines[-5:] == [
+    assert lines[-6:] == [
         "  tracker udp://down.example:6969/announce: error: connection refused (12 s ago); "
         "next in 28 s",
         "  tracker http://up.example/announce: 1 peer (5 s ago); next in 1795 s",
         "  tracker http://backup.example/announce: not announced yet",
-        "  peers from: --peer 2, trackers 1",
+        "  peers from: --peer 2, dht 3, pex 1, trackers 1",
+        "  DHT: 1 node",
         "  log: /var/cache/btfs/x/btfs.log",
     ]
