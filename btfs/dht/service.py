@@ -41,6 +41,7 @@ DEFAULT_ROUTERS = (
 )
 ROUTERS_ENV = "BTFS_DHT_ROUTERS"   # replaces DEFAULT_ROUTERS: comma-separated HOST:PORT
 LOOKUP_WAIT = 30.0                 # a lookup gives up after this long
+RESOLVE_WAIT = 10.0                # a router's name must resolve within this
 MAX_SAVED_NODES = 200
 
 
@@ -77,6 +78,7 @@ class DhtService:
         self._sockets: dict[int, trio.socket.SocketType] = {}
         self._changed = trio.Event()
         self._wake = trio.Event()
+        self._joining = trio.Event()   # set once the routers are known (or not found)
         self.running = False
 
     # What swarms and status use ----------------------------------------------------------------
@@ -92,6 +94,8 @@ class DhtService:
         `announce_port`); each peer goes to `on_peers` as it is found. Returns how many."""
         if not self.nodes:
             return 0
+        with trio.move_on_after(RESOLVE_WAIT):
+            await self._joining.wait()  # a lookup seeded by the routers, not by nobody
         now = trio.current_time()
         searches: list[Search] = []
         for node in self.nodes.values():
@@ -151,18 +155,16 @@ class DhtService:
         self.port = port
         try:
             async with trio.open_nursery() as nursery:
-                routers = await self._resolve(self.routers)
                 for family, node in self.nodes.items():
-                    contacts = [a for a in saved.get(family, []) + routers.get(family, [])]
-                    if contacts:
-                        node.bootstrap(contacts, now)
+                    if saved.get(family):
+                        node.bootstrap(saved[family], now)
                     nursery.start_soon(self._receive_loop, family)
                 nursery.start_soon(self._tick_loop)
+                nursery.start_soon(self._join_through_routers, saved)
                 self.running = True
-                log.info("DHT: node on UDP port %d (%s), %d saved nodes, %d routers", port,
+                log.info("DHT: node on UDP port %d (%s), %d saved nodes", port,
                          "+".join(f"IPv{f}" for f in self.nodes),
-                         sum(len(v) for v in saved.values()),
-                         sum(len(v) for v in routers.values()))
+                         sum(len(v) for v in saved.values()))
                 task_status.started(port)
                 await trio.sleep_forever()
         finally:
@@ -171,26 +173,47 @@ class DhtService:
             for sock in self._sockets.values():
                 sock.close()
 
+    async def _join_through_routers(self, saved: dict[int, list[Address]]) -> None:
+        """Resolve the routers (in the background: a slow name server must not hold up
+        the swarm) and join through them and the saved nodes."""
+        try:
+            routers = await self._resolve(self.routers)
+        finally:
+            self._joining.set()
+        now = trio.current_time()
+        for family, node in self.nodes.items():
+            contacts = saved.get(family, []) + routers.get(family, [])
+            if routers.get(family):
+                node.bootstrap(contacts, now)
+        self._wake.set()
+        log.info("DHT: %d routers", sum(len(v) for v in routers.values()))
+
     async def _resolve(self, routers: Iterable[str]) -> dict[int, list[Address]]:
-        """The routers' addresses by family; a name that does not resolve is logged once."""
+        """The routers' addresses by family, looked up at once; a name that does not
+        resolve within `RESOLVE_WAIT` is logged and left out."""
         result: dict[int, list[Address]] = {4: [], 6: []}
-        for text in routers:
+
+        async def one(text: str) -> None:
             try:
                 host, port = split_host_port(text)
             except ValueError as exc:
                 log.warning("DHT: ignoring bootstrap node %s", exc)
-                continue
+                return
             try:
-                with trio.fail_after(10):
+                with trio.fail_after(RESOLVE_WAIT):
                     infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
             except (OSError, trio.TooSlowError) as exc:
                 log.info("DHT: bootstrap node %s not found: %s", text, exc)
-                continue
+                return
             for family, _, _, _, sockaddr in infos:
                 key = 6 if family == socket.AF_INET6 else 4
                 address = (str(sockaddr[0]), int(sockaddr[1]))
                 if key in self.nodes and address not in result[key]:
                     result[key].append(address)
+
+        async with trio.open_nursery() as nursery:
+            for text in routers:
+                nursery.start_soon(one, text)
         return result
 
     async def _receive_loop(self, family: int) -> None:
