@@ -457,8 +457,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if not sources and options.watch is None:
         raise BtfsError("mount needs a SOURCE, several, or --watch DIR")
     options.metadata_timeout = options.metadata_timeout or args.metadata_timeout
-    metas = [load_torrent_source(source, options.network, timeout=options.metadata_timeout)
-             for source in sources]
+    if len(sources) == 1 and options.watch is None and is_magnet(sources[0]):
+        # fetched by the mount itself, live meanwhile (btfs status shows how it goes)
+        return mount([load_source(sources[0])], options)
+    metas: list[Metainfo | Magnet] = [
+        load_torrent_source(source, options.network, timeout=options.metadata_timeout)
+        for source in sources]
     return mount(metas, options)
 
 

@@ -106,6 +106,16 @@ class TorrentFS(pyfuse3.Operations):
             self._add_torrent(source, mtime)
         self.total_size = sum(n.size for n in self.nodes.values() if not n.is_dir)
 
+    def show_at_root(self, source: TorrentSource, created: int | None) -> None:
+        """The one torrent of a mount that was empty (a magnet's, once its metadata came)
+        fills the root."""
+        root = self.nodes[pyfuse3.ROOT_INODE]
+        mtime = created * 1_000_000_000 if created is not None else time.time_ns()
+        root.mtime_ns = mtime
+        root.source = source
+        self._add_torrent(source, mtime)
+        self.total_size += source.info.total_length
+
     def add_folder(self, source: TorrentSource, name: str, created: int | None) -> int:
         """A library's torrent joins the tree as the top folder `name` (unique: the
         library's choice); its inode."""

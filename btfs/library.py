@@ -470,7 +470,7 @@ class Library:
         raise LibraryError(f"no peer gave the metadata of {magnet.info_hash_hex} within "
                            f"{self.options.metadata_timeout:.0f} s: {search.summary()}")
 
-    def cache_dir(self, meta: Metainfo) -> Path:
+    def cache_dir(self, meta: Metainfo | Magnet) -> Path:
         root = self.options.cache_root
         if self.options.flat and root is not None:
             return root

@@ -26,6 +26,7 @@ from btfs.errors import BtfsError, first_leaf
 from btfs.http.options import HttpOptions
 from btfs.library import MAGNET_TIMEOUT, Entry, Library, LibraryOptions, default_cache_dir
 from btfs.logsetup import configure_mount, default_log_file
+from btfs.magnet import Magnet
 from btfs.metainfo import Metainfo
 from btfs.sdnotify import notify
 from btfs.swarm import SwarmConfig
@@ -159,7 +160,7 @@ def fuse_mount_options(options: MountOptions, name: str = "btfs") -> set[str]:
     return result
 
 
-def mount(sources: list[Metainfo], options: MountOptions) -> int:
+def mount(sources: list[Metainfo | Magnet], options: MountOptions) -> int:
     """Mount one torrent (its files at the top) or a library (several sources, or a
     watched folder: a folder per torrent); in the background unless `foreground`.
     Returns the exit status."""
@@ -175,7 +176,7 @@ def mount(sources: list[Metainfo], options: MountOptions) -> int:
     seen: set[bytes] = set()
     for meta in sources:
         if meta.info_hash in seen:
-            raise MountError(f"{meta.info.name} ({meta.info_hash_hex}) is given twice")
+            raise MountError(f"{source_name(meta)} ({meta.info_hash_hex}) is given twice")
         seen.add(meta.info_hash)
         if not library:
             folder = options.cache_dir or default_cache_dir(meta.info_hash_hex)
@@ -196,7 +197,7 @@ def mount(sources: list[Metainfo], options: MountOptions) -> int:
     return _daemonize(sources, options)
 
 
-def default_mount_log(sources: list[Metainfo], options: MountOptions) -> Path:
+def default_mount_log(sources: list[Metainfo | Magnet], options: MountOptions) -> Path:
     """A single torrent's mount logs into its cache folder (removed with it unless
     --keep); a library into the cache root, one file per mount point."""
     if not options.library:
@@ -206,22 +207,32 @@ def default_mount_log(sources: list[Metainfo], options: MountOptions) -> Path:
     return (options.cache_dir or cache_root()) / f"btfs-library-{name}.log"
 
 
-def success_line(sources: list[Metainfo], options: MountOptions) -> str:
+def source_name(source: Metainfo | Magnet) -> str:
+    if isinstance(source, Magnet):
+        return source.display_name or source.info_hash_hex
+    return source.name
+
+
+def success_line(sources: list[Metainfo | Magnet], options: MountOptions) -> str:
     """What `btfs mount` prints once the mount is live: what, where, how to watch it and
     how to unmount it."""
     where = options.mountpoint
-    what = (sources[0].name if not options.library else
+    what = (source_name(sources[0]) if not options.library else
             f"a library of {len(sources)} torrent{'' if len(sources) == 1 else 's'}"
             + (f" watching {options.watch}" if options.watch is not None else ""))
     return (f"btfs: mounted {what} at {where} (log: {options.log_file}); "
             f"watch it with 'btfs status {where}', unmount it with 'btfs unmount {where}'")
 
 
-def _daemonize(meta: list[Metainfo], options: MountOptions) -> int:
+def _daemonize(meta: list[Metainfo | Magnet], options: MountOptions) -> int:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid > 0:
         os.close(write_end)
+        if isinstance(meta[0], Magnet) and not options.quiet:
+            print(f"btfs: fetching the metadata of {source_name(meta[0])} from peers; "
+                  f"'btfs status {options.mountpoint}' shows how it goes", file=sys.stderr,
+                  flush=True)
         with os.fdopen(read_end, "rb") as pipe:
             message = pipe.read().decode(errors="replace")
         if message == "ok":
@@ -266,7 +277,8 @@ def _daemonize(meta: list[Metainfo], options: MountOptions) -> int:
 
 
 def _serve_and_report(
-    meta: list[Metainfo], options: MountOptions, ready: Callable[[], None], error_pipe: int = -1
+    meta: list[Metainfo | Magnet], options: MountOptions, ready: Callable[[], None],
+    error_pipe: int = -1,
 ) -> int:
     try:
         trio.run(serve, meta, options, ready)
@@ -292,7 +304,7 @@ def _serve_and_report(
     return 0
 
 
-async def serve(sources: list[Metainfo], options: MountOptions,
+async def serve(sources: list[Metainfo | Magnet], options: MountOptions,
                 ready: Callable[[], None]) -> None:
     """Run the mount and its torrents until it is unmounted or the process is told to stop."""
     import pyfuse3
@@ -313,18 +325,25 @@ async def serve(sources: list[Metainfo], options: MountOptions,
         was_live = True
         ready()
 
+    # A mount of one magnet is live while its metadata is fetched (empty, its status in
+    # the root's xattrs); the command returns once the files are there, or fails.
+    pending = sources[0] if flat and isinstance(sources[0], Magnet) else None
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(library.run)
-            for meta in sources:
-                await library.add(meta)
-            if flat:
-                entry = next(iter(library.entries.values()))
-                fs = TorrentFS([(entry.torrent, entry.meta.creation_date)])
-                shown_name = entry.meta.name
-            else:
+            if pending is not None:
                 fs = TorrentFS([])
-                shown_name = "btfs-library"
+                shown_name = source_name(pending)
+            else:
+                for meta in sources:
+                    await library.add(meta)
+                if flat:
+                    entry = next(iter(library.entries.values()))
+                    fs = TorrentFS([(entry.torrent, entry.meta.creation_date)])
+                    shown_name = entry.meta.name
+                else:
+                    fs = TorrentFS([])
+                    shown_name = "btfs-library"
             library.view = FolderView(fs, library, flat)
             if options.http is not None:
                 from btfs.http.librarycatalog import LibraryCatalog
@@ -336,8 +355,16 @@ async def serve(sources: list[Metainfo], options: MountOptions,
             except RuntimeError as exc:
                 raise MountError(f"cannot mount on {options.mountpoint}: {exc}") from exc
             fs.mounted = True
+
+            async def resolve(magnet: Magnet) -> None:
+                await library.add(magnet)
+                live()
+
+            if pending is not None:
+                nursery.start_soon(resolve, pending)
             try:
-                await _run_mounted(library, fs, options, live)
+                await _run_mounted(library, fs, options,
+                                   live if pending is None else lambda: None)
             finally:
                 pyfuse3.close(unmount=True)
                 nursery.cancel_scope.cancel()
@@ -392,7 +419,10 @@ class FolderView:
 
     def show(self, entry: Entry) -> None:
         self._entries[id(entry.torrent)] = entry
-        self.fs.add_folder(entry.torrent, entry.name, entry.meta.creation_date)
+        if self.library.options.flat:  # a magnet's torrent, once its metadata came
+            self.fs.show_at_root(entry.torrent, entry.meta.creation_date)
+        else:
+            self.fs.add_folder(entry.torrent, entry.name, entry.meta.creation_date)
 
     def hide(self, entry: Entry) -> bool:
         released = self.fs.remove_folder(entry.torrent)
@@ -409,6 +439,11 @@ class FolderView:
         from btfs.control import socket_path
 
         values = {"control": str(socket_path())}
+        for magnet, search in self.library.searches.values():
+            values["info_hash"] = magnet.info_hash_hex
+            values["resolving"] = search.summary()
+            if magnet.display_name:
+                values["name"] = magnet.display_name
         if not self.library.options.flat:
             values["torrents"] = str(len(self.library.entries))
             values["listen_port"] = str(self.library.shared.port)

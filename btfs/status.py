@@ -34,7 +34,7 @@ INTEGERS = frozenset({
     "readers", "readahead_window",
 })
 FLOATS = frozenset({"progress", "last_seek_wait"})
-TEXTS = frozenset({"info_hash", "name", "path", "problem", "log"})
+TEXTS = frozenset({"info_hash", "name", "path", "problem", "log", "resolving"})
 STRUCTURED = frozenset({"trackers", "peer_sources"})  # JSON text in the attribute
 
 
@@ -106,6 +106,8 @@ def render(status: dict[str, Any]) -> str:
     )
     if t.get("problem"):
         lines.append(f"  problem: {t['problem']}")
+    if t.get("resolving"):
+        lines.append(f"  resolving metadata: {t['resolving']}")
     if "peers" in t:
         lines.append(f"  {plural(int(t['peers']), 'peer')}")
     for key, label in (("download_rate", "down"), ("upload_rate", "up")):

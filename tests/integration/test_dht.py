@@ -190,3 +190,68 @@ def test_port_messages_tell_each_side_of_the_others_node(
     # one) finds... no peer, but reports a node known; check the table through the log
     wait_for_line(procs, proc, r"DHT: \d+ peers for the torrent \([1-9]\d* nodes known\)",
                   timeout=90)
+
+
+def test_a_magnet_mount_is_live_while_resolving_and_says_so(
+        tmp_path: Path, procs: Processes, mounts: Mounts) -> None:
+    """`btfs mount MAGNET` mounts at once (empty) and waits for the metadata: meanwhile
+    `btfs status` and the root's xattrs say "resolving metadata" with the DHT's nodes and
+    the peers found; once a seeder joins, the files are there and the command returns."""
+    import threading
+
+    from tests.support.mounting import btfs
+    from tests.support.procs import HANG, is_mounted, wait_for
+
+    shared = share(tmp_path, 600_000, name="late")
+    router = start_lt(procs, "dht", "-", "-", name="lt-dht")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounts.add(mnt)
+    result: list[subprocess.CompletedProcess[str]] = []
+    command = threading.Thread(target=lambda: result.append(btfs(
+        "mount", magnet(shared) + "&dn=late", mnt, "--cache-dir", tmp_path / "cache",
+        "--bind", next_loopback_ipv4(), "--dht-bootstrap", router, timeout=TIMEOUT)))
+    command.start()
+    try:
+        wait_for(lambda: is_mounted(mnt), HANG, "the mount, before the metadata")
+        assert os.listdir(mnt) == []
+
+        def resolving() -> str:
+            try:
+                return os.getxattr(mnt, "user.btfs.resolving").decode()
+            except OSError:
+                return ""
+
+        wait_for(lambda: "(1 node," in resolving(), HANG, "the DHT's node in the status")
+        assert resolving().startswith("no trackers, 0 peers from the DHT (1 node, ")
+        status = btfs("status", mnt)
+        assert "resolving metadata: no trackers, 0 peers from the DHT" in status.stdout
+        assert f"{mnt}: late (info-hash " in status.stdout
+        start_lt(procs, "seed", shared.torrent, shared.data.parent, nodes=(router,),
+                 name="lt-seed")
+        command.join(TIMEOUT)
+        assert result and result[0].returncode == 0, result
+        assert "btfs: mounted late at" in result[0].stdout
+        assert (mnt / shared.data.name).read_bytes() == shared.data.read_bytes()
+        assert resolving() == ""
+    finally:
+        command.join(TIMEOUT)
+
+
+def test_a_magnet_mount_that_finds_no_metadata_fails_and_unmounts(
+        tmp_path: Path, mounts: Mounts) -> None:
+    from tests.support.mounting import btfs
+    from tests.support.procs import is_mounted
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounts.add(mnt)
+    r = btfs("mount", "magnet:?xt=urn:btih:" + "ab" * 20, mnt, "--cache-dir",
+             tmp_path / "cache", "--bind", next_loopback_ipv4(), "--no-dht",
+             "--metadata-timeout", "2", timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"btfs: error: no peer gave the metadata of {'ab' * 20} within 2 s: no trackers, "
+        "DHT off, 0 peers from --peer or the magnet; 0 asked")
+    assert not is_mounted(mnt)
+    assert not (tmp_path / "cache").exists()
