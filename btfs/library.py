@@ -275,7 +275,11 @@ class Library:
         if existing is not None:
             raise LibraryError(f"{existing.info_hash_hex} is already in this mount as "
                                f"{existing.name!r}")
-        meta = await self._metadata(source) if isinstance(source, Magnet) else source
+        found: dict[tuple[str, int], str] = {}
+        if isinstance(source, Magnet):
+            meta, found = await self._metadata(source)
+        else:
+            meta = source
         existing = self.entries.get(meta.info_hash)  # added meanwhile
         if existing is not None:
             raise LibraryError(f"{meta.info_hash_hex} is already in this mount as "
@@ -284,6 +288,8 @@ class Library:
             raise LibraryError(f"{meta.info_hash_hex} is being removed (files of it are "
                                "still open): add it again once they are closed")
         entry = await self._open(meta, origin)
+        for address, found_by in found.items():
+            entry.swarm.add_candidates([address], found_by)
         try:
             assert self._nursery is not None, "the library is not running"
             await self._nursery.start(self._run_swarm, entry)
@@ -445,7 +451,8 @@ class Library:
 
     # Opening and closing one torrent -----------------------------------------------------
 
-    async def _metadata(self, magnet: Magnet) -> Metainfo:
+    async def _metadata(self, magnet: Magnet) -> tuple[Metainfo, dict[tuple[str, int], str]]:
+        """The magnet's metadata, and the peers found meanwhile (for its swarm)."""
         from btfs.addresses import parse_peer
         from btfs.metadata import MetadataSearch, fetch_metadata
 
@@ -460,11 +467,12 @@ class Library:
         self.searches[magnet.info_hash] = (magnet, search)
         try:
             with trio.move_on_after(self.options.metadata_timeout):
-                return await fetch_metadata(
+                meta = await fetch_metadata(
                     magnet, self.peer_id, peers, port=self.shared.port, bind=net.bind,
                     use_trackers=net.trackers,
                     dht=self.dht if self.dht is not None and self.dht.running else None,
-                    search=search)
+                    lsd=self.lsd, search=search)
+                return meta, search.handed_on()
         finally:
             del self.searches[magnet.info_hash]
         raise LibraryError(f"no peer gave the metadata of {magnet.info_hash_hex} within "

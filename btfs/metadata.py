@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
 
-from btfs import bencode, wire
+from btfs import bencode, pex, wire
 from btfs.dht.service import DhtService
 from btfs.dial import CLIENT_NAME, read_handshake, tcp_opener
 from btfs.errors import BencodeError, BtfsError, MetainfoError
@@ -29,6 +29,7 @@ from btfs.extensions import (
     encode_request,
     parse_message,
 )
+from btfs.lsdservice import LsdService
 from btfs.magnet import Magnet
 from btfs.metainfo import Metainfo, parse_info
 from btfs.trackers import TrackerSession
@@ -51,13 +52,17 @@ def metainfo_from_magnet(magnet: Magnet, raw_info: bytes) -> Metainfo:
 
 DHT_RETRY_EMPTY = 15.0     # a DHT lookup that found nobody is repeated after this long
 DHT_RETRY = 60.0           # ... and one that found peers
+MAX_PEX_PEERS = 100        # peers taken from one peer's exchange message
+MAX_HANDED_ON = 2000       # peers found that the session's swarm is given
+PEX_WAIT = 15.0            # how long a peer without the metadata may take to name others
 
 
 @dataclass
 class MetadataSearch:
     """What a metadata fetch has tried so far: for the status line and the final error."""
 
-    found: dict[str, int] = field(default_factory=lambda: {"tracker": 0, "dht": 0, "peer": 0})
+    found: dict[str, int] = field(default_factory=lambda: {
+        "tracker": 0, "dht": 0, "pex": 0, "lsd": 0, "peer": 0})
     asked: int = 0            # peers we connected to or tried to
     without: int = 0          # ... that answered without the metadata
     trackers: int = 0
@@ -65,6 +70,12 @@ class MetadataSearch:
     tracker_errors: dict[str, str] = field(default_factory=dict)
     dht: DhtService | None = None
     dht_lookups: int = 0
+    peers: dict[tuple[str, int], str] = field(default_factory=dict)  # each with its source
+
+    def handed_on(self) -> dict[tuple[str, int], str]:
+        """The peers found, by the swarm's source names: the session goes on with them."""
+        names = {"tracker": "trackers", "peer": "--peer"}
+        return {a: names.get(source, source) for a, source in self.peers.items()}
 
     def summary(self) -> str:
         """E.g. "0 peers from trackers (1 tracker: connection refused), 3 peers from the
@@ -86,6 +97,8 @@ class MetadataSearch:
             parts.append(f"{_peers(f['dht'])} from the DHT ("
                          f"{_count(self.dht.nodes_known, 'node')}, "
                          f"{_count(self.dht_lookups, 'lookup')})")
+        if f["pex"] or f["lsd"]:
+            parts.append(f"{_peers(f['pex'])} from peer exchange, {f['lsd']} from the LAN")
         parts.append(f"{_peers(f['peer'])} from --peer or the magnet")
         asked = f"{self.asked} asked"
         if self.without:
@@ -110,6 +123,7 @@ async def fetch_metadata(
     bind: str | None = None,
     use_trackers: bool = True,
     dht: DhtService | None = None,
+    lsd: LsdService | None = None,
     search: MetadataSearch | None = None,
 ) -> Metainfo:
     """Ask peers for the torrent's info dictionary until one gives a verified copy.
@@ -131,6 +145,9 @@ async def fetch_metadata(
         nonlocal wake
         fresh = [a for a in addresses if a not in tried and a not in candidates]
         search.found[source] += len(fresh)
+        for address in fresh:
+            if len(search.peers) < MAX_HANDED_ON:
+                search.peers.setdefault(address, source)
         candidates.extend(fresh)
         wake.set()
 
@@ -144,7 +161,8 @@ async def fetch_metadata(
                 with trio.fail_after(30):
                     stream = await open_stream(*address)
                     try:
-                        raw = await _metadata_from(stream, magnet.info_hash, peer_id)
+                        raw = await _metadata_from(stream, magnet.info_hash, peer_id,
+                                                   lambda p: add(p, "pex"))
                     finally:
                         await stream.aclose()
             except (OSError, trio.TooSlowError, trio.BrokenResourceError,
@@ -179,6 +197,8 @@ async def fetch_metadata(
                 nursery.start_soon(session.run)
             if dht is not None:
                 nursery.start_soon(dht_lookups, dht)
+            if lsd is not None:
+                lsd.register(magnet.info_hash, lambda p: add(p, "lsd"))
             while not result:
                 for address in candidates:
                     if address not in tried:
@@ -191,22 +211,27 @@ async def fetch_metadata(
                 if session is not None:
                     search.tracker_errors = {u: e for u, e in session.last_error.items() if e}
     finally:
+        if lsd is not None:
+            lsd.unregister(magnet.info_hash)
         if session is not None:
             await session.stop(timeout=3)
     return metainfo_from_magnet(magnet, result[0])
 
 
-async def _metadata_from(stream: trio.abc.Stream, info_hash: bytes,
-                         peer_id: bytes) -> bytes | None:
-    """Handshake, then the ut_metadata exchange with one peer; None if it has none."""
+async def _metadata_from(stream: trio.abc.Stream, info_hash: bytes, peer_id: bytes,
+                         on_pex: Callable[[list[tuple[str, int]]], None] = lambda p: None,
+                         ) -> bytes | None:
+    """Handshake, then the ut_metadata exchange with one peer; None if it has none. The
+    peers it names by peer exchange meanwhile go to `on_pex` (it may lack the metadata,
+    and know who has it)."""
     await stream.send_all(wire.Handshake(info_hash, peer_id, fast=True, extensions=True).encode())
     reader = wire.MessageReader()
     theirs = await read_handshake(stream, reader)
     if theirs.info_hash != info_hash or not theirs.extensions:
         return None
     reader.fast = theirs.fast
-    ours = ExtensionHandshake(extensions={"ut_metadata": UT_METADATA_ID},
-                                   client=CLIENT_NAME)
+    ours = ExtensionHandshake(extensions={"ut_metadata": UT_METADATA_ID,
+                                          "ut_pex": pex.UT_PEX_ID}, client=CLIENT_NAME)
     await stream.send_all(wire.encode(wire.Extended(0, ours.encode())))
     assembler: MetadataAssembler | None = None
     their_id = 0
@@ -224,12 +249,21 @@ async def _metadata_from(stream: trio.abc.Stream, info_hash: bytes,
             hs = ExtensionHandshake.decode(message.payload)
             their_id = hs.extensions.get("ut_metadata", 0)
             if not their_id or not hs.metadata_size:
+                # No metadata here; a peer that exchanges peers may name one that has it.
+                if not hs.extensions.get("ut_pex"):
+                    return None
+                await _pex_only(stream, reader, on_pex)
                 return None
             assembler = MetadataAssembler(info_hash, hs.metadata_size)
             order = assembler.missing()
             random.shuffle(order)
             await stream.send_all(b"".join(
                 wire.encode(wire.Extended(their_id, encode_request(p))) for p in order))
+        elif message.ext_id == pex.UT_PEX_ID:
+            try:
+                on_pex(list(pex.decode(message.payload).added)[:MAX_PEX_PEERS])
+            except pex.PexError:
+                return None
         elif message.ext_id == UT_METADATA_ID and assembler is not None:
             m = parse_message(message.payload)
             if m.kind == REJECT:
@@ -238,3 +272,23 @@ async def _metadata_from(stream: trio.abc.Stream, info_hash: bytes,
                 raw = assembler.add(m.piece, m.data)
                 if raw is not None:
                     return raw
+
+
+async def _pex_only(stream: trio.abc.Stream, reader: wire.MessageReader,
+                    on_pex: Callable[[list[tuple[str, int]]], None]) -> None:
+    """Wait (a little) for the peers a peer without the metadata names by peer exchange."""
+    with trio.move_on_after(PEX_WAIT):
+        while True:
+            message = reader.next_message()
+            if message is None:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                reader.feed(data)
+                continue
+            if isinstance(message, wire.Extended) and message.ext_id == pex.UT_PEX_ID:
+                try:
+                    on_pex(list(pex.decode(message.payload).added)[:MAX_PEX_PEERS])
+                except pex.PexError:
+                    pass
+                return

@@ -80,6 +80,7 @@ class SwarmConfig:
     dht_routers: list[str] | None = None   # HOST:PORT to join through; None: the defaults
     dht_state: Path | None = None          # the nodes of the last run; None: not saved
     peer_id: bytes | None = None           # the metadata phase's, so trackers see one peer
+    found: dict[tuple[str, int], str] = field(default_factory=dict)  # ... and its peers
     pex: bool = True  # peer exchange (BEP 11); never for private torrents
     lsd: bool = True  # local service discovery (BEP 14); never for private torrents
 
@@ -152,6 +153,8 @@ class Swarm:
         self.found_by: dict[tuple[str, int], str] = {}
         self.no_peers = NoPeersNotice()
         self.add_candidates(config.peers, "--peer")
+        for address, source in config.found.items():
+            self.add_candidates([address], source)
         torrent.on_urgent = self._urgent
         torrent.on_readahead = self._readahead
         torrent.on_verified = self._verified

@@ -27,6 +27,7 @@ from btfs.cachelock import lock_folder
 from btfs.dht.service import DhtService, default_routers
 from btfs.errors import BtfsError, Unavailable, first_leaf
 from btfs.hints import check_seed_path
+from btfs.lsdservice import LsdService
 from btfs.magnet import Magnet
 from btfs.metainfo import Info, Metainfo, fit_name
 from btfs.progress import ProgressBar
@@ -90,14 +91,19 @@ def resolve_magnet(magnet: Magnet, net: SwarmConfig, timeout: float | None = Non
                     await nursery.start(dht.run, net.bind, port)
                     if not dht.nodes:
                         dht = None
+                lsd = None
+                if net.lsd:
+                    lsd = LsdService(port, bind=net.bind)
+                    await nursery.start(lsd.run)
                 if sys.stderr.isatty():
                     nursery.start_soon(_show_search, search)
                 with trio.move_on_after(timeout if timeout is not None else math.inf):
                     meta = await fetch_metadata(magnet, peer_id, net.peers, port=port,
                                                 bind=net.bind, use_trackers=net.trackers,
-                                                dht=dht, search=search)
+                                                dht=dht, lsd=lsd, search=search)
                     nursery.cancel_scope.cancel()
                     net.port, net.peer_id = port, peer_id
+                    net.found = search.handed_on()
                     return meta
                 raise Unavailable(f"no peer gave the metadata of {name} within {timeout:.0f} s: "
                                 f"{search.summary()}")

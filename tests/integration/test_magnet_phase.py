@@ -133,3 +133,48 @@ def test_a_private_torrent_never_uses_the_dht(tmp_path: Path, procs: Processes) 
         outputs.append(procs.output(proc))
     assert "DHT: node on UDP port" in outputs[0]
     assert "DHT" not in outputs[1]
+
+
+def test_a_peer_without_the_metadata_names_one_that_has_it(
+        tmp_path: Path, procs: Processes) -> None:
+    """PEX in the metadata phase: the only peer we are given lacks the metadata but names,
+    by peer exchange, the seed that has it."""
+    import socket as sockets
+
+    from btfs import pex, wire
+    from btfs.extensions import ExtensionHandshake
+    from btfs.metainfo import load_torrent
+
+    shared = share(tmp_path, 300_000, piece_length=32768)
+    host = next_loopback_ipv4()
+    port = start_seed(procs, shared, host)
+    info_hash = load_torrent(shared.torrent).info_hash
+    lobby = sockets.create_server((next_loopback_ipv4(), 0))
+    lobby.settimeout(30)
+    named: list[bool] = []
+
+    def knows_the_seed() -> None:
+        conn, _ = lobby.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.recv(68)
+            conn.sendall(wire.Handshake(info_hash, b"-XX0001-" + bytes(12), fast=True,
+                                        extensions=True).encode())
+            hs = ExtensionHandshake(extensions={"ut_pex": 9}, client="lobby")
+            conn.sendall(wire.encode(wire.Extended(0, hs.encode())))
+            message = pex.PexMessage(added={(host, port): 0x02})
+            conn.sendall(wire.encode(wire.Extended(pex.UT_PEX_ID, pex.encode(message))))
+            named.append(True)
+            conn.recv(65536)
+
+    thread = threading.Thread(target=knows_the_seed, daemon=True)
+    thread.start()
+    lobby_host, lobby_port = lobby.getsockname()
+    out = tmp_path / "out"
+    proc = start_download(procs, f"magnet:?xt=urn:btih:{info_hash.hex()}", out, "--no-dht",
+                          "--no-lsd", "--peer", f"{lobby_host}:{lobby_port}")
+    finish(procs, proc)
+    thread.join(10)
+    lobby.close()
+    assert named
+    assert tree_digest(out / shared.data.name) == tree_digest(shared.data)
