@@ -12,7 +12,7 @@ apt-get update -q
 # Debian's btfs (C++, libtorrent) and wrk, which bench/stream.py and bench/tracker.py use.
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
-    ffmpeg transmission-cli mktorrent aria2 opentracker attr ca-certificates btfs wrk nginx-light \
+    ffmpeg transmission-cli mktorrent aria2 opentracker attr ca-certificates btfs wrk nginx-light redis-server \
     systemd rsync
 
 if [ ! -x .venv/bin/python ]; then

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from tracker.errors import StateError
-from tracker.swarms import SavedPeer, SwarmStore
+from tracker.store.memory import SavedPeer, SwarmStore
 
 FORMAT = "btfs-tracker-state"
 VERSION = 1

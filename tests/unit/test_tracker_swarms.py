@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from btfs.trackerwire import compact
 from tracker import snapshot
 from tracker.errors import AnnounceRefused, BadRequest, RequestError, StateError
-from tracker.swarms import WANT_V4, WANT_V6, SwarmStore
+from tracker.store.memory import WANT_V4, WANT_V6, SwarmStore
 
 H1 = bytes(range(20))
 H2 = bytes(range(1, 21))

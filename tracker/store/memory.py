@@ -1,8 +1,8 @@
-"""The tracker's state: which peers are in which swarm, as a pure, sans-I/O core.
+"""The in-memory swarm store: the tracker's state in this process, as a pure core.
 
 No sockets and no clock: every call that depends on time takes `now` (seconds, wall clock
-in the service so that a saved state means something after a restart). The HTTP and UDP
-shells parse requests, call `SwarmStore.announce` / `scrape`, and encode the answers.
+in the service so that a saved state means something after a restart). `MemoryStore`
+gives `SwarmStore` the shells' interface (`tracker.store.base.Store`).
 
 Memory is bounded: at most `max_torrents` swarms of at most `max_peers_per_torrent` peers,
 and `max_peers` in all; past that an announce is refused with a reason rather than growing
@@ -13,22 +13,32 @@ form the answers need), so the hot path allocates little.
 
 from __future__ import annotations
 
+import heapq
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from btfs.trackerwire import compact as compact_address
-from btfs.trackerwire.events import ANNOUNCE_EVENTS, PAUSED, STOPPED
-from tracker.errors import ERROR_KINDS, AnnounceRefused, BadRequest
+from btfs.trackerwire.events import PAUSED, STOPPED
+from tracker.errors import AnnounceRefused
+from tracker.store.base import (
+    DEFAULT_NUMWANT,
+    MAX_NUMWANT,
+    TOP_TORRENTS,
+    WANT_BOTH,
+    WANT_V4,
+    WANT_V6,
+    Counters,
+    Outcome,
+    Ready,
+    ScrapeEntry,
+    check_announce,
+    top_rows,
+)
 
-DEFAULT_NUMWANT = 50
-MAX_NUMWANT = 200
-
-# Which address families a caller wants peers of (UDP answers carry one family only).
-WANT_V4 = 1
-WANT_V6 = 2
-WANT_BOTH = WANT_V4 | WANT_V6
+__all__ = ["DEFAULT_NUMWANT", "MAX_NUMWANT", "WANT_BOTH", "WANT_V4", "WANT_V6",
+           "AnnounceOutcome", "MemoryStore", "Peer", "SwarmStore", "TrackedSwarm"]
 
 SavedPeer = tuple[bytes, bytes, bool, float]  # peer_id, compact address, seed, last seen
 
@@ -95,14 +105,21 @@ class AnnounceOutcome:
     interval: int
     min_interval: int
 
+    def compact4(self) -> bytes:
+        return b"".join([p.compact for p in self.peers4])
+
+    def compact6(self) -> bytes:
+        return b"".join([p.compact for p in self.peers6])
+
+    def entries(self) -> list[tuple[bytes, str, int]]:
+        return [(p.peer_id, *compact_address.unpack(p.compact))
+                for p in self.peers4 + self.peers6]
+
     def addresses4(self) -> list[tuple[str, int]]:
         return [compact_address.unpack(p.compact) for p in self.peers4]
 
     def addresses6(self) -> list[tuple[str, int]]:
         return [compact_address.unpack(p.compact) for p in self.peers6]
-
-
-ScrapeEntry = tuple[int, int, int]  # (complete, downloaded, incomplete)
 
 
 def _spread(lists: list[list[Peer]], total: int, want: int, start: int) -> list[Peer]:
@@ -167,9 +184,10 @@ class SwarmStore:
         self._torrents: dict[bytes, TrackedSwarm] = {}
         self._empty: dict[bytes, float] = {}  # swarms without peers -> since when
         self._counts = [0, 0, 0, 0]  # peers by kind, over all swarms
-        self.announces: dict[str, int] = {"http": 0, "udp": 0}
-        self.scrapes: dict[str, int] = {"http": 0, "udp": 0}
-        self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
+        self.counters = Counters()
+        self.announces = self.counters.announces
+        self.scrapes = self.counters.scrapes
+        self.errors = self.counters.errors
 
     # ---------------------------------------------------------------- counters
 
@@ -193,19 +211,24 @@ class SwarmStore:
         """Record one error answered to a client (the shells call this)."""
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
-    def stats(self) -> dict[str, Any]:
-        """The numbers for /stats and /metrics."""
-        return {
+    def stats(self, top: int = 0) -> dict[str, Any]:
+        """The numbers for /stats and /metrics; with `top`, the per-torrent view of the
+        `top` torrents with the most peers."""
+        data = {
             "torrents": self.torrents,
             "peers": self.peers,
             "seeders": self.seeders,
             "leechers": self.leechers,
             "peers_ipv4": self._counts[0] + self._counts[1],
             "peers_ipv6": self._counts[2] + self._counts[3],
-            "announces": dict(self.announces),
-            "scrapes": dict(self.scrapes),
-            "errors": dict(self.errors),
+            **self.counters.as_dict(),
         }
+        if top:
+            biggest = heapq.nlargest(top, self._torrents.items(),
+                                     key=lambda item: len(item[1].peers))
+            data["top"] = top_rows(((h, s.complete, s.downloaded, s.incomplete)
+                                    for h, s in biggest), top)
+        return data
 
     # ---------------------------------------------------------------- announce
 
@@ -225,29 +248,18 @@ class SwarmStore:
         protocol: str = "http",
         families: int = WANT_BOTH,
         compact: bytes | None = None,
+        with_ids: bool = False,
     ) -> AnnounceOutcome:
         """Record a peer's announce and choose peers for it.
 
         `numwant` < 0 means the default (50); it is clamped to 200. `compact` may carry
         the already packed address (the UDP shell has it) instead of parsing `ip`.
+        (`with_ids` is for the interface: these answers always have the peer ids.)
         Raises `BadRequest` or `AnnounceRefused`, and nothing else.
         """
         self.announces[protocol] = self.announces.get(protocol, 0) + 1
-        if len(info_hash) != 20:
-            raise BadRequest("info_hash must be 20 bytes")
-        if len(peer_id) != 20:
-            raise BadRequest("peer_id must be 20 bytes")
-        if uploaded < 0 or downloaded < 0 or left < 0:
-            raise BadRequest("negative uploaded, downloaded or left")
-        if event not in ANNOUNCE_EVENTS:
-            raise BadRequest(f"unknown event {event[:20]!r}")
-        if compact is None:
-            try:
-                compact = compact_address.pack(ip, port)
-            except ValueError as exc:
-                raise BadRequest(str(exc)) from None
-        elif len(compact) not in (6, 18):
-            raise BadRequest("invalid compact address")
+        compact = check_announce(info_hash, peer_id, ip, port, uploaded, downloaded, left,
+                                 event, compact)
         if self.whitelist is not None and info_hash not in self.whitelist:
             raise AnnounceRefused("torrent not registered with this tracker", "not_whitelisted")
 
@@ -471,3 +483,48 @@ class SwarmStore:
         if not swarm.peers:
             self._empty[info_hash] = now
         return True
+
+
+class MemoryStore:
+    """`SwarmStore` behind the shells' interface (`tracker.store.base.Store`): every
+    answer is `Ready` at once."""
+
+    def __init__(self, swarms: SwarmStore) -> None:
+        self.swarms = swarms
+        self.interval = swarms.interval
+        self.min_interval = swarms.min_interval
+        self.counters = swarms.counters
+
+    @property
+    def available(self) -> bool:
+        return True
+
+    def announce(
+        self, info_hash: bytes, peer_id: bytes, ip: str, port: int, uploaded: int,
+        downloaded: int, left: int, event: str, numwant: int, now: float, *,
+        protocol: str = "http", families: int = WANT_BOTH, compact: bytes | None = None,
+        with_ids: bool = False,
+    ) -> Ready[Outcome]:
+        return Ready(self.swarms.announce(
+            info_hash, peer_id, ip, port, uploaded, downloaded, left, event, numwant, now,
+            protocol=protocol, families=families, compact=compact))
+
+    def scrape(self, hashes: list[bytes], now: float, *, protocol: str = "http"
+               ) -> Ready[dict[bytes, ScrapeEntry]]:
+        return Ready(self.swarms.scrape(hashes, protocol=protocol))
+
+    def scrape_all(self, now: float, *, protocol: str = "http"
+                   ) -> Ready[dict[bytes, ScrapeEntry]]:
+        return Ready(self.swarms.scrape_all(protocol=protocol))
+
+    def count_error(self, kind: str) -> None:
+        self.counters.count_error(kind)
+
+    def stats(self, now: float, top: int = TOP_TORRENTS) -> Awaitable[dict[str, Any]]:
+        return Ready(self.swarms.stats(top))
+
+    def set_whitelist(self, whitelist: set[bytes] | None) -> None:
+        self.swarms.set_whitelist(whitelist)
+
+    def maintain(self, now: float) -> Awaitable[int]:
+        return Ready(self.swarms.expire(now))
