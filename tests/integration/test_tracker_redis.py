@@ -314,3 +314,47 @@ def test_version() -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert result.stdout.startswith("btfs-tracker ") and result.stdout.strip()[-1].isdigit()
+
+
+# ------------------------------------------------------------------ systemd
+
+
+def test_unit_with_redis_and_workers_runs_as_systemd_would(
+        procs: Processes, redis: RedisServer, tmp_path: Path) -> None:
+    """btfs-tracker.service's ExecStart with STORE= and WORKERS= from its environment
+    file: READY=1 from the main process once the workers serve, STOPPING=1 and exit 0 on
+    SIGTERM; the drop-in orders it after Debian's redis-server."""
+    from tests.integration.test_systemd import (
+        UNITS,
+        NotifySocket,
+        command_line,
+        read_environment_file,
+    )
+
+    dropin = (UNITS / "btfs-tracker.service.d" / "redis.conf").read_text()
+    assert "After=redis-server.service" in dropin and "Wants=redis-server.service" in dropin
+    host = next_loopback_ipv4()
+    env = read_environment_file(UNITS / "btfs-tracker.default")
+    assert env["STORE"] == "memory" and env["WORKERS"] == "1"
+    env.update(HTTP=f"{host}:0", UDP=f"{host}:0", STORE=redis.url, WORKERS="2")
+    state_dir = tmp_path / "state"
+    (state_dir / "btfs-tracker").mkdir(parents=True)
+    args = [a.replace("%S", str(state_dir))
+            for a in command_line(UNITS / "btfs-tracker.service", env)]
+    notify = NotifySocket(tmp_path / "notify")
+    try:
+        proc = procs.start(args, env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+                           name="btfs-tracker")
+        wait_for(lambda: notify.received("READY=1") or proc.poll() is not None, 30, "READY=1")
+        assert notify.received("READY=1"), procs.output(proc)
+        assert len(worker_pids(proc.pid)) == 2
+        line = next(line for line in procs.output(proc).splitlines()
+                    if line.startswith("http "))
+        ip, _, port = line.split()[1].rpartition(":")
+        assert http_announce((ip, int(port)), next_loopback_ipv4())[b"incomplete"] == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, procs.output(proc)
+        assert notify.received("STOPPING=1")
+        assert (state_dir / "btfs-tracker" / "udp-secret").exists()
+    finally:
+        notify.close()
