@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-peers", metavar="N", type=int, default=2_000_000,
-        help="refuse new peers past this many in all (default: %(default)s)",
+        help="in-memory store: peers in all at most; a new one past this evicts the "
+        "stalest peers first (default: %(default)s)",
     )
     parser.add_argument(
         "--max-connections", metavar="N", type=int, default=1000,

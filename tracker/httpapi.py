@@ -214,7 +214,7 @@ def encode_announce(
     parts = [head, b"5:peersl"]
     for peer_id, ip_text, port in result.entries():
         ip = ip_text.encode()
-        if no_peer_id:
+        if no_peer_id or not peer_id:  # (a store asked without ids gives none)
             parts.append(b"d2:ip%s4:porti%dee" % (_bstr(ip), port))
         else:
             parts.append(b"d2:ip%s7:peer id20:%s4:porti%dee" % (_bstr(ip), peer_id, port))

@@ -142,7 +142,11 @@ class Supervisor:
             if pid == 0:
                 time.sleep(0.05)
                 continue
-            if self.children.pop(pid, None) is not None and os.waitstatus_to_exitcode(code):
+            # A worker still starting may not handle SIGTERM yet: killed by it is a stop.
+            exit_code = os.waitstatus_to_exitcode(code)
+            if self.children.pop(pid, None) is not None and exit_code not in (
+                    0, -signal.SIGTERM):
+                log.error("worker pid %d %s while stopping", pid, _describe(code))
                 status = status or 1
         for pid in self.children:
             log.error("worker pid %d did not stop in %g s: killed", pid, STOP_TIMEOUT)

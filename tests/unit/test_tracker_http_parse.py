@@ -125,7 +125,7 @@ def test_encoders_are_valid_bencode() -> None:
     store = SwarmStore(rng=random.Random(0))
     store.announce(HASH, b"a" * 20, "1.2.3.4", 1000, 0, 0, 0, "", 50, 0.0)
     store.announce(HASH, b"b" * 20, "2001:db8::2", 2000, 0, 0, 0, "", 50, 0.0)
-    r = store.announce(HASH, b"c" * 20, "5.6.7.8", 3000, 0, 0, 9, "", 50, 0.0)
+    r = store.announce(HASH, b"c" * 20, "5.6.7.8", 3000, 0, 0, 9, "", 50, 0.0, with_ids=True)
     d = decode(encode_announce(r))
     assert d == {b"complete": 2, b"incomplete": 1, b"interval": 1800, b"min interval": 60,
                  b"peers": b"\x01\x02\x03\x04\x03\xe8",

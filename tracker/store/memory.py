@@ -4,22 +4,23 @@ No sockets and no clock: every call that depends on time takes `now` (seconds, w
 in the service so that a saved state means something after a restart). `MemoryStore`
 gives `SwarmStore` the shells' interface (`tracker.store.base.Store`).
 
-Memory is bounded: at most `max_torrents` swarms of at most `max_peers_per_torrent` peers,
-and `max_peers` in all; past that an announce is refused with a reason rather than growing
-(about 315 bytes of RSS per tracked peer in CPython 3.11, measured by bench/tracker.py).
-A peer is a small slotted record holding its packed address (the compact 6- or 18-byte
-form the answers need), so the hot path allocates little.
+Memory is bounded for the whole tracker: at most `max_peers` peers in all; a new peer
+past that first evicts the stalest peers of the tracker (those whose last announce is
+oldest, at least 1% of the limit at a time, so that the work is amortised). Optional caps:
+`max_peers_per_torrent` (a new peer of a full swarm is refused) and `max_torrents` (a new
+torrent evicts the longest-empty swarm, else is refused). Peers are packed records
+(`tracker.store.packed`): about 40-50 bytes per tracked peer in CPython 3.11 (measured by
+bench/tracker.py), against ~315 for an object per peer.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Awaitable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from btfs.trackerwire import compact as compact_address
 from btfs.trackerwire.events import PAUSED, STOPPED
 from tracker.errors import AnnounceRefused
 from tracker.store.base import (
@@ -31,121 +32,22 @@ from tracker.store.base import (
     WANT_V6,
     Counters,
     Outcome,
+    PackedOutcome,
     Ready,
     ScrapeEntry,
     check_announce,
+    clamp_numwant,
     top_rows,
 )
+from tracker.store.packed import ID, TrackedSwarm
 
 __all__ = ["DEFAULT_NUMWANT", "MAX_NUMWANT", "WANT_BOTH", "WANT_V4", "WANT_V6",
-           "AnnounceOutcome", "MemoryStore", "Peer", "SwarmStore", "TrackedSwarm"]
+           "MemoryStore", "SwarmStore", "TrackedSwarm"]
 
 SavedPeer = tuple[bytes, bytes, bool, float]  # peer_id, compact address, seed, last seen
+AnnounceOutcome = PackedOutcome
 
-
-class Peer:
-    """One peer in one swarm. `kind` is bit 0 = seed, bit 1 = IPv6; `slot` its list index."""
-
-    __slots__ = ("compact", "kind", "last_seen", "peer_id", "slot")
-
-    def __init__(self, peer_id: bytes, compact: bytes, last_seen: float, kind: int) -> None:
-        self.peer_id = peer_id
-        self.compact = compact
-        self.last_seen = last_seen
-        self.kind = kind
-        self.slot = 0
-
-    @property
-    def ip(self) -> str:
-        return compact_address.unpack(self.compact)[0]
-
-    @property
-    def port(self) -> int:
-        return int.from_bytes(self.compact[-2:], "big")
-
-    @property
-    def is_seed(self) -> bool:
-        return bool(self.kind & 1)
-
-    def __repr__(self) -> str:
-        return f"Peer({self.peer_id!r}, {self.ip!r}, {self.port}, seed={self.is_seed})"
-
-
-class TrackedSwarm:
-    """The tracker's record of one torrent: its peers, in four lists (v4/v6 × leecher/seed)
-    for O(1) sampling."""
-
-    __slots__ = ("buckets", "downloaded", "next_sweep", "peers")
-
-    def __init__(self, next_sweep: float) -> None:
-        self.peers: dict[bytes, Peer] = {}
-        # Index = Peer.kind: 0 v4 leechers, 1 v4 seeds, 2 v6 leechers, 3 v6 seeds.
-        self.buckets: tuple[list[Peer], list[Peer], list[Peer], list[Peer]] = ([], [], [], [])
-        self.downloaded = 0
-        self.next_sweep = next_sweep
-
-    @property
-    def complete(self) -> int:
-        return len(self.buckets[1]) + len(self.buckets[3])
-
-    @property
-    def incomplete(self) -> int:
-        return len(self.buckets[0]) + len(self.buckets[2])
-
-
-@dataclass(slots=True)
-class AnnounceOutcome:
-    """What an announce answers. `peers4`/`peers6` are live `Peer` records: read them
-    (`.compact`, `.ip`, `.port`, `.peer_id`) before the next call into the store."""
-
-    peers4: list[Peer]
-    peers6: list[Peer]
-    complete: int
-    incomplete: int
-    interval: int
-    min_interval: int
-
-    def compact4(self) -> bytes:
-        return b"".join([p.compact for p in self.peers4])
-
-    def compact6(self) -> bytes:
-        return b"".join([p.compact for p in self.peers6])
-
-    def entries(self) -> list[tuple[bytes, str, int]]:
-        return [(p.peer_id, *compact_address.unpack(p.compact))
-                for p in self.peers4 + self.peers6]
-
-    def addresses4(self) -> list[tuple[str, int]]:
-        return [compact_address.unpack(p.compact) for p in self.peers4]
-
-    def addresses6(self) -> list[tuple[str, int]]:
-        return [compact_address.unpack(p.compact) for p in self.peers6]
-
-
-def _spread(lists: list[list[Peer]], total: int, want: int, start: int) -> list[Peer]:
-    """`want` of the `total` peers of `lists` (taken as one sequence): every `step`-th
-    one from position `start` on, wrapping around (systematic sampling, as opentracker
-    does). With `start` uniform, every peer is equally likely to be picked, and the work
-    is a few list slices (in C) instead of a random number per pick."""
-    step = total // want
-    end = start + want * step  # exclusive; past `total` it wraps to [0, end - total)
-    spans = [(start, min(end, total), start % step)]
-    if end > total:
-        spans.append((0, end - total, (start - total) % step))
-    picked: list[Peer] = []
-    base = 0
-    for lst in lists:
-        top = base + len(lst)
-        for lo, hi, residue in spans:
-            lo = max(lo, base)
-            hi = min(hi, top)
-            if lo < hi:
-                first = lo + (residue - lo) % step
-                if first < hi:
-                    picked += lst[first - base : hi - base : step]
-        base = top
-    return picked
-
+EVICT_FRACTION = 100  # a full tracker evicts at least max_peers // this at a time
 
 # Which buckets an announce may be answered from, by [families][want_seeds].
 _CANDIDATES = tuple(
@@ -155,6 +57,12 @@ _CANDIDATES = tuple(
     )
     for families in range(4)
 )
+
+
+def _seconds(now: float) -> int:
+    """A time as the whole seconds records keep, rounded up (a peer lives at least its
+    full lifetime)."""
+    return max(0, min(0xFFFFFFFF, math.ceil(now)))
 
 
 class SwarmStore:
@@ -184,6 +92,8 @@ class SwarmStore:
         self._torrents: dict[bytes, TrackedSwarm] = {}
         self._empty: dict[bytes, float] = {}  # swarms without peers -> since when
         self._counts = [0, 0, 0, 0]  # peers by kind, over all swarms
+        self._ages: dict[int, int] = {}  # peers by last announce (second), for eviction
+        self.evicted = 0  # peers evicted to make room
         self.counters = Counters()
         self.announces = self.counters.announces
         self.scrapes = self.counters.scrapes
@@ -221,11 +131,12 @@ class SwarmStore:
             "leechers": self.leechers,
             "peers_ipv4": self._counts[0] + self._counts[1],
             "peers_ipv6": self._counts[2] + self._counts[3],
+            "evicted": self.evicted,
             **self.counters.as_dict(),
         }
         if top:
             biggest = heapq.nlargest(top, self._torrents.items(),
-                                     key=lambda item: len(item[1].peers))
+                                     key=lambda item: item[1].count)
             data["top"] = top_rows(((h, s.complete, s.downloaded, s.incomplete)
                                     for h, s in biggest), top)
         return data
@@ -249,12 +160,12 @@ class SwarmStore:
         families: int = WANT_BOTH,
         compact: bytes | None = None,
         with_ids: bool = False,
-    ) -> AnnounceOutcome:
+    ) -> PackedOutcome:
         """Record a peer's announce and choose peers for it.
 
         `numwant` < 0 means the default (50); it is clamped to 200. `compact` may carry
         the already packed address (the UDP shell has it) instead of parsing `ip`.
-        (`with_ids` is for the interface: these answers always have the peer ids.)
+        `with_ids`: the answer carries the chosen peers' ids too (non-compact answers).
         Raises `BadRequest` or `AnnounceRefused`, and nothing else.
         """
         self.announces[protocol] = self.announces.get(protocol, 0) + 1
@@ -266,13 +177,12 @@ class SwarmStore:
         swarm = self._torrents.get(info_hash)
         if event == STOPPED:
             if swarm is None:
-                return AnnounceOutcome([], [], 0, 0, self.interval, self.min_interval)
-            gone = swarm.peers.get(peer_id)
-            if gone is not None:
-                self._remove(info_hash, swarm, gone, now)
-            return AnnounceOutcome(
-                [], [], swarm.complete, swarm.incomplete, self.interval, self.min_interval
-            )
+                return PackedOutcome(b"", b"", 0, 0, self.interval, self.min_interval)
+            where = swarm.find(peer_id)
+            if where >= 0:
+                self._remove(info_hash, swarm, where, now)
+            return PackedOutcome(b"", b"", swarm.complete, swarm.incomplete, self.interval,
+                                 self.min_interval)
 
         if swarm is None:
             swarm = self._new_swarm(info_hash, now)
@@ -281,38 +191,54 @@ class SwarmStore:
 
         seed = left == 0
         kind = (1 if seed else 0) | (2 if len(compact) == 18 else 0)
-        peer = swarm.peers.get(peer_id)
-        if peer is None:
-            if len(swarm.peers) >= self.max_peers_per_torrent:
+        seen = _seconds(now)
+        ages = self._ages
+        where = swarm.find(peer_id)
+        if where < 0:
+            if swarm.count >= self.max_peers_per_torrent:
                 raise AnnounceRefused("swarm is full", "swarm_full")
             if self.peers >= self.max_peers:
-                raise AnnounceRefused("tracker is full", "tracker_full")
-            peer = Peer(peer_id, compact, now, kind)
-            swarm.peers[peer_id] = peer
-            self._insert(swarm, peer)
-            if len(swarm.peers) == 1:
+                self._make_room()
+                where = swarm.find(peer_id)  # the table may have changed
+            swarm.add(where, peer_id, compact, seen, kind)
+            self._counts[kind] += 1
+            ages[seen] = ages.get(seen, 0) + 1
+            if swarm.count == 1:
                 self._empty.pop(info_hash, None)
             if event == "completed":
                 swarm.downloaded += 1
+            old_kind = kind
+            slot = swarm.size(kind) - 1
         else:
-            if event == "completed" and not peer.kind & 1:
+            old_kind, slot = swarm.entry(where)
+            if event == "completed" and not old_kind & 1:
                 swarm.downloaded += 1
-            peer.last_seen = now
-            if peer.compact != compact:
-                peer.compact = compact
-            if peer.kind != kind:
-                self._detach(swarm, peer)
-                peer.kind = kind
-                self._insert(swarm, peer)
+            bucket = swarm.buckets[old_kind]
+            assert bucket is not None
+            old_seen = bucket.seen[slot]
+            if old_seen != seen:
+                left_over = ages[old_seen] - 1
+                if left_over:
+                    ages[old_seen] = left_over
+                else:
+                    del ages[old_seen]
+                ages[seen] = ages.get(seen, 0) + 1
+            if old_kind == kind:
+                bucket.seen[slot] = seen
+                size = bucket.size
+                if bucket.addrs[slot * size : slot * size + size] != compact:
+                    bucket.addrs[slot * size : slot * size + size] = compact
+            else:
+                swarm.move(where, old_kind, slot, kind, compact, seen)
+                self._counts[old_kind] -= 1
+                self._counts[kind] += 1
+                slot = swarm.size(kind) - 1
 
-        peers4, peers6 = self._select(
-            swarm, peer, numwant, not seed and event != PAUSED, families, now
-        )
-        if len(swarm.peers) == 0:  # only possible when lazy expiry emptied it
-            self._empty.setdefault(info_hash, now)
-        return AnnounceOutcome(
-            peers4, peers6, swarm.complete, swarm.incomplete, self.interval, self.min_interval
-        )
+        peers4, peers6, ids4, ids6 = self._select(
+            info_hash, swarm, kind, slot, numwant, not seed and event != PAUSED, families,
+            now, with_ids)
+        return PackedOutcome(peers4, peers6, swarm.complete, swarm.incomplete, self.interval,
+                             self.min_interval, ids4, ids6)
 
     def _new_swarm(self, info_hash: bytes, now: float) -> TrackedSwarm:
         if len(self._torrents) >= self.max_torrents:
@@ -327,88 +253,133 @@ class SwarmStore:
         return swarm
 
     def _select(
-        self, swarm: TrackedSwarm, me: Peer, numwant: int, want_seeds: bool, families: int,
-        now: float,
-    ) -> tuple[list[Peer], list[Peer]]:
-        if numwant < 0:
-            numwant = DEFAULT_NUMWANT
-        elif numwant > MAX_NUMWANT:
-            numwant = MAX_NUMWANT
+        self, info_hash: bytes, swarm: TrackedSwarm, my_kind: int, my_slot: int,
+        numwant: int, want_seeds: bool, families: int, now: float, with_ids: bool,
+    ) -> tuple[bytes, bytes, bytes, bytes]:
+        """Up to `numwant` random live peers other than the asking one, as packed strings
+        (IPv4 entries, IPv6 entries, and their ids when asked for).
+
+        Systematic sampling, as opentracker does: every `step`-th peer of the candidate
+        buckets taken as one sequence, from a uniformly random start, wrapping around.
+        Every peer is as likely to be picked, and the work is a few ranges. One spare is
+        taken in case the asking peer is among them."""
+        numwant = clamp_numwant(numwant)
         if numwant == 0:
-            return [], []
+            return b"", b"", b"", b""
         buckets = swarm.buckets
-        kinds = [k for k in _CANDIDATES[families & 3][want_seeds] if buckets[k]]
-        if not kinds:
-            return [], []
-        lists = [buckets[k] for k in kinds]
+        kinds = [k for k in _CANDIDATES[families & 3][want_seeds] if buckets[k] is not None]
         total = 0
-        for lst in lists:
-            total += len(lst)
-        want = numwant + 1  # one spare, in case `me` is among them
-        chosen: list[Peer]
+        for k in kinds:
+            total += len(buckets[k].seen)  # type: ignore[union-attr]
+        if not total:
+            return b"", b"", b"", b""
+        want = numwant + 1
         if total <= want:
-            chosen = [p for lst in lists for p in lst]
+            step, spans = 1, [(0, total, 0)]
         else:
-            chosen = _spread(lists, total, want, self.rng.randrange(total))
+            step = total // want
+            start = self.rng.randrange(total)
+            end = start + want * step  # exclusive; past `total` it wraps to [0, end - total)
+            spans = [(start, min(end, total), start % step)]
+            if end > total:
+                spans.append((0, end - total, (start - total) % step))
         cutoff = now - self.ttl
-        live = [p for p in chosen if p.last_seen >= cutoff]
-        if len(live) != len(chosen):
-            for p in chosen:
-                if p.last_seen < cutoff:
-                    self._detach(swarm, p)
-                    del swarm.peers[p.peer_id]
-        if me in live:  # identity: Peer has no __eq__
-            live.remove(me)
-        del live[numwant:]
-        if kinds[-1] < 2:  # IPv4 buckets only (kinds 0 and 1)
-            return live, []
-        if kinds[0] >= 2:  # IPv6 only
-            return [], live
-        return [p for p in live if not p.kind & 2], [p for p in live if p.kind & 2]
+        out4: list[bytes | bytearray] = []
+        out6: list[bytes | bytearray] = []
+        ids4: list[bytes | bytearray] = []
+        ids6: list[bytes | bytearray] = []
+        stale: list[bytes] = []
+        taken = 0
+        base = 0
+        for kind in kinds:
+            bucket = buckets[kind]
+            assert bucket is not None
+            seen = bucket.seen
+            top = base + len(seen)
+            addrs = bucket.addrs
+            size = bucket.size
+            out, ids = (out6, ids6) if kind & 2 else (out4, ids4)
+            for lo, hi, residue in spans:
+                lo = max(lo, base)
+                hi = min(hi, top)
+                if lo >= hi:
+                    continue
+                first = lo + (residue - lo) % step
+                for slot in range(first - base, hi - base, step):
+                    if seen[slot] < cutoff:
+                        stale.append(bytes(bucket.ids[slot * ID : slot * ID + ID]))
+                        continue
+                    if slot == my_slot and kind == my_kind:
+                        continue
+                    out.append(addrs[slot * size : slot * size + size])
+                    if with_ids:
+                        ids.append(bucket.ids[slot * ID : slot * ID + ID])
+                    taken += 1
+                    if taken == numwant:
+                        break
+                if taken == numwant:
+                    break
+            if taken == numwant:
+                break
+            base = top
+        result = (b"".join(out4), b"".join(out6), b"".join(ids4), b"".join(ids6))
+        for peer_id in stale:  # met on the way: expired, never handed out again
+            where = swarm.find(peer_id)
+            if where >= 0:
+                self._remove(info_hash, swarm, where, now)
+        return result
 
     # ---------------------------------------------------------------- bookkeeping
 
-    def _insert(self, swarm: TrackedSwarm, peer: Peer) -> None:
-        bucket = swarm.buckets[peer.kind]
-        peer.slot = len(bucket)
-        bucket.append(peer)
-        self._counts[peer.kind] += 1
+    def _remove(self, info_hash: bytes, swarm: TrackedSwarm, where: int, now: float) -> None:
+        kind, seen = swarm.remove(where)
+        self._counts[kind] -= 1
+        left_over = self._ages[seen] - 1
+        if left_over:
+            self._ages[seen] = left_over
+        else:
+            del self._ages[seen]
+        if not swarm.count:
+            self._empty.setdefault(info_hash, now)
 
-    def _detach(self, swarm: TrackedSwarm, peer: Peer) -> None:
-        bucket = swarm.buckets[peer.kind]
-        last = bucket.pop()
-        if last is not peer:
-            bucket[peer.slot] = last
-            last.slot = peer.slot
-        self._counts[peer.kind] -= 1
-
-    def _remove(self, info_hash: bytes, swarm: TrackedSwarm, peer: Peer, now: float) -> None:
-        self._detach(swarm, peer)
-        del swarm.peers[peer.peer_id]
-        if not swarm.peers:
-            self._empty[info_hash] = now
+    def _drop_before(self, info_hash: bytes, swarm: TrackedSwarm, cutoff: int,
+                     now: float) -> int:
+        """Drop the swarm's peers last seen before `cutoff`; how many."""
+        stale = swarm.stale(cutoff)
+        for peer_id, _, _ in stale:
+            self._remove(info_hash, swarm, swarm.find(peer_id), now)
+        return len(stale)
 
     def _sweep(self, info_hash: bytes, swarm: TrackedSwarm, now: float) -> int:
         """Drop the swarm's expired peers; return how many."""
         swarm.next_sweep = now + self._sweep_every
-        cutoff = now - self.ttl
-        stale = [p for p in swarm.peers.values() if p.last_seen < cutoff]
-        for p in stale:
-            self._detach(swarm, p)
-            del swarm.peers[p.peer_id]
-        if stale and not swarm.peers:
-            self._empty.setdefault(info_hash, now)
-        return len(stale)
+        return self._drop_before(info_hash, swarm, math.ceil(now - self.ttl), now)
+
+    def _make_room(self) -> None:
+        """The tracker is full: evict its stalest peers, at least 1% of the limit (all of
+        those last seen in the same second as the last one evicted)."""
+        target = max(1, self.max_peers // EVICT_FRACTION)
+        counted = 0
+        cutoff = 0
+        for second in sorted(self._ages):
+            counted += self._ages[second]
+            cutoff = second + 1
+            if counted >= target:
+                break
+        for info_hash, swarm in list(self._torrents.items()):
+            self.evicted += self._drop_before(info_hash, swarm, cutoff, float(cutoff))
 
     def expire(self, now: float) -> int:
-        """Drop every expired peer, and swarms empty for longer than the peer lifetime.
+        """Sweep the swarms whose sweep is due (every half interval), and drop swarms
+        empty for longer than the peer lifetime.
 
         Announces also expire peers lazily; call this periodically to bound memory.
         Returns the number of peers dropped.
         """
         dropped = 0
-        for info_hash, swarm in self._torrents.items():
-            dropped += self._sweep(info_hash, swarm, now)
+        for info_hash, swarm in list(self._torrents.items()):
+            if swarm.next_sweep <= now:
+                dropped += self._sweep(info_hash, swarm, now)
         cutoff = now - self.ttl
         for info_hash in [h for h, since in self._empty.items() if since <= cutoff]:
             del self._empty[info_hash]
@@ -421,10 +392,10 @@ class SwarmStore:
         if whitelist is None:
             return
         for info_hash in [h for h in self._torrents if h not in whitelist]:
-            swarm = self._torrents.pop(info_hash)
+            swarm = self._torrents[info_hash]
+            self._drop_before(info_hash, swarm, 0xFFFFFFFF + 1, 0.0)
+            del self._torrents[info_hash]
             self._empty.pop(info_hash, None)
-            for peer in swarm.peers.values():
-                self._counts[peer.kind] -= 1
 
     def get_swarm(self, info_hash: bytes) -> TrackedSwarm | None:
         """The swarm of a torrent, for inspection (tests, stats)."""
@@ -471,16 +442,20 @@ class SwarmStore:
         swarm = TrackedSwarm(now + self._sweep_every)
         swarm.downloaded = downloaded
         for peer_id, compact, seed, last_seen in peers:
-            if last_seen < cutoff or peer_id in swarm.peers:
+            if last_seen < cutoff:
                 continue
-            if len(swarm.peers) >= self.max_peers_per_torrent or self.peers >= self.max_peers:
+            where = swarm.find(peer_id)
+            if where >= 0:
+                continue
+            if swarm.count >= self.max_peers_per_torrent or self.peers >= self.max_peers:
                 break
-            peer = Peer(peer_id, compact, min(last_seen, now),
-                        int(seed) | (2 if len(compact) == 18 else 0))
-            swarm.peers[peer_id] = peer
-            self._insert(swarm, peer)
+            kind = int(seed) | (2 if len(compact) == 18 else 0)
+            seen = _seconds(min(last_seen, now))
+            swarm.add(where, peer_id, compact, seen, kind)
+            self._counts[kind] += 1
+            self._ages[seen] = self._ages.get(seen, 0) + 1
         self._torrents[info_hash] = swarm
-        if not swarm.peers:
+        if not swarm.count:
             self._empty[info_hash] = now
         return True
 
@@ -507,7 +482,7 @@ class MemoryStore:
     ) -> Ready[Outcome]:
         return Ready(self.swarms.announce(
             info_hash, peer_id, ip, port, uploaded, downloaded, left, event, numwant, now,
-            protocol=protocol, families=families, compact=compact))
+            protocol=protocol, families=families, compact=compact, with_ids=with_ids))
 
     def scrape(self, hashes: list[bytes], now: float, *, protocol: str = "http"
                ) -> Ready[dict[bytes, ScrapeEntry]]:
