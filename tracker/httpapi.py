@@ -58,13 +58,29 @@ def split_query(query: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
         name, _, value = part.partition(b"=")
         if b"%" in name:
             name = _unquote(name)
+        if name == b"info_hash":
+            hashes.append(_unquote_hash(value) if b"%" in value else value)
+            continue
         if b"%" in value:
             value = _unquote(value)
-        if name == b"info_hash":
-            hashes.append(value)
-        else:
-            params[name] = value
+        params[name] = value
     return params, hashes
+
+
+_HASHES: dict[bytes, bytes] = {}  # info_hash as sent -> decoded: few torrents, many peers
+_MAX_HASHES = 4096
+
+
+def _unquote_hash(value: bytes) -> bytes:
+    """`_unquote` of an info_hash, remembered: every peer of a torrent sends the same
+    bytes (in its client's encoding), so most announces find them here."""
+    decoded = _HASHES.get(value)
+    if decoded is None:
+        decoded = _unquote(value)
+        if len(_HASHES) >= _MAX_HASHES:
+            _HASHES.clear()
+        _HASHES[value] = decoded
+    return decoded
 
 
 def _unquote(value: bytes) -> bytes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import struct
 from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any
 
@@ -57,6 +58,25 @@ _CANDIDATES = tuple(
     )
     for families in range(4)
 )
+
+
+_FORMATS: dict[tuple[int, int, int], struct.Struct] = {}
+_MAX_FORMATS = 2048
+
+
+def _gather(column: bytearray, size: int, slots: range) -> tuple[bytes, ...] | list[bytearray]:
+    """The `size`-byte records at `slots` of `column`: one slice when they are
+    contiguous, else one `struct` unpack whose format skips the records in between."""
+    if slots.step == 1:
+        return [column[slots.start * size : slots.stop * size]]
+    key = (size, slots.step, len(slots))
+    layout = _FORMATS.get(key)
+    if layout is None:
+        if len(_FORMATS) >= _MAX_FORMATS:
+            _FORMATS.clear()
+        skip = f"{size}s{(slots.step - 1) * size}x"
+        layout = _FORMATS[key] = struct.Struct(skip * (len(slots) - 1) + f"{size}s")
+    return layout.unpack_from(column, slots.start * size)
 
 
 def _seconds(now: float) -> int:
@@ -284,44 +304,67 @@ class SwarmStore:
             if end > total:
                 spans.append((0, end - total, (start - total) % step))
         cutoff = now - self.ttl
-        out4: list[bytes | bytearray] = []
-        out6: list[bytes | bytearray] = []
-        ids4: list[bytes | bytearray] = []
-        ids6: list[bytes | bytearray] = []
+        # The chosen slots of each bucket, as ranges: read in C by a cached `struct`
+        # format that skips the records in between (`_gather`). A chosen peer that has
+        # expired, or is the asking one, splits its range.
+        picks: list[tuple[int, range]] = []
         stale: list[bytes] = []
-        taken = 0
+        room = want
         base = 0
         for kind in kinds:
             bucket = buckets[kind]
             assert bucket is not None
             seen = bucket.seen
             top = base + len(seen)
-            addrs = bucket.addrs
-            size = bucket.size
-            out, ids = (out6, ids6) if kind & 2 else (out4, ids4)
             for lo, hi, residue in spans:
-                lo = max(lo, base)
-                hi = min(hi, top)
-                if lo >= hi:
+                if lo < base:
+                    lo = base
+                if hi > top:
+                    hi = top
+                if lo >= hi or not room:
                     continue
                 first = lo + (residue - lo) % step
-                for slot in range(first - base, hi - base, step):
-                    if seen[slot] < cutoff:
-                        stale.append(bytes(bucket.ids[slot * ID : slot * ID + ID]))
-                        continue
-                    if slot == my_slot and kind == my_kind:
-                        continue
-                    out.append(addrs[slot * size : slot * size + size])
-                    if with_ids:
-                        ids.append(bucket.ids[slot * ID : slot * ID + ID])
-                    taken += 1
-                    if taken == numwant:
-                        break
-                if taken == numwant:
-                    break
-            if taken == numwant:
-                break
+                chosen = range(first - base, hi - base, step)[:room]
+                if not chosen:
+                    continue
+                if min(seen[chosen.start : chosen.stop : chosen.step]) < cutoff:
+                    ids = bucket.ids
+                    stale += [bytes(ids[i * ID : i * ID + ID]) for i in chosen
+                              if seen[i] < cutoff]
+                    ranges = [range(i, i + 1) for i in chosen if seen[i] >= cutoff]
+                else:
+                    ranges = [chosen]
+                for r in ranges:
+                    if kind == my_kind and my_slot in r:
+                        at = r.index(my_slot)
+                        for part in (r[:at], r[at + 1 :]):
+                            if part:
+                                picks.append((kind, part))
+                        room -= len(r) - 1
+                    else:
+                        picks.append((kind, r))
+                        room -= len(r)
             base = top
+        out4: list[bytes | bytearray] = []
+        out6: list[bytes | bytearray] = []
+        ids4: list[bytes | bytearray] = []
+        ids6: list[bytes | bytearray] = []
+        budget = numwant  # (the spare goes, if the asking peer was not among them)
+        for kind, r in picks:
+            r = r[:budget]
+            if not r:
+                break
+            budget -= len(r)
+            bucket = buckets[kind]
+            assert bucket is not None
+            if kind & 2:
+                out6 += _gather(bucket.addrs, bucket.size, r)
+                if with_ids:
+                    ids6 += _gather(bucket.ids, ID, r)
+            else:
+                out4 += _gather(bucket.addrs, bucket.size, r)
+                if with_ids:
+                    ids4 += _gather(bucket.ids, ID, r)
         result = (b"".join(out4), b"".join(out6), b"".join(ids4), b"".join(ids6))
         for peer_id in stale:  # met on the way: expired, never handed out again
             where = swarm.find(peer_id)
