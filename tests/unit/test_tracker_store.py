@@ -144,3 +144,15 @@ async def test_client_drops_a_hung_connection_and_fails_the_callers(
         assert client.up
         assert accepted == 2 and client.disconnects == 1
         nursery.cancel_scope.cancel()
+
+
+def test_redis_answers_lose_the_asking_peer_and_the_spare() -> None:
+    from tracker.store.redisstore import _split_members
+
+    members = b"".join(b"%020d" % n + bytes([10, 0, 0, n, 0, n]) for n in range(4))
+    me = b"%020d" % 2
+    peers, ids = _split_members(members, 6, me, 3)
+    assert ids == b"%020d%020d%020d" % (0, 1, 3)
+    assert peers == bytes([10, 0, 0, 0, 0, 0, 10, 0, 0, 1, 0, 1, 10, 0, 0, 3, 0, 3])
+    assert _split_members(members, 6, b"x" * 20, 2)[1] == b"%020d%020d" % (0, 1)
+    assert _split_members(b"", 18, me, 50) == (b"", b"")

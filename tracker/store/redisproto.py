@@ -31,8 +31,20 @@ SWARM_KEYS = (b"p", b"0", b"1", b"2", b"3", b"m")
 
 # ARGV: 1 peer_id, 2 compact address, 3 kind (-1: stopped), 4 now, 5 cutoff (peers last
 # seen before it are expired), 6 numwant, 7 candidate kinds (digits), 8 completed (0/1),
-# 9 key lifetime (s), 10 with peer ids (0/1), 11 peers per swarm at most, 12 sweep period.
-# Returns {complete, incomplete, IPv4 entries, IPv6 entries, 1 if refused as full}.
+# 9 key lifetime (s), 10 unused (0), 11 peers per swarm at most, 12 sweep period,
+# 13 a random integer (where the windows start).
+# Returns {complete, incomplete, IPv4 members, IPv6 members, 1 if refused as full}: the
+# chosen members (peer_id + address, 26 or 38 bytes) end to end, the asking peer and the
+# spare among them: the client takes them out (no per-peer work in Lua, where every
+# string made costs a hash).
+#
+# Choosing peers: each candidate set gives its share of numwant + 1 (one spare, for the
+# asking peer) as WINDOWS runs of consecutive ranks, evenly spaced from a random start
+# over its live peers: systematic sampling by blocks, each block one ZRANGE (O(log n)).
+# The blocks are peers that announced at about the same time, two random moments per
+# answer. ZRANDMEMBER would be uniform per peer, but costs ~1 us of Redis time per peer
+# handed out (62 us for 51 on a 50 000-peer swarm, measured), more than the rest of the
+# script; four blocks cost 45 us in all, two 40 (Redis 7.0 on this machine).
 ANNOUNCE_LUA = b"""
 local p, m = KEYS[1], KEYS[6]
 local pid, addr = ARGV[1], ARGV[2]
@@ -84,19 +96,32 @@ local out4, out6 = {}, {}
 if kind >= 0 and full == 0 and numwant > 0 then
   local total = 0
   for i = 1, #cands do total = total + c[tonumber(string.sub(cands, i, i))] end
-  local taken, ids = 0, ARGV[10] == '1'
+  local seed = tonumber(ARGV[13])
   for i = 1, #cands do
     local k = tonumber(string.sub(cands, i, i))
-    if c[k] > 0 and taken < numwant then
-      local got = redis.call('ZRANDMEMBER', KEYS[2 + k],
-                             math.ceil((numwant + 1) * c[k] / total), 'WITHSCORES')
+    local live = c[k]
+    if live > 0 then
+      local key = KEYS[2 + k]
       local out = out4
       if k >= 2 then out = out6 end
-      for j = 1, #got, 2 do
-        if taken < numwant and tonumber(got[j + 1]) >= cutoff
-            and string.sub(got[j], 1, 20) ~= pid then
-          taken = taken + 1
-          if ids then out[#out + 1] = got[j] else out[#out + 1] = string.sub(got[j], 21) end
+      -- Live peers are the top `live` ranks (the set is ordered by last announce).
+      local n = redis.call('ZCARD', key)
+      local first = n - live
+      local need = math.ceil((numwant + 1) * live / total)
+      local windows = math.min(WINDOWS, need)
+      if need + windows >= live then
+        out[#out + 1] = table.concat(redis.call('ZRANGE', key, first, n - 1))
+      else
+        local size = math.ceil(need / windows)
+        for w = 0, windows - 1 do
+          local lo = (seed + math.floor(w * live / windows)) % live
+          local hi = lo + size - 1
+          if hi < live then
+            out[#out + 1] = table.concat(redis.call('ZRANGE', key, first + lo, first + hi))
+          else
+            out[#out + 1] = table.concat(redis.call('ZRANGE', key, first + lo, n - 1))
+            out[#out + 1] = table.concat(redis.call('ZRANGE', key, first, first + hi - live))
+          end
         end
       end
     end
@@ -113,6 +138,8 @@ c[5] = tonumber(redis.call('HGET', KEYS[6], 'd') or '0')
 return c
 """
 
+WINDOWS = 2
+ANNOUNCE_LUA = ANNOUNCE_LUA.replace(b"WINDOWS", str(WINDOWS).encode())
 ANNOUNCE_SHA = hashlib.sha1(ANNOUNCE_LUA).hexdigest().encode()
 SCRAPE_SHA = hashlib.sha1(SCRAPE_LUA).hexdigest().encode()
 SCRIPTS = ((ANNOUNCE_SHA, ANNOUNCE_LUA), (SCRAPE_SHA, SCRAPE_LUA))

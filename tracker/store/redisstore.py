@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +36,7 @@ from tracker.store.base import (
     clamp_numwant,
     top_rows,
 )
+from tracker.store.packed import ID
 from tracker.store.redisclient import RedisClient, Reply, ReplyError, SetupError
 from tracker.store.redisproto import (
     ANNOUNCE_LUA,
@@ -83,6 +86,7 @@ class RedisStore:
         self.on_secret: Callable[[bytes], None] | None = None
         self._rows: tuple[float, list[SwarmRow]] | None = None
         self._error_logged = -ERROR_LOG_EVERY
+        self._rng = random.Random()
 
     @property
     def available(self) -> bool:
@@ -121,25 +125,27 @@ class RedisStore:
         seed = left == 0
         kind = -1 if event == STOPPED else (1 if seed else 0) | (2 if len(compact) == 18 else 0)
         candidates = CANDIDATES[families & 3][not seed and event != PAUSED]
+        wanted = clamp_numwant(numwant)
         args = (
             *swarm_keys(info_hash), peer_id, compact, kind, round(now, 3), round(now - self.ttl, 3),
-            clamp_numwant(numwant), candidates, 1 if event == COMPLETED else 0,
-            self._key_life, 1 if with_ids else 0, self.max_peers_per_torrent,
-            self._sweep_every,
+            wanted, candidates, 1 if event == COMPLETED else 0,
+            self._key_life, 0, self.max_peers_per_torrent,
+            self._sweep_every, self._rng.getrandbits(31),
         )
         reply = self.client.call(b"EVALSHA", ANNOUNCE_SHA, 6, *args)
-        return self._announced(reply, args, with_ids)
+        return self._announced(reply, args, wanted, with_ids)
 
-    async def _announced(self, reply: Reply, args: tuple[Any, ...], with_ids: bool
-                         ) -> PackedOutcome:
+    async def _announced(self, reply: Reply, args: tuple[Any, ...], numwant: int,
+                         with_ids: bool) -> PackedOutcome:
         answer = await self._script_answer(reply, ANNOUNCE_LUA, args)
-        complete, incomplete, peers4, peers6, full = answer
+        complete, incomplete, members4, members6, full = answer
         if full:
             raise AnnounceRefused("swarm is full", "swarm_full")
-        ids4 = ids6 = b""
-        if with_ids:
-            peers4, ids4 = _split_ids(peers4, 26)
-            peers6, ids6 = _split_ids(peers6, 38)
+        peer_id = args[6]
+        peers4, ids4 = _split_members(members4, 6, peer_id, numwant)
+        peers6, ids6 = _split_members(members6, 18, peer_id, numwant - len(ids4) // 20)
+        if not with_ids:
+            ids4 = ids6 = b""
         return PackedOutcome(peers4, peers6, complete, incomplete, self.interval,
                              self.min_interval, ids4, ids6)
 
@@ -251,7 +257,24 @@ class RedisStore:
         return 0
 
 
-def _split_ids(blob: bytes, size: int) -> tuple[bytes, bytes]:
-    """(compact entries, peer ids) of a string of peer_id + compact entries."""
-    return (b"".join([blob[i + 20 : i + size] for i in range(0, len(blob), size)]),
-            b"".join([blob[i : i + 20] for i in range(0, len(blob), size)]))
+_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
+
+
+def _split_members(blob: bytes, size: int, peer_id: bytes, numwant: int
+                   ) -> tuple[bytes, bytes]:
+    """(compact entries, peer ids) of up to `numwant` members (peer_id + `size`-byte
+    address, end to end) other than `peer_id`'s."""
+    count = len(blob) // (ID + size)
+    if not count or numwant <= 0:
+        return b"", b""
+    layout = _LAYOUTS.get((size, count))
+    if layout is None:
+        layout = _LAYOUTS[(size, count)] = struct.Struct(f"{ID}s{size}s" * count)
+    fields = layout.unpack(blob[: count * (ID + size)])
+    ids = fields[0::2]
+    addresses = fields[1::2]
+    if peer_id in ids:
+        at = ids.index(peer_id)
+        ids = ids[:at] + ids[at + 1 :]
+        addresses = addresses[:at] + addresses[at + 1 :]
+    return b"".join(addresses[:numwant]), b"".join(ids[:numwant])
