@@ -31,8 +31,8 @@ For the Redis runs the tracker's CPU is its processes' together (the supervisor 
 workers), Redis's own CPU per announce is printed apart, and so are the Redis commands
 and bytes (in and out) per announce, read from INFO before and after the run.
 
-Needs wrk, opentracker and redis-server (Debian packages). The machine has 2 cores that the generator
-and the tracker share with whatever else runs: runs are interleaved and the best of
+Needs wrk, opentracker and redis-server (Debian packages). The machine has 2 cores that
+the generator and the tracker share with whatever else runs: runs are interleaved and the best of
 `--rounds` counts, and each tracker's CPU time per announce is printed, which noise
 disturbs less than the rate. `--profile FILE` runs ours under cProfile (FILE.http.prof,
 FILE.udp.prof, ...) and prints the top functions.
