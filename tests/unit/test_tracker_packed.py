@@ -54,4 +54,4 @@ def test_packed_swarm_matches_a_dict(ops: list[tuple[int, int, int, int]]) -> No
     assert sum(swarm.size(k) for k in range(4)) == len(model)
     assert sorted(swarm.stale(500)) == sorted(
         (peer_id, k, seen) for peer_id, (k, _, seen) in model.items() if seen < 500)
-    assert 2 * len(swarm) <= len(swarm.table)
+    assert 4 * len(swarm) <= 3 * len(swarm.table)

@@ -8,7 +8,7 @@ another, and their last announce (whole seconds, rounded up) in an `array('I')`.
 is a slot, the same in all three; removing one moves the bucket's last peer into its slot.
 
 Finding a peer by id goes through an open-addressing table (linear probing, an
-`array('I')` at most half full: 8 bytes a peer): an entry is 1 + (slot << 2 | kind), 0
+`array('I')` at most three quarters full: 5 to 11 bytes a peer): an entry is 1 + (slot << 2 | kind), 0
 is empty; a lookup compares the id stored at that slot. Deletion shifts the following
 entries back (no tombstones). Python's `hash` of the id places it (randomised per
 process, so a client cannot aim collisions at one swarm).
@@ -136,7 +136,7 @@ class TrackedSwarm:
         slot = self._append(kind, peer_id, compact, seen)
         self.table[~where] = 1 + (slot << 2 | kind)
         self.count += 1
-        if 2 * self.count > len(self.table):
+        if 4 * self.count > 3 * len(self.table):
             self._grow()
 
     def _append(self, kind: int, peer_id: bytes, compact: bytes, seen: int) -> int:
