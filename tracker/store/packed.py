@@ -8,8 +8,8 @@ another, and their last announce (whole seconds, rounded up) in an `array('I')`.
 is a slot, the same in all three; removing one moves the bucket's last peer into its slot.
 
 Finding a peer by id goes through an open-addressing table (linear probing, an
-`array('I')` at most three quarters full: 5 to 11 bytes a peer): an entry is 1 + (slot << 2 | kind), 0
-is empty; a lookup compares the id stored at that slot. Deletion shifts the following
+`array('I')` at most three quarters full: 5 to 11 bytes a peer): an entry is
+1 + (slot << 2 | kind), 0 is empty; a lookup compares the id stored at that slot. Deletion shifts the following
 entries back (no tombstones). Python's `hash` of the id places it (randomised per
 process, so a client cannot aim collisions at one swarm).
 

@@ -269,6 +269,8 @@ def _split_members(blob: bytes, size: int, peer_id: bytes, numwant: int
         return b"", b""
     layout = _LAYOUTS.get((size, count))
     if layout is None:
+        if len(_LAYOUTS) >= 128:
+            _LAYOUTS.clear()
         layout = _LAYOUTS[(size, count)] = struct.Struct(f"{ID}s{size}s" * count)
     fields = layout.unpack(blob[: count * (ID + size)])
     ids = fields[0::2]
