@@ -10,8 +10,8 @@ is a slot, the same in all three; removing one moves the bucket's last peer into
 Finding a peer by id goes through an open-addressing table (linear probing, an
 `array('I')` at most three quarters full: 5 to 11 bytes a peer): an entry is
 1 + (slot << 2 | kind), 0 is empty; a lookup compares the id stored at that slot.
-Deletion shifts the following entries back (no tombstones). Python's `hash` of the id places it (randomised per
-process, so a client cannot aim collisions at one swarm).
+Deletion shifts the following entries back (no tombstones). Python's `hash` of the id
+places it (randomised per process, so a client cannot aim collisions at one swarm).
 
 Pure, no I/O.
 """
