@@ -40,6 +40,7 @@ access_log = logging.getLogger("tracker.access")
 MAX_PEERS6 = 66  # 20 + 66 * 18 bytes stays below IPv6's safe 1232-byte payload
 _MAX_DATAGRAM = 2048
 _BATCH = 64  # datagrams answered per wakeup before other tasks get a turn
+_IN_FLIGHT = 16  # batches waiting on the store (Redis) at once
 
 
 class ConnectionIds:
@@ -195,60 +196,83 @@ class UdpTracker:
 
         Datagrams are read and answered with plain non-blocking calls on the socket, up
         to `_BATCH` per wakeup: a trio socket call per datagram costs a trip through the
-        scheduler, several times the work of an announce.
+        scheduler, several times the work of an announce. Answers that wait on the store
+        (Redis) are collected by a task per batch, so that reading goes on meanwhile;
+        at most `_IN_FLIGHT` batches wait at once (then reading waits: the kernel's
+        buffer, then dropped datagrams, are the back-pressure).
         """
         raw = socket.socket(sock.family, sock.type, fileno=sock.fileno())  # detached below
         raw.setblocking(False)
-        task_status.started()
-        later: list[tuple[Coroutine[Any, Any, bytes | None], tuple[Any, ...]]] = []
+        in_flight = trio.Semaphore(_IN_FLIGHT)
         try:
-            while True:
-                await trio.lowlevel.wait_readable(raw)
-                for _ in range(_BATCH):
-                    try:
-                        data, source = raw.recvfrom(_MAX_DATAGRAM)
-                    except BlockingIOError:
-                        break
-                    except OSError:  # e.g. an ICMP error from an earlier reply
-                        continue
-                    try:
-                        reply = self.start(data, source)
-                    except Exception:  # a bug must not take the tracker down
-                        log.exception("error handling a datagram from %s", source)
-                        continue
-                    if reply is None:
-                        continue
-                    if isinstance(reply, bytes):
-                        await self._send(sock, raw, reply, source)
-                    else:
-                        later.append((reply, source))
-                # The store's answers for this batch travel together; collect them now.
-                for pending, source in later:
-                    try:
-                        reply = await pending
-                    except Exception:
-                        log.exception("error handling a datagram from %s", source)
-                        continue
-                    if reply is not None:
-                        await self._send(sock, raw, reply, source)
-                later.clear()
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    await trio.lowlevel.wait_readable(raw)
+                    later: list[tuple[Coroutine[Any, Any, bytes | None], tuple[Any, ...]]] = []
+                    for _ in range(_BATCH):
+                        try:
+                            data, source = raw.recvfrom(_MAX_DATAGRAM)
+                        except BlockingIOError:
+                            break
+                        except OSError:  # e.g. an ICMP error from an earlier reply
+                            continue
+                        try:
+                            reply = self.start(data, source)
+                        except Exception:  # a bug must not take the tracker down
+                            log.exception("error handling a datagram from %s", source)
+                            continue
+                        if reply is None:
+                            continue
+                        if isinstance(reply, bytes):
+                            try:
+                                raw.sendto(reply, source)
+                            except BlockingIOError:  # the send buffer is full: wait
+                                await _send_when_possible(sock, reply, source)
+                            except OSError:
+                                pass
+                        else:
+                            later.append((reply, source))
+                    if later:
+                        await in_flight.acquire()
+                        nursery.start_soon(self._finish_batch, later, sock, raw, in_flight)
         finally:
-            for pending, _ in later:
-                pending.close()
             raw.detach()
 
-    @staticmethod
-    async def _send(sock: trio.socket.SocketType, raw: socket.socket, reply: bytes,
-                    source: tuple[Any, ...]) -> None:
+    async def _finish_batch(
+        self, later: list[tuple[Coroutine[Any, Any, bytes | None], tuple[Any, ...]]],
+        sock: trio.socket.SocketType, raw: socket.socket, in_flight: trio.Semaphore,
+    ) -> None:
+        """Await a batch's answers from the store (they travelled together) and send them."""
+        started = 0
         try:
-            raw.sendto(reply, source)
-        except BlockingIOError:  # the send buffer is full: wait for room
-            try:
-                await sock.sendto(reply, source)
-            except OSError:
-                pass
-        except OSError:
-            pass
+            for pending, source in later:
+                started += 1
+                try:
+                    reply = await pending
+                except Exception:
+                    log.exception("error handling a datagram from %s", source)
+                    continue
+                if reply is None:
+                    continue
+                try:
+                    raw.sendto(reply, source)
+                except BlockingIOError:
+                    await _send_when_possible(sock, reply, source)
+                except OSError:
+                    pass
+        finally:
+            in_flight.release()
+            for pending, _ in later[started:]:  # cancelled: answers never awaited
+                pending.close()
+
+
+async def _send_when_possible(sock: trio.socket.SocketType, reply: bytes,
+                              source: tuple[Any, ...]) -> None:
+    try:
+        await sock.sendto(reply, source)
+    except OSError:
+        pass
 
 
 def open_udp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
