@@ -369,3 +369,59 @@ def test_unit_with_redis_and_workers_runs_as_systemd_would(
         assert (state_dir / "btfs-tracker" / "udp-secret").exists()
     finally:
         notify.close()
+
+
+# ------------------------------------------------------------------ more of the same rules
+
+
+def test_password_ipv6_and_whitelist_reload_across_workers(
+        procs: Processes, tmp_path: Path) -> None:
+    """AUTH from the URL; IPv6 peers through Redis; SIGHUP to the supervisor reloads
+    the whitelist in every worker."""
+    from tests.support.env import require_ipv6_loopback
+
+    require_ipv6_loopback()
+    redis = start_redis(procs, tmp_path / "redis", next_loopback_ipv4(),
+                        "--requirepass", "s3cret")
+    whitelist = tmp_path / "whitelist"
+    whitelist.write_text(HASH.hex() + "\n")
+    proc, http, _ = start_tracker(
+        procs, "::1", "--store", f"redis://:s3cret@{redis.host}:{redis.port}/0",
+        "--workers", "2", "--whitelist", str(whitelist))
+    d = http_announce(http, peer_id=b"A" * 20, port=7001)
+    assert b"failure reason" not in d and d[b"incomplete"] == 1, d
+    d = http_announce(http, peer_id=b"B" * 20, port=7002)
+    assert compact_peers(d[b"peers6"], 18) == {("::1", 7001)}  # type: ignore[arg-type]
+    other = bytes(range(20))
+    assert b"not registered" in http_announce(http, info_hash=other)[b"failure reason"]  # type: ignore[operator]
+    whitelist.write_text(HASH.hex() + "\n" + other.hex() + "\n")
+    proc.send_signal(signal.SIGHUP)
+
+    def both_reloaded() -> bool:
+        return procs.output(proc).count("whitelist reloaded") == 2
+
+    wait_for(both_reloaded, 20, "both workers reloading the whitelist")
+    for n in range(10):  # fresh connections: both workers answer some of them
+        d = http_announce(http, info_hash=other, peer_id=b"C%019d" % n)
+        assert b"failure reason" not in d, d
+
+
+def test_wrong_password_is_a_logged_store_error(procs: Processes, tmp_path: Path) -> None:
+    redis = start_redis(procs, tmp_path / "redis", next_loopback_ipv4(),
+                        "--requirepass", "s3cret")
+    proc, http, _ = start_tracker(procs, next_loopback_ipv4(), "--store",
+                                  f"redis://:wrong@{redis.host}:{redis.port}/0")
+    d = http_announce(http, next_loopback_ipv4())
+    assert b"unavailable" in d[b"failure reason"]  # type: ignore[operator]
+    log = procs.output(proc)
+    assert "AUTH refused" in log and "Traceback" not in log, log
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize("url", ["redis://", "http://h/0", "redis://h/x", "unix://relative"])
+def test_bad_store_url_is_one_line(url: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "tracker", "--store", url],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("btfs-tracker: error: --store: bad Redis URL")

@@ -20,6 +20,7 @@ class RedisServer:
     host: str
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -31,7 +32,8 @@ class RedisServer:
         self.proc = self.procs.start(
             [binary, "--bind", self.host, "--port", str(self.port), "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no",
-             "--unixsocket", str(self.workdir / "redis.sock"), "--unixsocketperm", "700"],
+             "--unixsocket", str(self.workdir / "redis.sock"), "--unixsocketperm", "700",
+             *self.extra],
             name="redis-server")
         wait_for(self.ping, 20, f"redis-server on {self.host}:{self.port}", interval=0.05)
 
@@ -39,7 +41,7 @@ class RedisServer:
         assert self.proc is not None
         assert self.proc.poll() is None, self.procs.output(self.proc)
         try:
-            return self.command(b"PING") == b"+PONG\r\n"
+            return self.command(b"PING") in (b"+PONG\r\n", b"-NOAUTH Authentication required.\r\n")
         except OSError:
             return False
 
@@ -57,7 +59,7 @@ class RedisServer:
             self.proc = None
 
 
-def start_redis(procs: Processes, workdir: Path, host: str) -> RedisServer:
-    server = RedisServer(procs, workdir, host, free_port(host))
+def start_redis(procs: Processes, workdir: Path, host: str, *extra: str) -> RedisServer:
+    server = RedisServer(procs, workdir, host, free_port(host), extra=extra)
     server.start()
     return server
