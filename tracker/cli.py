@@ -243,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse new torrents past this many (default: %(default)s)",
     )
     parser.add_argument(
-        "--max-peers-per-torrent", metavar="N", type=int, default=50_000,
-        help="refuse new peers of a torrent past this many (default: %(default)s)",
+        "--max-peers-per-torrent", metavar="N", type=int, default=0,
+        help="refuse new peers of a torrent past this many; 0: no cap, only --max-peers "
+        "bounds the tracker (default: %(default)s)",
     )
     parser.add_argument(
         "--max-peers", metavar="N", type=int, default=2_000_000,
@@ -291,7 +292,9 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         udp = parse_address(args.udp)
         if http is None and udp is None:
             raise UsageError("both --http and --udp are off: nothing to serve")
-        for name in ("interval", "max_torrents", "max_peers_per_torrent", "max_peers",
+        if args.max_peers_per_torrent < 0:
+            raise UsageError("--max-peers-per-torrent cannot be negative")
+        for name in ("interval", "max_torrents", "max_peers",
                      "max_connections", "max_connections_per_ip"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")

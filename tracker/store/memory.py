@@ -7,7 +7,7 @@ gives `SwarmStore` the shells' interface (`tracker.store.base.Store`).
 Memory is bounded for the whole tracker: at most `max_peers` peers in all; a new peer
 past that first evicts the stalest peers of the tracker (those whose last announce is
 oldest, at least 1% of the limit at a time, so that the work is amortised). Optional caps:
-`max_peers_per_torrent` (a new peer of a full swarm is refused) and `max_torrents` (a new
+`max_peers_per_torrent` (0: none; a new peer of a full swarm is refused) and `max_torrents` (a new
 torrent evicts the longest-empty swarm, else is refused). Peers are packed records
 (`tracker.store.packed`): about 40-50 bytes per tracked peer in CPython 3.11 (measured by
 bench/tracker.py), against ~315 for an object per peer.
@@ -215,7 +215,7 @@ class SwarmStore:
         ages = self._ages
         where = swarm.find(peer_id)
         if where < 0:
-            if swarm.count >= self.max_peers_per_torrent:
+            if 0 < self.max_peers_per_torrent <= swarm.count:
                 raise AnnounceRefused("swarm is full", "swarm_full")
             if self.peers >= self.max_peers:
                 self._make_room()
@@ -490,7 +490,7 @@ class SwarmStore:
             where = swarm.find(peer_id)
             if where >= 0:
                 continue
-            if swarm.count >= self.max_peers_per_torrent or self.peers >= self.max_peers:
+            if 0 < self.max_peers_per_torrent <= swarm.count or self.peers >= self.max_peers:
                 break
             kind = int(seed) | (2 if len(compact) == 18 else 0)
             seen = _seconds(min(last_seen, now))

@@ -31,7 +31,7 @@ SWARM_KEYS = (b"p", b"0", b"1", b"2", b"3", b"m")
 
 # ARGV: 1 peer_id, 2 compact address, 3 kind (-1: stopped), 4 now, 5 cutoff (peers last
 # seen before it are expired), 6 numwant, 7 candidate kinds (digits), 8 completed (0/1),
-# 9 key lifetime (s), 10 unused (0), 11 peers per swarm at most, 12 sweep period,
+# 9 key lifetime (s), 10 unused (0), 11 peers per swarm at most (0: any), 12 sweep period,
 # 13 a random integer (where the windows start).
 # Returns {complete, incomplete, IPv4 members, IPv6 members, 1 if refused as full}: the
 # chosen members (peer_id + address, 26 or 38 bytes) end to end, the asking peer and the
@@ -80,7 +80,8 @@ if old then
     redis.call('ZADD', KEYS[2 + kind], now, pid .. addr)
   end
 elseif kind >= 0 then
-  if redis.call('HLEN', p) >= tonumber(ARGV[11]) then
+  local cap = tonumber(ARGV[11])
+  if cap > 0 and redis.call('HLEN', p) >= cap then
     full = 1
   else
     redis.call('HSET', p, pid, string.char(48 + kind) .. addr)
