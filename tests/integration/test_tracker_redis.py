@@ -425,3 +425,15 @@ def test_bad_store_url_is_one_line(url: str) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("btfs-tracker: error: --store: bad Redis URL")
+
+
+def test_per_torrent_cap_with_redis(procs: Processes, redis: RedisServer) -> None:
+    _, http, _ = start_tracker(procs, next_loopback_ipv4(), "--store", redis.url,
+                               "--max-peers-per-torrent", "2")
+    for n in range(2):
+        assert b"failure reason" not in http_announce(http, peer_id=b"%020d" % n)
+    d = http_announce(http, peer_id=b"%020d" % 3)
+    assert d[b"failure reason"] == b"swarm is full"
+    assert b"failure reason" not in http_announce(http, peer_id=b"%020d" % 1)  # known peer
+    metrics = get(http, "/metrics")[1].decode()
+    assert 'btfs_tracker_errors_total{kind="swarm_full"} 1\n' in metrics
