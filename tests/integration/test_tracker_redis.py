@@ -437,3 +437,19 @@ def test_per_torrent_cap_with_redis(procs: Processes, redis: RedisServer) -> Non
     assert b"failure reason" not in http_announce(http, peer_id=b"%020d" % 1)  # known peer
     metrics = get(http, "/metrics")[1].decode()
     assert 'btfs_tracker_errors_total{kind="swarm_full"} 1\n' in metrics
+
+
+def test_script_flush_and_out_of_memory(procs: Processes, redis: RedisServer) -> None:
+    """After SCRIPT FLUSH the scripts are sent again (EVAL); an error reply (Redis out of
+    memory) is a store error, logged, and service resumes once Redis has room."""
+    proc, http, _ = start_tracker(procs, next_loopback_ipv4(), "--store", redis.url)
+    assert http_announce(http, peer_id=b"A" * 20)[b"incomplete"] == 1
+    assert redis.command(b"SCRIPT", b"FLUSH") == b"+OK\r\n"
+    assert http_announce(http, peer_id=b"B" * 20)[b"incomplete"] == 2
+    assert redis.command(b"CONFIG", b"SET", b"maxmemory", b"1") == b"+OK\r\n"
+    d = http_announce(http, peer_id=b"C" * 20)
+    assert b"unavailable" in d[b"failure reason"], d  # type: ignore[operator]
+    assert redis.command(b"CONFIG", b"SET", b"maxmemory", b"0") == b"+OK\r\n"
+    assert http_announce(http, peer_id=b"C" * 20)[b"incomplete"] == 3
+    log = procs.output(proc)
+    assert "redis store: error reply: OOM" in log and "Traceback" not in log, log
