@@ -16,7 +16,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,7 +36,7 @@ from tracker.httpapi import (
     parse_scrape,
 )
 from tracker.pages import metrics_text, stats_html, stats_json
-from tracker.store.base import Store
+from tracker.store.base import Outcome, Ready, Store
 from tracker.store.memory import MemoryStore, SwarmStore
 
 log = logging.getLogger("tracker.http")
@@ -116,7 +116,10 @@ class HttpTracker:
             return Reply(405, BENCODE, b"method not allowed\n")
         try:
             if path == b"/announce":
-                return Reply(200, BENCODE, await self._announce(query, headers, peer_ip))
+                body = self._announce(query, headers, peer_ip)
+                if not isinstance(body, bytes):
+                    body = await body
+                return Reply(200, BENCODE, body)
             if path == b"/scrape":
                 hashes = parse_scrape(query, self.config.allow_full_scrape)
                 if hashes is None:
@@ -139,9 +142,10 @@ class HttpTracker:
                                                        uptime))
         return Reply(404, BENCODE, b"not found\n")
 
-    async def _announce(
+    def _announce(
         self, query: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
-    ) -> bytes:
+    ) -> bytes | Awaitable[bytes]:
+        """The answer, or (when the store's answer is on its way) an awaitable of it."""
         p = parse_announce(query)
         config = self.config
         if config.trust_ip_param and p.ip:
@@ -150,11 +154,18 @@ class HttpTracker:
             ip = client_address(peer_ip, headers, config.trusted_proxies)
         else:
             ip = normalize_ip(peer_ip)
-        result = await self.store.announce(
+        pending = self.store.announce(
             p.info_hash, p.peer_id, ip, p.port, p.uploaded, p.downloaded, p.left, p.event,
             p.numwant, self.clock(), protocol="http", with_ids=not (p.compact or p.no_peer_id),
         )
-        return encode_announce(result, p.compact, p.no_peer_id)
+        if isinstance(pending, Ready):  # the memory store: no coroutine to go through
+            return encode_announce(pending.value, p.compact, p.no_peer_id)
+        return self._encode_later(pending, p.compact, p.no_peer_id)
+
+    @staticmethod
+    async def _encode_later(pending: Awaitable[Outcome], compact: bool, no_peer_id: bool
+                            ) -> bytes:
+        return encode_announce(await pending, compact, no_peer_id)
 
     # -------------------------------------------------------------- connections
 

@@ -211,7 +211,9 @@ class SwarmStore:
 
         seed = left == 0
         kind = (1 if seed else 0) | (2 if len(compact) == 18 else 0)
-        seen = _seconds(now)
+        seen = int(now)  # whole seconds, rounded up (as `_seconds`, inline: the hot path)
+        if seen < now:
+            seen += 1
         ages = self._ages
         where = swarm.find(peer_id)
         if where < 0:

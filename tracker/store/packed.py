@@ -65,11 +65,13 @@ class TrackedSwarm:
 
     @property
     def complete(self) -> int:
-        return self.size(1) + self.size(3)
+        _, v4, _, v6 = self.buckets
+        return (0 if v4 is None else len(v4.seen)) + (0 if v6 is None else len(v6.seen))
 
     @property
     def incomplete(self) -> int:
-        return self.size(0) + self.size(2)
+        v4, _, v6, _ = self.buckets
+        return (0 if v4 is None else len(v4.seen)) + (0 if v6 is None else len(v6.seen))
 
     def __contains__(self, peer_id: bytes) -> bool:
         return self.find(peer_id) >= 0
