@@ -133,12 +133,13 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def parse_store(text: str) -> RedisAddress | None:
-    """``memory`` (None) or a Redis URL."""
+def parse_store(text: str) -> list[RedisAddress] | None:
+    """``memory`` (None), or Redis URLs separated by commas (the torrents are spread over
+    the servers by info-hash)."""
     if text.strip().lower() == "memory":
         return None
     try:
-        return parse_redis_url(text.strip())
+        return [parse_redis_url(url.strip()) for url in text.split(",")]
     except ValueError as exc:
         raise UsageError(f"--store: {exc}") from None
 
@@ -194,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--store", metavar="URL", default="memory",
         help="where the swarms live: 'memory' (this process), or Redis, "
         "redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH[?db=DB], which several "
-        "trackers can share (default: %(default)s)",
+        "trackers can share; several Redis URLs separated by commas spread the torrents "
+        "over those servers by info-hash (default: %(default)s)",
     )
     parser.add_argument(
         "--store-timeout", metavar="SECONDS", type=float, default=2.0,
@@ -281,7 +283,7 @@ class Options:
     http: Address | None
     udp: Address | None
     args: argparse.Namespace
-    redis: RedisAddress | None = None
+    redis: list[RedisAddress] | None = None
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:

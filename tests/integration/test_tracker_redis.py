@@ -173,7 +173,8 @@ def test_unix_socket_url(procs: Processes, redis: RedisServer) -> None:
                                f"unix://{redis.workdir / 'redis.sock'}?db=2")
     assert http_announce(http, next_loopback_ipv4())[b"incomplete"] == 1
     stats = json.loads(get(http, "/stats?format=json")[1])
-    assert stats["store"] == {"kind": "redis", "up": True, "connection_failures": 0}
+    assert stats["store"] == {"kind": "redis", "up": True, "servers": 1, "servers_up": 1,
+                              "connection_failures": 0}
     assert stats["torrents"] == 1 and stats["top"][0]["info_hash"] == HASH.hex()
 
 
@@ -453,3 +454,35 @@ def test_script_flush_and_out_of_memory(procs: Processes, redis: RedisServer) ->
     assert http_announce(http, peer_id=b"C" * 20)[b"incomplete"] == 3
     log = procs.output(proc)
     assert "redis store: error reply: OOM" in log and "Traceback" not in log, log
+
+
+def test_torrents_spread_over_several_redis_servers(procs: Processes, tmp_path: Path) -> None:
+    """--store URL,URL: each torrent on one server (by info-hash), both trackers agree;
+    with one server down, its torrents fail and the other's are served."""
+    first = start_redis(procs, tmp_path / "r1", next_loopback_ipv4())
+    second = start_redis(procs, tmp_path / "r2", next_loopback_ipv4())
+    urls = f"{first.url},{second.url}"
+    _, http_a, _ = start_tracker(procs, next_loopback_ipv4(), "--store", urls)
+    _, http_b, _ = start_tracker(procs, next_loopback_ipv4(), "--store", urls)
+    hashes = [bytes([n]) * 20 for n in range(1, 21)]
+    for n, info_hash in enumerate(hashes):
+        d = http_announce(http_a, info_hash=info_hash, peer_id=b"P%019d" % n)
+        assert d[b"incomplete"] == 1, d
+    for info_hash in hashes:
+        assert counts(http_b, info_hash) == (0, 0, 1)
+    sizes = [int(r.command(b"DBSIZE")[1:].strip()) for r in (first, second)]
+    assert all(size > 0 for size in sizes), sizes  # both servers hold swarms
+    stats = json.loads(get(http_b, "/stats?format=json")[1])
+    assert stats["torrents"] == 20 and stats["peers"] == 20
+    assert stats["store"]["servers"] == stats["store"]["servers_up"] == 2
+    second.stop()
+    failed = served = 0
+    for n, info_hash in enumerate(hashes):
+        d = http_announce(http_a, info_hash=info_hash, peer_id=b"Q%019d" % n)
+        if b"failure reason" in d:
+            failed += 1
+        else:
+            served += 1
+            assert d[b"incomplete"] == 2
+    assert failed and served and failed + served == 20, (failed, served)
+    assert 'btfs_tracker_store_up 0\n' in get(http_a, "/metrics")[1].decode()

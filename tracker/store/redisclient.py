@@ -90,6 +90,7 @@ class RedisClient:
         self._pending: deque[Reply] = deque()
         self._wake = trio.Event()
         self._answered = 0
+        self.first_attempt = trio.Event()  # set once the first connection attempt is over
 
     # -------------------------------------------------------------- calls
 
@@ -121,7 +122,8 @@ class RedisClient:
             except (OSError, trio.TooSlowError) as exc:
                 self._down(f"cannot reach {self.address}: {_reason(exc)}")
             else:
-                reason = await self._session(stream, task_status if first else None)
+                reason = await self._session(stream, task_status if first else None,
+                                             self.first_attempt)
                 first = False
                 if self._reported == "up":
                     backoff = BACKOFF_FIRST
@@ -129,6 +131,7 @@ class RedisClient:
             if first:
                 first = False
                 task_status.started()
+            self.first_attempt.set()
             await trio.sleep(backoff)
             backoff = min(2 * backoff, BACKOFF_MAX)
 
@@ -149,7 +152,8 @@ class RedisClient:
             self._reported = "down"
 
     async def _session(self, stream: trio.abc.Stream,
-                       task_status: trio.TaskStatus[None] | None) -> str:
+                       task_status: trio.TaskStatus[None] | None,
+                       first_attempt: trio.Event) -> str:
         """Serve one connection until it fails; the reason it failed."""
         failure: list[str] = []
         async with trio.open_nursery() as nursery:
@@ -172,6 +176,7 @@ class RedisClient:
                     self._reported = "up"
             if task_status is not None:
                 task_status.started()
+            first_attempt.set()
         self.up = False
         self._out.clear()
         pending, self._pending = self._pending, deque()

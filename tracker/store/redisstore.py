@@ -7,6 +7,11 @@ connection. Counters (announces, scrapes, errors) are this process's own; swarm 
 for /stats and /metrics are summed over the swarms in Redis (SCAN), at most every
 `STATS_EVERY` seconds.
 
+Several Redis servers: each torrent's swarm lives on one of them, chosen by its
+info-hash (`shard_of`), so N servers share the work (every tracker process must be given
+the same servers in the same order). A server that is down makes the announces of its
+torrents fail, not the others'.
+
 The whitelist and the per-torrent peer limit apply as with the memory store; the memory
 bound is Redis's own (`maxmemory`, with `volatile-ttl` eviction dropping the swarms
 nearest to expiry first). `--max-torrents` and `--max-peers` do not apply here.
@@ -58,6 +63,12 @@ STATS_EVERY = 5.0  # seconds a sum over the swarms in Redis is reused for
 ERROR_LOG_EVERY = 60.0  # seconds between log lines about error replies
 
 SwarmRow = tuple[bytes, int, int, int, int, int]  # hash, kinds 0-3, completed
+ScrapeCall = tuple[RedisClient, Reply, tuple[Any, ...]]
+
+
+def shard_of(info_hash: bytes, servers: int) -> int:
+    """Which of `servers` Redis servers holds a torrent (info-hashes are uniform)."""
+    return int.from_bytes(info_hash[:8], "big") % servers
 
 
 class RedisStore:
@@ -65,7 +76,7 @@ class RedisStore:
 
     def __init__(
         self,
-        address: RedisAddress,
+        address: RedisAddress | list[RedisAddress],
         interval: int = 1800,
         min_interval: int = 60,
         max_peers_per_torrent: int = 50_000,
@@ -82,7 +93,13 @@ class RedisStore:
         self._sweep_every = max(1, interval // 2)
         self._key_life = self.ttl + self._sweep_every
         self.counters = Counters()
-        self.client = RedisClient(address, self._on_connect, timeout)
+        addresses = address if isinstance(address, list) else [address]
+        if not addresses:
+            raise ValueError("no Redis server")
+        # The first server also keeps the shared UDP secret.
+        self.clients = [RedisClient(a, self._on_connect if n == 0 else self._load_scripts,
+                                    timeout) for n, a in enumerate(addresses)]
+        self.client = self.clients[0]
         self.on_secret: Callable[[bytes], None] | None = None
         self._rows: tuple[float, list[SwarmRow]] | None = None
         self._error_logged = -ERROR_LOG_EVERY
@@ -90,19 +107,32 @@ class RedisStore:
 
     @property
     def available(self) -> bool:
-        return self.client.up
+        return all(client.up for client in self.clients)
+
+    def shard(self, info_hash: bytes) -> RedisClient:
+        """The server holding a torrent's swarm."""
+        return self.clients[shard_of(info_hash, len(self.clients))]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Keep the connection to Redis (see `RedisClient.run`)."""
-        await self.client.run(task_status=task_status)
+        """Keep the connections to Redis (see `RedisClient.run`); started once every
+        server has had its first attempt."""
+        async with trio.open_nursery() as nursery:
+            for client in self.clients:
+                nursery.start_soon(client.run)
+            for client in self.clients:
+                await client.first_attempt.wait()
+            task_status.started()
 
-    async def _on_connect(self, command: Callable[..., Reply]) -> None:
-        """Load the scripts; agree on the UDP connection-ID secret with the others."""
+    async def _load_scripts(self, command: Callable[..., Reply]) -> None:
         for sha, script in SCRIPTS:
             answer = await command(b"SCRIPT", b"LOAD", script)
             if isinstance(answer, ReplyError) or answer != sha:
                 raise SetupError(f"SCRIPT LOAD failed: {answer!r}"[:200])
+
+    async def _on_connect(self, command: Callable[..., Reply]) -> None:
+        """Load the scripts; agree on the UDP connection-ID secret with the others."""
+        await self._load_scripts(command)
         if self.on_secret is not None:
             await command(b"SET", SECRET_KEY, os.urandom(32), b"NX")
             secret = await command(b"GET", SECRET_KEY)
@@ -132,12 +162,13 @@ class RedisStore:
             self._key_life, 0, self.max_peers_per_torrent,
             self._sweep_every, self._rng.getrandbits(31),
         )
-        reply = self.client.call(b"EVALSHA", ANNOUNCE_SHA, 6, *args)
-        return self._announced(reply, args, wanted, with_ids)
+        client = self.shard(info_hash)
+        reply = client.call(b"EVALSHA", ANNOUNCE_SHA, 6, *args)
+        return self._announced(client, reply, args, wanted, with_ids)
 
-    async def _announced(self, reply: Reply, args: tuple[Any, ...], numwant: int,
-                         with_ids: bool) -> PackedOutcome:
-        answer = await self._script_answer(reply, ANNOUNCE_LUA, args)
+    async def _announced(self, client: RedisClient, reply: Reply, args: tuple[Any, ...],
+                         numwant: int, with_ids: bool) -> PackedOutcome:
+        answer = await self._script_answer(client, reply, ANNOUNCE_LUA, args)
         complete, incomplete, members4, members6, full = answer
         if full:
             raise AnnounceRefused("swarm is full", "swarm_full")
@@ -149,12 +180,13 @@ class RedisStore:
         return PackedOutcome(peers4, peers6, complete, incomplete, self.interval,
                              self.min_interval, ids4, ids6)
 
-    async def _script_answer(self, reply: Reply, script: bytes, args: tuple[Any, ...]) -> Any:
+    async def _script_answer(self, client: RedisClient, reply: Reply, script: bytes,
+                             args: tuple[Any, ...]) -> Any:
         """A script's answer; after NOSCRIPT (a SCRIPT FLUSH) once more with EVAL, which
         caches it again. An error reply (out of memory, ...) is `StoreUnavailable`."""
         answer = await reply
         if isinstance(answer, ReplyError) and str(answer).startswith("NOSCRIPT"):
-            answer = await self.client.call(b"EVAL", script, 6, *args)
+            answer = await client.call(b"EVAL", script, 6, *args)
         if isinstance(answer, ReplyError):
             now = time.monotonic()
             if now - self._error_logged >= ERROR_LOG_EVERY:
@@ -172,15 +204,16 @@ class RedisStore:
         calls = [(h, self._scrape_call(h, cutoff)) for h in dict.fromkeys(hashes)]
         return self._scraped(calls)
 
-    def _scrape_call(self, info_hash: bytes, cutoff: float) -> tuple[Reply, tuple[Any, ...]]:
+    def _scrape_call(self, info_hash: bytes, cutoff: float) -> ScrapeCall:
         args: tuple[bytes | float, ...] = (*swarm_keys(info_hash), cutoff)
-        return self.client.call(b"EVALSHA", SCRAPE_SHA, 6, *args), args
+        client = self.shard(info_hash)
+        return client, client.call(b"EVALSHA", SCRAPE_SHA, 6, *args), args
 
-    async def _scraped(self, calls: list[tuple[bytes, tuple[Reply, tuple[Any, ...]]]]
+    async def _scraped(self, calls: list[tuple[bytes, ScrapeCall]]
                        ) -> dict[bytes, ScrapeEntry]:
         files: dict[bytes, ScrapeEntry] = {}
-        for info_hash, (reply, args) in calls:
-            k0, k1, k2, k3, done = await self._script_answer(reply, SCRAPE_LUA, args)
+        for info_hash, (client, reply, args) in calls:
+            k0, k1, k2, k3, done = await self._script_answer(client, reply, SCRAPE_LUA, args)
             files[info_hash] = (k1 + k3, done, k0 + k2)
         return files
 
@@ -199,8 +232,10 @@ class RedisStore:
         """This process's counters, and the swarm figures summed over Redis (absent
         while Redis is unreachable)."""
         data: dict[str, Any] = self.counters.as_dict()
-        data["store"] = {"kind": "redis", "up": self.client.up,
-                         "connection_failures": self.client.disconnects}
+        data["store"] = {"kind": "redis", "up": self.available,
+                         "servers": len(self.clients),
+                         "servers_up": sum(client.up for client in self.clients),
+                         "connection_failures": sum(c.disconnects for c in self.clients)}
         try:
             rows = await self._swarm_rows(now)
         except StoreUnavailable:
@@ -230,19 +265,21 @@ class RedisStore:
             return self._rows[1]
         cutoff = round(now - self.ttl, 3)
         rows: list[SwarmRow] = []
-        cursor = b"0"
-        while True:
-            answer = await self._script_answer(
-                self.client.call(b"SCAN", cursor, b"MATCH", SWARM_PATTERN, b"COUNT", 1000),
-                b"", ())
-            cursor, keys = answer
-            hashes = [h for h in map(info_hash_of, keys) if h is not None]
-            calls = [(h, self._scrape_call(h, cutoff)) for h in hashes]
-            for info_hash, (reply, args) in calls:
-                k0, k1, k2, k3, done = await self._script_answer(reply, SCRAPE_LUA, args)
-                rows.append((info_hash, k0, k1, k2, k3, done))
-            if cursor == b"0":
-                break
+        for server, client in enumerate(self.clients):
+            cursor = b"0"
+            while True:
+                answer = await self._script_answer(client, client.call(
+                    b"SCAN", cursor, b"MATCH", SWARM_PATTERN, b"COUNT", 1000), b"", ())
+                cursor, keys = answer
+                hashes = [h for h in map(info_hash_of, keys)
+                          if h is not None and shard_of(h, len(self.clients)) == server]
+                calls = [(h, self._scrape_call(h, cutoff)) for h in hashes]
+                for info_hash, (shard, reply, args) in calls:
+                    k0, k1, k2, k3, done = await self._script_answer(shard, reply, SCRAPE_LUA,
+                                                                     args)
+                    rows.append((info_hash, k0, k1, k2, k3, done))
+                if cursor == b"0":
+                    break
         self._rows = (time.monotonic(), rows)
         return rows
 
