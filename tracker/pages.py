@@ -37,6 +37,8 @@ def stats_html(s: dict[str, Any], uptime: float) -> bytes:
     store = s.get("store")
     if store is not None:
         rows.append(("store", f"{store['kind']}, {'up' if store['up'] else 'DOWN'}"))
+    if "evicted" in s:
+        rows.append(("peers evicted", s["evicted"]))
     rows += [
         *((f"announces ({k})", v) for k, v in sorted(s["announces"].items())),
         *((f"scrapes ({k})", v) for k, v in sorted(s["scrapes"].items())),
@@ -75,6 +77,10 @@ def metrics_text(s: dict[str, Any], uptime: float) -> bytes:
         metric("torrents", "gauge", "Torrents the tracker knows.", [("", s["torrents"])])
         metric("seeders", "gauge", "Peers that have the whole torrent.", [("", s["seeders"])])
         metric("leechers", "gauge", "Peers still downloading.", [("", s["leechers"])])
+    if "evicted" in s:
+        metric("evicted_total", "counter",
+               "Peers evicted (the stalest first) to keep within --max-peers.",
+               [("", s["evicted"])])
     metric("announces_total", "counter", "Announces received by this process.",
            [(f'{{protocol="{k}"}}', v) for k, v in sorted(s["announces"].items())])
     metric("scrapes_total", "counter", "Scrapes received by this process.",

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from btfs.trackerwire import compact
 from tracker import snapshot
+from tracker.pages import metrics_text
 from tracker.errors import AnnounceRefused, BadRequest, RequestError, StateError
 from tracker.store.base import PackedOutcome
 from tracker.store.memory import WANT_V4, WANT_V6, SwarmStore
@@ -174,6 +175,7 @@ def test_total_peer_limit_evicts_the_stalest_peers() -> None:
     assert pid(1) not in swarm and pid(2) not in swarm
     assert pid(0) in swarm and pid(3) in swarm and pid(500) in swarm
     assert store.stats()["evicted"] == 2
+    assert "btfs_tracker_evicted_total 2\n" in metrics_text(store.stats(), 0).decode()
     assert store.scrape([H1, H2]) == {H1: (0, 0, 99), H2: (0, 0, 100)}
 
 
