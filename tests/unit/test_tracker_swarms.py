@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from btfs.trackerwire import compact
 from tracker import snapshot
-from tracker.pages import metrics_text
 from tracker.errors import AnnounceRefused, BadRequest, RequestError, StateError
+from tracker.pages import metrics_text
 from tracker.store.base import PackedOutcome
 from tracker.store.memory import WANT_V4, WANT_V6, SwarmStore
 
