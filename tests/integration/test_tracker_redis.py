@@ -503,3 +503,18 @@ def test_torrents_spread_over_several_redis_servers(procs: Processes, tmp_path: 
             assert d[b"incomplete"] == 2
     assert failed and served and failed + served == 20, (failed, served)
     assert 'btfs_tracker_store_up 0\n' in get(http_a, "/metrics")[1].decode()
+
+
+def test_workers_on_a_taken_port_is_one_line(redis: RedisServer) -> None:
+    host = next_loopback_ipv4()
+    with socket.socket() as taken:
+        taken.bind((host, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "tracker", "--http", f"{host}:{port}", "--udp", "off",
+             "--store", redis.url, "--workers", "2"],
+            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot listen" in lines[0] and "Traceback" not in result.stderr
