@@ -14,7 +14,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
     ffmpeg transmission-cli mktorrent aria2 opentracker attr ca-certificates btfs wrk nginx-light \
-    systemd rsync curl mpv chromium chromium-driver man-db groff-base bash-completion
+    redis-server systemd rsync curl mpv chromium chromium-driver man-db groff-base bash-completion
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

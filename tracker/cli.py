@@ -1,15 +1,18 @@
-"""The `btfs-tracker` command: HTTP and UDP listeners over one swarm store, in one process.
+"""The `btfs-tracker` command: HTTP and UDP listeners over one swarm store, in one
+process, or in `--workers N` processes sharing the ports (`tracker.workers`).
 
 Startup binds both listeners, prints one line per bound address (``http 127.0.0.1:6969``;
 tests and scripts read the real port when 0 was asked), then tells systemd ``READY=1``.
 SIGTERM/SIGINT: ``STOPPING=1``, save the state, exit 0. SIGHUP re-reads the whitelist.
 Bad arguments, an unreadable whitelist or an address that cannot be bound print one line
-on stderr and exit 2.
+on stderr and exit 2. The swarms live in this process (`--store memory`) or in Redis
+(`--store redis://HOST:PORT/DB`), where several trackers share them.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -18,8 +21,9 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,8 +34,12 @@ from btfs.trackerwire.compact import normalize_ip
 from tracker import snapshot
 from tracker.errors import StateError
 from tracker.http import HttpConfig, HttpTracker, open_http_listener
-from tracker.swarms import SwarmStore
-from tracker.udp import UdpTracker, open_udp_socket
+from tracker.store.base import Store
+from tracker.store.memory import MemoryStore, SwarmStore
+from tracker.store.redisproto import RedisAddress, parse_redis_url
+from tracker.store.redisstore import RedisStore
+from tracker.udp import ConnectionIds, UdpTracker, open_udp_socket
+from tracker.workers import Supervisor
 
 log = logging.getLogger("tracker")
 
@@ -118,12 +126,53 @@ def load_whitelist(path: Path) -> set[bytes]:
     return hashes
 
 
+def version() -> str:
+    try:
+        return metadata.version("btfs")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def parse_store(text: str) -> list[RedisAddress] | None:
+    """``memory`` (None), or Redis URLs separated by commas (the torrents are spread over
+    the servers by info-hash)."""
+    if text.strip().lower() == "memory":
+        return None
+    try:
+        return [parse_redis_url(url.strip()) for url in text.split(",")]
+    except ValueError as exc:
+        raise UsageError(f"--store: {exc}") from None
+
+
+def read_secret(path: Path) -> bytes:
+    """The UDP connection-ID secret kept in `path`, made (32 random bytes, mode 0600) if
+    the file does not exist yet."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UsageError(f"cannot create --secret-file {path}: {exc.strerror or exc}") from None
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+    try:
+        secret = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read --secret-file {path}: {exc.strerror or exc}") from None
+    if len(secret) < 16:
+        raise UsageError(f"--secret-file {path}: at least 16 bytes expected")
+    return secret
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="A BitTorrent tracker: HTTP (BEP 3/7/23/48) and UDP (BEP 15) in one "
-        "process. Endpoints: /announce, /scrape, /stats (?format=json), /metrics.",
+        "process, or several sharing a Redis store. Endpoints: /announce, /scrape, "
+        "/stats (?format=json), /metrics.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     parser.add_argument(
         "--http", metavar="ADDR:PORT", default=DEFAULT_ADDRESS,
         help="HTTP listen address; [::]:PORT for IPv6 (also takes IPv4), port 0 for any "
@@ -143,8 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="'min interval' told to clients (default: %(default)s)",
     )
     parser.add_argument(
+        "--store", metavar="URL", default="memory",
+        help="where the swarms live: 'memory' (this process), or Redis, "
+        "redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH[?db=DB], which several "
+        "trackers can share; several Redis URLs separated by commas spread the torrents "
+        "over those servers by info-hash (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--store-timeout", metavar="SECONDS", type=float, default=2.0,
+        help="Redis: a command unanswered this long drops the connection and the announces "
+        "waiting on it get an error (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers", metavar="N", type=int, default=1,
+        help="serve with N processes sharing the HTTP and UDP ports (SO_REUSEPORT); needs "
+        "--store redis (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--secret-file", metavar="FILE", type=Path,
+        help="the secret behind UDP connection IDs, kept in FILE (made if missing) so that "
+        "IDs stay good across restarts; with Redis and no file, the secret is shared "
+        "through Redis",
+    )
+    parser.add_argument(
         "--state", metavar="FILE", type=Path,
-        help="keep the swarms in FILE: loaded at start, saved periodically and at exit",
+        help="in-memory store: keep the swarms in FILE, loaded at start, saved periodically "
+        "and at exit (not used with Redis, which keeps them itself)",
     )
     parser.add_argument(
         "--save-every", metavar="SECONDS", type=float, default=300.0,
@@ -172,12 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse new torrents past this many (default: %(default)s)",
     )
     parser.add_argument(
-        "--max-peers-per-torrent", metavar="N", type=int, default=50_000,
-        help="refuse new peers of a torrent past this many (default: %(default)s)",
+        "--max-peers-per-torrent", metavar="N", type=int, default=0,
+        help="refuse new peers of a torrent past this many; 0: no cap, only --max-peers "
+        "bounds the tracker (default: %(default)s)",
     )
     parser.add_argument(
         "--max-peers", metavar="N", type=int, default=2_000_000,
-        help="refuse new peers past this many in all (default: %(default)s)",
+        help="in-memory store: peers in all at most; a new one past this evicts the "
+        "stalest peers first (default: %(default)s)",
     )
     parser.add_argument(
         "--max-connections", metavar="N", type=int, default=1000,
@@ -208,6 +283,7 @@ class Options:
     http: Address | None
     udp: Address | None
     args: argparse.Namespace
+    redis: list[RedisAddress] | None = None
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:
@@ -218,12 +294,22 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         udp = parse_address(args.udp)
         if http is None and udp is None:
             raise UsageError("both --http and --udp are off: nothing to serve")
-        for name in ("interval", "max_torrents", "max_peers_per_torrent", "max_peers",
+        if args.max_peers_per_torrent < 0:
+            raise UsageError("--max-peers-per-torrent cannot be negative")
+        for name in ("interval", "max_torrents", "max_peers",
                      "max_connections", "max_connections_per_ip"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if args.min_interval < 0 or args.save_every <= 0:
             raise UsageError("--min-interval and --save-every cannot be negative")
+        redis = parse_store(args.store)
+        if args.workers < 1:
+            raise UsageError("--workers must be at least 1")
+        if args.workers > 1 and redis is None:
+            raise UsageError("--workers needs swarms the workers share: add "
+                             "--store redis://HOST:PORT/DB")
+        if not 0 < args.store_timeout <= 60:
+            raise UsageError("--store-timeout must be above 0 and at most 60 seconds")
         proxies = []
         for proxy in args.trusted_proxy:
             resolved = parse_address(f"[{proxy}]:0" if ":" in proxy else f"{proxy}:0")
@@ -234,7 +320,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
             raise UsageError(f"--state: no such directory {args.state.parent}")
     except UsageError as exc:
         parser.error(str(exc))
-    return Options(http, udp, args)
+    return Options(http, udp, args, redis)
 
 
 # ------------------------------------------------------------------ state file
@@ -300,21 +386,38 @@ def write_state(path: Path, data: dict[str, Any]) -> None:
 
 
 class Service:
-    """The running tracker: store, listeners, housekeeping and signals."""
+    """The running tracker: store, listeners, housekeeping and signals.
 
-    def __init__(self, options: Options, store: SwarmStore,
-                 http_sock: socket.socket | None, udp_sock: socket.socket | None) -> None:
+    `ready` is called once the listeners are up: by default it prints the bound
+    addresses and tells systemd; a worker process tells its supervisor instead.
+    """
+
+    def __init__(self, options: Options, store: Store,
+                 http_sock: socket.socket | None, udp_sock: socket.socket | None,
+                 connection_ids: ConnectionIds | None = None,
+                 ready: Callable[[], None] | None = None) -> None:
         self.options = options
         self.args = options.args
         self.store = store
+        self.swarms = store.swarms if isinstance(store, MemoryStore) else None
         self.http_sock = http_sock
         self.udp_sock = udp_sock
+        self.connection_ids = connection_ids or ConnectionIds()
+        self.ready = ready or self._announce_ready
         self.save_failed = False
+
+    def _announce_ready(self) -> None:
+        for name, sock in (("http", self.http_sock), ("udp", self.udp_sock)):
+            if sock is not None:
+                print(name, format_address(sock.getsockname()), flush=True)
+        notify("READY=1")
 
     async def run(self) -> None:
         args = self.args
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
+                if isinstance(self.store, RedisStore):
+                    await nursery.start(self.store.run)
                 if self.http_sock is not None:
                     http = HttpTracker(self.store, HttpConfig(
                         trust_ip_param=args.trust_ip_param,
@@ -327,14 +430,12 @@ class Service:
                     listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.http_sock))
                     await nursery.start(http.serve, [listener])
                 if self.udp_sock is not None:
-                    udp = UdpTracker(self.store, trust_ip_param=args.trust_ip_param,
+                    udp = UdpTracker(self.store, self.connection_ids,
+                                     trust_ip_param=args.trust_ip_param,
                                      access_log=args.access_log)
                     await nursery.start(udp.serve, trio.socket.from_stdlib_socket(self.udp_sock))
                 nursery.start_soon(self.housekeeping)
-                for name, sock in (("http", self.http_sock), ("udp", self.udp_sock)):
-                    if sock is not None:
-                        print(name, format_address(sock.getsockname()), flush=True)
-                notify("READY=1")
+                self.ready()
                 log.info("ready")
                 async for signum in signals:
                     if signum == signal.SIGHUP:
@@ -344,7 +445,7 @@ class Service:
                         break
                 notify("STOPPING=1")
                 nursery.cancel_scope.cancel()
-        if args.state is not None:
+        if args.state is not None and self.swarms is not None:
             self.save()
 
     async def housekeeping(self) -> None:
@@ -356,13 +457,13 @@ class Service:
             await trio.sleep_until(min(next_expire, next_save))
             now = trio.current_time()
             if now >= next_expire:
-                dropped = self.store.expire(time.time())
+                dropped = await self.store.maintain(time.time())
                 if dropped:
                     log.debug("expired %d peers", dropped)
                 next_expire = now + EXPIRE_EVERY
             if now >= next_save:
-                if self.args.state is not None:
-                    data = snapshot.dump(self.store)
+                if self.args.state is not None and self.swarms is not None:
+                    data = snapshot.dump(self.swarms)
                     try:
                         await trio.to_thread.run_sync(write_state, self.args.state, data)
                     except OSError as exc:
@@ -370,13 +471,14 @@ class Service:
                 next_save = trio.current_time() + self.args.save_every
 
     def save(self) -> None:
+        assert self.swarms is not None
         try:
-            write_state(self.args.state, snapshot.dump(self.store))
+            write_state(self.args.state, snapshot.dump(self.swarms))
         except OSError as exc:
             log.error("cannot save state to %s: %s", self.args.state, exc)
             self.save_failed = True
             return
-        log.info("saved %d torrents, %d peers to %s", self.store.torrents, self.store.peers,
+        log.info("saved %d torrents, %d peers to %s", self.swarms.torrents, self.swarms.peers,
                  self.args.state)
 
     def reload_whitelist(self) -> None:
@@ -392,31 +494,156 @@ class Service:
         log.info("whitelist reloaded: %d info-hashes", len(hashes))
 
 
-def _bind(kind: str, address: Address | None) -> socket.socket | None:
+def _bind(kind: str, address: Address | None, reuse_port: bool = False
+          ) -> socket.socket | None:
     if address is None:
         return None
-    opener = open_http_listener if kind == "http" else open_udp_socket
     try:
-        return opener(*address)
+        if kind == "http":
+            return open_http_listener(*address, reuse_port=reuse_port)
+        return open_udp_socket(*address, reuse_port=reuse_port)
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {kind} {format_address(address)}: {exc.strerror or exc}"
         ) from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the tracker until SIGTERM/SIGINT; the exit status."""
-    options = parse_options(argv)
-    args = options.args
+def setup_logging(args: argparse.Namespace, tag: str = "") -> None:
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=args.log_level.upper(), stream=sys.stderr, force=True,
+        format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s",
     )
     if args.access_log:
         logging.getLogger("tracker.access").setLevel(logging.INFO)
-    socks: list[socket.socket] = []
+
+
+def make_store(options: Options, whitelist: set[bytes] | None) -> Store:
+    """The store the options name (the memory store loads --state)."""
+    args = options.args
+    if options.redis is not None:
+        if args.state is not None:
+            log.info("--state is not used: the swarms live in Redis")
+        return RedisStore(options.redis, interval=args.interval,
+                          min_interval=args.min_interval,
+                          max_peers_per_torrent=args.max_peers_per_torrent,
+                          whitelist=whitelist, timeout=args.store_timeout)
+    store_kwargs: dict[str, Any] = {
+        "interval": args.interval,
+        "min_interval": args.min_interval,
+        "max_torrents": args.max_torrents,
+        "max_peers_per_torrent": args.max_peers_per_torrent,
+        "max_peers": args.max_peers,
+        "whitelist": whitelist,
+    }
+    if args.state is not None:
+        return MemoryStore(read_state(args.state, store_kwargs, time.time()))
+    return MemoryStore(SwarmStore(**store_kwargs))
+
+
+def connection_ids(options: Options, store: Store, secret: bytes | None) -> ConnectionIds:
+    """UDP connection IDs under the --secret-file secret, or `secret` adopted from Redis
+    once connected (the one every tracker on that Redis uses)."""
+    ids = ConnectionIds(secret)
+    if options.args.secret_file is None and isinstance(store, RedisStore):
+        store.on_secret = ids.adopt
+    return ids
+
+
+def _tell_ready(fd: int) -> None:
+    os.write(fd, b"r")
+
+
+def _stopping() -> None:
+    notify("STOPPING=1")
+
+
+def run_workers(options: Options, whitelist: set[bytes] | None, secret: bytes | None) -> int:
+    """`--workers N`: reserve the ports, fork the workers (`tracker.workers`), each binding
+    its own SO_REUSEPORT sockets on them, and supervise them."""
+    args = options.args
+    probes: list[socket.socket] = []
+    try:
+        # Reserve the ports (and learn them when 0 was asked): a TCP socket bound without
+        # listening takes no connections; the UDP one is closed once the workers bound.
+        http_probe = udp_probe = None
+        if options.http is not None:
+            http_probe = open_http_listener(*options.http, reuse_port=True, listen=False)
+            probes.append(http_probe)
+            options.http = (options.http[0], http_probe.getsockname()[1])
+        if options.udp is not None:
+            udp_probe = open_udp_socket(*options.udp, reuse_port=True)
+            probes.append(udp_probe)
+            options.udp = (options.udp[0], udp_probe.getsockname()[1])
+    except OSError as exc:
+        for sock in probes:
+            sock.close()
+        sys.stderr.write(f"{PROG}: error: cannot listen: {exc.strerror or exc}\n")
+        return EXIT_BAD_INPUT
+    shared_secret = secret if secret is not None else os.urandom(32)
+
+    def worker(index: int, ready_fd: int) -> int:
+        setup_logging(args, f"[worker {index}]")
+        for sock in probes:
+            sock.close()
+        try:
+            http_sock = _bind("http", options.http, reuse_port=True)
+            udp_sock = _bind("udp", options.udp, reuse_port=True)
+        except UsageError as exc:
+            log.error("%s", exc)
+            return EXIT_BAD_INPUT
+        store = make_store(options, whitelist)
+        ids = connection_ids(options, store, shared_secret)
+        service = Service(options, store, http_sock, udp_sock, ids,
+                          ready=lambda: _tell_ready(ready_fd))
+        trio.run(service.run)
+        return 0
+
+    def ready() -> None:
+        if udp_probe is not None:
+            udp_probe.close()
+        for name, address in (("http", options.http), ("udp", options.udp)):
+            if address is not None:
+                print(name, format_address(address), flush=True)
+        notify("READY=1")
+
+    try:
+        return Supervisor(args.workers, worker).run(ready, _stopping)
+    finally:
+        for sock in probes:
+            sock.close()
+
+
+def tune_malloc() -> None:
+    """Have glibc map every block of 128 KiB or more with mmap, and resize it with mremap.
+
+    The in-memory store's columns are large buffers that grow by small steps; glibc's
+    default (a threshold that rises after the first large free) moves them into the heap,
+    where each growth copies the buffer and leaves the old one as a hole that RSS keeps:
+    about 10 bytes a tracked peer (bench/tracker.py). Not glibc: nothing to do.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(ctypes.c_int(-3), ctypes.c_int(128 * 1024))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the tracker until SIGTERM/SIGINT; the exit status."""
+    options = parse_options(argv)
+    tune_malloc()
+    args = options.args
+    setup_logging(args)
     try:
         whitelist = load_whitelist(args.whitelist) if args.whitelist is not None else None
+        secret = read_secret(args.secret_file) if args.secret_file is not None else None
+    except UsageError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    if args.workers > 1:
+        return run_workers(options, whitelist, secret)
+    socks: list[socket.socket] = []
+    try:
         http_sock = _bind("http", options.http)
         if http_sock is not None:
             socks.append(http_sock)
@@ -428,19 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sock.close()
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return EXIT_BAD_INPUT
-    store_kwargs: dict[str, Any] = {
-        "interval": args.interval,
-        "min_interval": args.min_interval,
-        "max_torrents": args.max_torrents,
-        "max_peers_per_torrent": args.max_peers_per_torrent,
-        "max_peers": args.max_peers,
-        "whitelist": whitelist,
-    }
-    if args.state is not None:
-        store = read_state(args.state, store_kwargs, time.time())
-    else:
-        store = SwarmStore(**store_kwargs)
-    service = Service(options, store, http_sock, udp_sock)
+    store = make_store(options, whitelist)
+    service = Service(options, store, http_sock, udp_sock,
+                      connection_ids(options, store, secret))
     trio.run(service.run)
     return EXIT_FAILURE if service.save_failed else 0
 

@@ -14,6 +14,7 @@ ERROR_KINDS = (
     "http_protocol",
     "udp_malformed",
     "udp_connection_id",
+    "store_unavailable",
 )
 
 
@@ -40,6 +41,17 @@ class AnnounceRefused(RequestError):
     """A well-formed announce the tracker declines (whitelist, limits)."""
 
     kind = "refused"
+
+
+class StoreUnavailable(RequestError):
+    """The shared swarm store (Redis) cannot be reached or did not answer in time: the
+    announce is answered with this reason (HTTP 200 / a BEP 15 error) and the client
+    retries later."""
+
+    kind = "store_unavailable"
+
+    def __init__(self, reason: str = "tracker storage unavailable, try again later") -> None:
+        super().__init__(reason)
 
 
 class StateError(BtfsError):

@@ -13,9 +13,10 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,7 +36,8 @@ from tracker.httpapi import (
     parse_scrape,
 )
 from tracker.pages import metrics_text, stats_html, stats_json
-from tracker.swarms import SwarmStore
+from tracker.store.base import Outcome, Ready, Store
+from tracker.store.memory import MemoryStore, SwarmStore
 
 log = logging.getLogger("tracker.http")
 access_log = logging.getLogger("tracker.access")
@@ -89,53 +91,61 @@ class Reply:
 
 
 class HttpTracker:
-    """Answers HTTP requests from a `SwarmStore`; `serve` runs the listener."""
+    """Answers HTTP requests from a store (a bare `SwarmStore` is served from memory);
+    `serve` runs the listener."""
 
     def __init__(
         self,
-        store: SwarmStore,
+        store: Store | SwarmStore,
         config: HttpConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.store: Store = MemoryStore(store) if isinstance(store, SwarmStore) else store
         self.config = config or HttpConfig()
         self.clock = clock
         self.started = clock()
         self.connections: ConnectionTable[trio.CancelScope] = ConnectionTable(
             self.config.max_connections, self.config.max_connections_per_ip)
 
-    def handle(
+    async def handle(
         self, method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
     ) -> Reply:
-        """The response to one request (no I/O)."""
+        """The response to one request (no I/O but the store's)."""
         path, _, query = target.partition(b"?")
         if method != b"GET":
             return Reply(405, BENCODE, b"method not allowed\n")
         try:
             if path == b"/announce":
-                return Reply(200, BENCODE, self._announce(query, headers, peer_ip))
+                body = self._announce(query, headers, peer_ip)
+                if not isinstance(body, bytes):
+                    body = await body
+                return Reply(200, BENCODE, body)
             if path == b"/scrape":
                 hashes = parse_scrape(query, self.config.allow_full_scrape)
                 if hashes is None:
-                    files = self.store.scrape_all(protocol="http")
+                    files = await self.store.scrape_all(self.clock(), protocol="http")
                 else:
-                    files = self.store.scrape(hashes, protocol="http")
+                    files = await self.store.scrape(hashes, self.clock(), protocol="http")
                 return Reply(200, BENCODE, encode_scrape(files))
         except RequestError as exc:
             self.store.count_error(exc.kind)
             return Reply(200, BENCODE, encode_failure(exc.reason))
         uptime = self.clock() - self.started
         if path == b"/stats":
+            stats = await self.store.stats(self.clock())
+            stats["pid"] = os.getpid()  # which process answered (one of --workers)
             if b"format=json" in query.split(b"&"):
-                return Reply(200, JSON, stats_json(self.store, uptime))
-            return Reply(200, HTML, stats_html(self.store, uptime))
+                return Reply(200, JSON, stats_json(stats, uptime))
+            return Reply(200, HTML, stats_html(stats, uptime))
         if path == b"/metrics":
-            return Reply(200, PROMETHEUS, metrics_text(self.store, uptime))
+            return Reply(200, PROMETHEUS, metrics_text(await self.store.stats(self.clock(), 0),
+                                                       uptime))
         return Reply(404, BENCODE, b"not found\n")
 
     def _announce(
         self, query: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
-    ) -> bytes:
+    ) -> bytes | Awaitable[bytes]:
+        """The answer, or (when the store's answer is on its way) an awaitable of it."""
         p = parse_announce(query)
         config = self.config
         if config.trust_ip_param and p.ip:
@@ -144,11 +154,18 @@ class HttpTracker:
             ip = client_address(peer_ip, headers, config.trusted_proxies)
         else:
             ip = normalize_ip(peer_ip)
-        result = self.store.announce(
+        pending = self.store.announce(
             p.info_hash, p.peer_id, ip, p.port, p.uploaded, p.downloaded, p.left, p.event,
-            p.numwant, self.clock(), protocol="http",
+            p.numwant, self.clock(), protocol="http", with_ids=not (p.compact or p.no_peer_id),
         )
-        return encode_announce(result, p.compact, p.no_peer_id)
+        if isinstance(pending, Ready):  # the memory store: no coroutine to go through
+            return encode_announce(pending.value, p.compact, p.no_peer_id)
+        return self._encode_later(pending, p.compact, p.no_peer_id)
+
+    @staticmethod
+    async def _encode_later(pending: Awaitable[Outcome], compact: bool, no_peer_id: bool
+                            ) -> bytes:
+        return encode_announce(await pending, compact, no_peer_id)
 
     # -------------------------------------------------------------- connections
 
@@ -291,7 +308,7 @@ class HttpTracker:
                     break
                 target, headers, used = request
                 buf = buf[used:]
-                response = self.handle(b"GET", target, headers, peer_ip)
+                response = await self.handle(b"GET", target, headers, peer_ip)
                 if access:
                     self._log_access(peer_ip, b"GET", target, response)
                 await io.send_all(
@@ -331,7 +348,8 @@ class HttpTracker:
                     await _send(conn, io, request, close=True)
                     await _drain(stream)
                     return
-                response = self.handle(request.method, request.target, request.headers, peer_ip)
+                response = await self.handle(request.method, request.target, request.headers,
+                                             peer_ip)
                 if self.config.access_log:
                     self._log_access(peer_ip, request.method, request.target, response)
                 await _send(conn, io, response, close=False)
@@ -431,8 +449,11 @@ async def _send(conn: h11.Connection, io: ConnectionIo, response: Reply, close: 
         await io.send_all(data)
 
 
-def open_http_listener(host: str, port: int) -> socket.socket:
+def open_http_listener(host: str, port: int, reuse_port: bool = False,
+                       listen: bool = True) -> socket.socket:
     """A bound, listening TCP socket (the IPv6 wildcard also takes IPv4); raises OSError.
+    `reuse_port`: SO_REUSEPORT, for workers sharing the port (the kernel spreads the
+    connections over their listeners); `listen=False` only reserves the port.
 
     A plain socket, so that it can be made before trio runs; wrap it with
     ``trio.SocketListener(trio.socket.from_stdlib_socket(sock))``.
@@ -441,10 +462,13 @@ def open_http_listener(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
         sock.bind((host, port))
-        sock.listen(1024)
+        if listen:
+            sock.listen(1024)
     except BaseException:
         sock.close()
         raise

@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 from btfs.trackerwire.compact import normalize_ip, pack_ip
 from btfs.trackerwire.events import ANNOUNCE_EVENTS, NONE
 from tracker.errors import BadRequest, RequestError
-from tracker.swarms import AnnounceOutcome, ScrapeEntry
+from tracker.store.base import Outcome, ScrapeEntry
 
 MAX_SCRAPE_HASHES = 100
 _MAX_DIGITS = 20
@@ -58,13 +58,29 @@ def split_query(query: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
         name, _, value = part.partition(b"=")
         if b"%" in name:
             name = _unquote(name)
+        if name == b"info_hash":
+            hashes.append(_unquote_hash(value) if b"%" in value else value)
+            continue
         if b"%" in value:
             value = _unquote(value)
-        if name == b"info_hash":
-            hashes.append(value)
-        else:
-            params[name] = value
+        params[name] = value
     return params, hashes
+
+
+_HASHES: dict[bytes, bytes] = {}  # info_hash as sent -> decoded: few torrents, many peers
+_MAX_HASHES = 4096
+
+
+def _unquote_hash(value: bytes) -> bytes:
+    """`_unquote` of an info_hash, remembered: every peer of a torrent sends the same
+    bytes (in its client's encoding), so most announces find them here."""
+    decoded = _HASHES.get(value)
+    if decoded is None:
+        decoded = _unquote(value)
+        if len(_HASHES) >= _MAX_HASHES:
+            _HASHES.clear()
+        _HASHES[value] = decoded
+    return decoded
 
 
 def _unquote(value: bytes) -> bytes:
@@ -195,7 +211,7 @@ def _bstr(value: bytes) -> bytes:
 
 
 def encode_announce(
-    result: AnnounceOutcome, compact: bool = True, no_peer_id: bool = False
+    result: Outcome, compact: bool = True, no_peer_id: bool = False
 ) -> bytes:
     """The bencoded answer to an announce (keys in bencode's sorted order, by hand)."""
     head = b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de" % (
@@ -205,19 +221,19 @@ def encode_announce(
         result.min_interval,
     )
     if compact:
-        peers = b"".join([p.compact for p in result.peers4])
+        peers = result.compact4()
         body = b"%s5:peers%d:%s" % (head, len(peers), peers)
-        if result.peers6:
-            peers6 = b"".join([p.compact for p in result.peers6])
+        peers6 = result.compact6()
+        if peers6:
             body += b"6:peers6%d:%s" % (len(peers6), peers6)
         return body + b"e"
     parts = [head, b"5:peersl"]
-    for p in result.peers4 + result.peers6:
-        ip = p.ip.encode()
-        if no_peer_id:
-            parts.append(b"d2:ip%s4:porti%dee" % (_bstr(ip), p.port))
+    for peer_id, ip_text, port in result.entries():
+        ip = ip_text.encode()
+        if no_peer_id or not peer_id:  # (a store asked without ids gives none)
+            parts.append(b"d2:ip%s4:porti%dee" % (_bstr(ip), port))
         else:
-            parts.append(b"d2:ip%s7:peer id20:%s4:porti%dee" % (_bstr(ip), p.peer_id, p.port))
+            parts.append(b"d2:ip%s7:peer id20:%s4:porti%dee" % (_bstr(ip), peer_id, port))
     parts.append(b"ee")
     return b"".join(parts)
 

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from tracker.errors import StateError
-from tracker.swarms import SavedPeer, SwarmStore
+from tracker.store.memory import SavedPeer, SwarmStore
 
 FORMAT = "btfs-tracker-state"
 VERSION = 1
@@ -27,8 +27,8 @@ def dump(store: SwarmStore) -> dict[str, Any]:
         torrents[info_hash.hex()] = {
             "downloaded": swarm.downloaded,
             "peers": [
-                [p.peer_id.hex(), p.compact.hex(), int(p.is_seed), p.last_seen]
-                for p in swarm.peers.values()
+                [peer_id.hex(), compact.hex(), int(seed), last_seen]
+                for peer_id, compact, seed, last_seen in swarm.records()
             ],
         }
     return {"format": FORMAT, "version": VERSION, "torrents": torrents}

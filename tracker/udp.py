@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import trio
@@ -31,7 +31,8 @@ from btfs.trackerwire.bep15 import (
     encode_scrape,
 )
 from tracker.errors import RequestError
-from tracker.swarms import WANT_V4, WANT_V6, SwarmStore
+from tracker.store.base import WANT_V4, WANT_V6, Outcome, Ready, ScrapeEntry, Store
+from tracker.store.memory import MemoryStore, SwarmStore
 
 log = logging.getLogger("tracker.udp")
 access_log = logging.getLogger("tracker.access")
@@ -39,20 +40,30 @@ access_log = logging.getLogger("tracker.access")
 MAX_PEERS6 = 66  # 20 + 66 * 18 bytes stays below IPv6's safe 1232-byte payload
 _MAX_DATAGRAM = 2048
 _BATCH = 64  # datagrams answered per wakeup before other tasks get a turn
+_IN_FLIGHT = 16  # batches waiting on the store (Redis) at once
 
 
 class ConnectionIds:
     """Stateless connection IDs: 8 bytes of a keyed BLAKE2b over the client's address and
-    the current time window, under a random per-process secret. An ID is accepted in the
-    window it was made in and the next one, so it lives one to two windows."""
+    the current time window, under a secret: random per process, or shared by every
+    tracker process (a file, or the Redis store) so that an ID from one worker or before a
+    restart is good at another. An ID is accepted in the window it was made in and the
+    next one, so it lives one to two windows; after `adopt` of a new secret, IDs made
+    under the previous one stay good too."""
 
     def __init__(self, secret: bytes | None = None, window: float = 60.0) -> None:
         self.secret = secret if secret is not None else os.urandom(32)
+        self.previous: bytes | None = None
         self.window = window
 
-    def _mac(self, address: bytes, window: int) -> bytes:
+    def adopt(self, secret: bytes) -> None:
+        """Use `secret` from now on (the one other processes share)."""
+        if secret != self.secret:
+            self.previous, self.secret = self.secret, secret
+
+    def _mac(self, address: bytes, window: int, secret: bytes | None = None) -> bytes:
         msg = window.to_bytes(8, "big", signed=True) + address
-        return hashlib.blake2b(msg, key=self.secret, digest_size=8).digest()
+        return hashlib.blake2b(msg, key=secret or self.secret, digest_size=8).digest()
 
     def make(self, address: bytes, now: float) -> bytes:
         """An ID for a client at `address` (any bytes naming it, e.g. its packed ip+port)."""
@@ -60,30 +71,47 @@ class ConnectionIds:
 
     def check(self, connection_id: bytes, address: bytes, now: float) -> bool:
         window = int(now // self.window)
-        return hmac.compare_digest(connection_id, self._mac(address, window)) or (
-            hmac.compare_digest(connection_id, self._mac(address, window - 1))
-        )
+        for secret in (self.secret, self.previous):
+            if secret is None:
+                continue
+            if hmac.compare_digest(connection_id, self._mac(address, window, secret)) or (
+                hmac.compare_digest(connection_id, self._mac(address, window - 1, secret))
+            ):
+                return True
+        return False
+
+
+Answer = bytes | None | Coroutine[Any, Any, bytes | None]
 
 
 class UdpTracker:
-    """Answers BEP 15 datagrams from a `SwarmStore`; `serve` runs one socket."""
+    """Answers BEP 15 datagrams from a store (a bare `SwarmStore` is served from memory);
+    `serve` runs one socket."""
 
     def __init__(
         self,
-        store: SwarmStore,
+        store: Store | SwarmStore,
         connection_ids: ConnectionIds | None = None,
         trust_ip_param: bool = False,
         access_log: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.store: Store = MemoryStore(store) if isinstance(store, SwarmStore) else store
         self.ids = connection_ids or ConnectionIds()
         self.trust_ip_param = trust_ip_param
         self.access_log = access_log
         self.clock = clock
 
-    def handle(self, data: bytes, source: tuple[Any, ...]) -> bytes | None:
+    async def handle(self, data: bytes, source: tuple[Any, ...]) -> bytes | None:
         """The reply to one datagram from `source` (a socket address), or None to drop it."""
+        answer = self.start(data, source)
+        if answer is None or isinstance(answer, bytes):
+            return answer
+        return await answer
+
+    def start(self, data: bytes, source: tuple[Any, ...]) -> Answer:
+        """The reply to one datagram, or, when the store's answer is still on its way, a
+        coroutine that gives it: the serve loop starts a whole batch before awaiting."""
         try:
             client = compact_address.pack(source[0].partition("%")[0], source[1])
         except ValueError:
@@ -103,13 +131,27 @@ class UdpTracker:
         try:
             if isinstance(request, AnnounceRequest):
                 return self._announce(request, client, now)
-            files = self.store.scrape(request.info_hashes, protocol="udp")
-            return encode_scrape(txid, [files[h] for h in request.info_hashes])
+            pending = self.store.scrape(request.info_hashes, now, protocol="udp")
+        except RequestError as exc:
+            self.store.count_error(exc.kind)
+            return encode_error(txid, exc.reason)
+        if isinstance(pending, Ready):
+            return self._scraped(txid, request.info_hashes, pending.value)
+        return self._scrape_later(txid, request.info_hashes, pending)
+
+    def _scraped(self, txid: bytes, hashes: list[bytes], files: dict[bytes, ScrapeEntry]
+                 ) -> bytes:
+        return encode_scrape(txid, [files[h] for h in hashes])
+
+    async def _scrape_later(self, txid: bytes, hashes: list[bytes],
+                            pending: Awaitable[dict[bytes, ScrapeEntry]]) -> bytes:
+        try:
+            return self._scraped(txid, hashes, await pending)
         except RequestError as exc:
             self.store.count_error(exc.kind)
             return encode_error(txid, exc.reason)
 
-    def _announce(self, request: AnnounceRequest, client: bytes, now: float) -> bytes:
+    def _announce(self, request: AnnounceRequest, client: bytes, now: float) -> Answer:
         v6 = len(client) == 18
         address = client[:-2]
         if self.trust_ip_param and not v6 and request.ip != b"\0\0\0\0":
@@ -118,7 +160,7 @@ class UdpTracker:
         if v6 and (numwant < 0 or numwant > MAX_PEERS6):
             numwant = min(MAX_PEERS6, 50 if numwant < 0 else numwant)
         compact = address + request.port.to_bytes(2, "big")
-        result = self.store.announce(
+        pending = self.store.announce(
             request.info_hash, request.peer_id, "", request.port, request.uploaded,
             request.downloaded, request.left, request.event, numwant, now,
             protocol="udp", families=WANT_V6 if v6 else WANT_V4, compact=compact,
@@ -127,11 +169,22 @@ class UdpTracker:
             ip, port = compact_address.unpack(client)
             access_log.info("%s:%d udp announce %s %s", ip, port, request.info_hash.hex(),
                             request.event or "-")
-        peers = result.peers6 if v6 else result.peers4
-        return encode_announce(
-            request.txid, result.interval, result.incomplete, result.complete,
-            b"".join([p.compact for p in peers]),
-        )
+        if isinstance(pending, Ready):
+            return self._announced(request.txid, v6, pending.value)
+        return self._announce_later(request.txid, v6, pending)
+
+    @staticmethod
+    def _announced(txid: bytes, v6: bool, result: Outcome) -> bytes:
+        return encode_announce(txid, result.interval, result.incomplete, result.complete,
+                               result.compact6() if v6 else result.compact4())
+
+    async def _announce_later(self, txid: bytes, v6: bool, pending: Awaitable[Outcome]
+                              ) -> bytes:
+        try:
+            return self._announced(txid, v6, await pending)
+        except RequestError as exc:
+            self.store.count_error(exc.kind)
+            return encode_error(txid, exc.reason)
 
     async def serve(
         self,
@@ -143,42 +196,89 @@ class UdpTracker:
 
         Datagrams are read and answered with plain non-blocking calls on the socket, up
         to `_BATCH` per wakeup: a trio socket call per datagram costs a trip through the
-        scheduler, several times the work of an announce.
+        scheduler, several times the work of an announce. Answers that wait on the store
+        (Redis) are collected by a task per batch, so that reading goes on meanwhile;
+        at most `_IN_FLIGHT` batches wait at once (then reading waits: the kernel's
+        buffer, then dropped datagrams, are the back-pressure).
         """
         raw = socket.socket(sock.family, sock.type, fileno=sock.fileno())  # detached below
         raw.setblocking(False)
-        task_status.started()
+        in_flight = trio.Semaphore(_IN_FLIGHT)
         try:
-            while True:
-                await trio.lowlevel.wait_readable(raw)
-                for _ in range(_BATCH):
-                    try:
-                        data, source = raw.recvfrom(_MAX_DATAGRAM)
-                    except BlockingIOError:
-                        break
-                    except OSError:  # e.g. an ICMP error from an earlier reply
-                        continue
-                    try:
-                        reply = self.handle(data, source)
-                    except Exception:  # a bug must not take the tracker down
-                        log.exception("error handling a datagram from %s", source)
-                        continue
-                    if reply is not None:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    await trio.lowlevel.wait_readable(raw)
+                    later: list[tuple[Coroutine[Any, Any, bytes | None], tuple[Any, ...]]] = []
+                    for _ in range(_BATCH):
                         try:
-                            raw.sendto(reply, source)
-                        except BlockingIOError:  # the send buffer is full: wait for room
+                            data, source = raw.recvfrom(_MAX_DATAGRAM)
+                        except BlockingIOError:
+                            break
+                        except OSError:  # e.g. an ICMP error from an earlier reply
+                            continue
+                        try:
+                            reply = self.start(data, source)
+                        except Exception:  # a bug must not take the tracker down
+                            log.exception("error handling a datagram from %s", source)
+                            continue
+                        if reply is None:
+                            continue
+                        if isinstance(reply, bytes):
                             try:
-                                await sock.sendto(reply, source)
+                                raw.sendto(reply, source)
+                            except BlockingIOError:  # the send buffer is full: wait
+                                await _send_when_possible(sock, reply, source)
                             except OSError:
                                 pass
-                        except OSError:
-                            pass
+                        else:
+                            later.append((reply, source))
+                    if later:
+                        await in_flight.acquire()
+                        nursery.start_soon(self._finish_batch, later, sock, raw, in_flight)
         finally:
             raw.detach()
 
+    async def _finish_batch(
+        self, later: list[tuple[Coroutine[Any, Any, bytes | None], tuple[Any, ...]]],
+        sock: trio.socket.SocketType, raw: socket.socket, in_flight: trio.Semaphore,
+    ) -> None:
+        """Await a batch's answers from the store (they travelled together) and send them."""
+        started = 0
+        try:
+            for pending, source in later:
+                started += 1
+                try:
+                    reply = await pending
+                except Exception:
+                    log.exception("error handling a datagram from %s", source)
+                    continue
+                if reply is None:
+                    continue
+                try:
+                    raw.sendto(reply, source)
+                except BlockingIOError:
+                    await _send_when_possible(sock, reply, source)
+                except OSError:
+                    pass
+        finally:
+            in_flight.release()
+            for pending, _ in later[started:]:  # cancelled: answers never awaited
+                pending.close()
 
-def open_udp_socket(host: str, port: int) -> socket.socket:
+
+async def _send_when_possible(sock: trio.socket.SocketType, reply: bytes,
+                              source: tuple[Any, ...]) -> None:
+    try:
+        await sock.sendto(reply, source)
+    except OSError:
+        pass
+
+
+def open_udp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A bound UDP socket (the IPv6 wildcard also takes IPv4); raises OSError.
+    `reuse_port`: SO_REUSEPORT, for workers sharing the port (the kernel spreads the
+    clients over them).
 
     A plain socket, so that it can be made before trio runs; `serve` takes it wrapped
     with ``trio.socket.from_stdlib_socket``.
@@ -186,6 +286,8 @@ def open_udp_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
         sock.bind((host, port))

@@ -23,7 +23,7 @@ import trio.testing
 
 from tracker import fastpath, http
 from tracker.http import HttpConfig, HttpTracker
-from tracker.swarms import SwarmStore
+from tracker.store.memory import SwarmStore
 
 HASH = bytes([0, 1, 0x25, 0x26, 0x2B, 0x3D, 0x20, 0xFF]) + b"h" * 12
 OTHER = b"o" * 20

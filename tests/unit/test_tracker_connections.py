@@ -11,7 +11,7 @@ import trio.testing
 
 from tracker.connections import ConnectionTable, limit_key
 from tracker.http import ACCEPT_RETRY_MAX, HttpTracker
-from tracker.swarms import SwarmStore
+from tracker.store.memory import SwarmStore
 
 
 def test_an_address_at_its_limit_displaces_its_own_longest_waiting() -> None:

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from tracker.cli import Service, parse_options
-from tracker.swarms import SwarmStore
+from tracker.store.memory import MemoryStore, SwarmStore
 
 
 async def test_housekeeping_sleeps_and_saves_on_schedule(
@@ -24,16 +24,18 @@ async def test_housekeeping_sleeps_and_saves_on_schedule(
     state = tmp_path / "swarms.json"
     options = parse_options(["--http", "127.0.0.1:0", "--udp", "off", "--state", str(state),
                              "--save-every", "300"])
-    service = Service(options, SwarmStore(), None, None)
+    service = Service(options, MemoryStore(SwarmStore()), None, None)
     passes = 0
-    original = service.store.expire
+    swarms = service.swarms
+    assert swarms is not None
+    original = swarms.expire
 
     def counting_expire(now: float) -> int:
         nonlocal passes
         passes += 1
         return original(now)
 
-    service.store.expire = counting_expire  # type: ignore[method-assign]
+    swarms.expire = counting_expire  # type: ignore[method-assign]
     clock = mock_clock
     async with trio.open_nursery() as nursery:
         nursery.start_soon(service.housekeeping)
