@@ -229,7 +229,7 @@ def _daemonize(meta: list[Metainfo | Magnet], options: MountOptions) -> int:
     pid = os.fork()
     if pid > 0:
         os.close(write_end)
-        if isinstance(meta[0], Magnet) and not options.quiet:
+        if not options.library and isinstance(meta[0], Magnet) and not options.quiet:
             print(f"btfs: fetching the metadata of {source_name(meta[0])} from peers; "
                   f"'btfs status {options.mountpoint}' shows how it goes", file=sys.stderr,
                   flush=True)
