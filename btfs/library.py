@@ -31,7 +31,7 @@ from btfs import dial
 from btfs.cachebudget import CacheBudget
 from btfs.cachelock import LOCK_NAME, lock_folder
 from btfs.choker import Choker, PeerRates
-from btfs.dht.service import DhtService, default_routers
+from btfs.dht.service import DhtService
 from btfs.errors import BtfsError
 from btfs.lsdservice import LsdService
 from btfs.magnet import Magnet
@@ -370,8 +370,7 @@ class Library:
                 self.lsd = LsdService(self.shared.port, bind=net.bind)
                 await nursery.start(self.lsd.run)
             if net.dht:
-                self.dht = DhtService(net.dht_routers if net.dht_routers is not None
-                                      else default_routers(), state_path=net.dht_state)
+                self.dht = DhtService(net.dht_routers, state_path=net.dht_state)
                 await nursery.start(self.dht.run, net.bind, self.shared.port)
             nursery.start_soon(self._rechoke_loop)
             log.info("listening on port %d", self.shared.port)

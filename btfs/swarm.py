@@ -26,7 +26,7 @@ import trio
 from btfs import __version__, dial, pex, wire
 from btfs.assembly import Assembly, Culprit, PartialPiece
 from btfs.choker import Choker, PeerRates
-from btfs.dht.service import DhtService, default_routers
+from btfs.dht.service import DhtService
 from btfs.errors import BtfsError
 from btfs.lsdservice import LsdService, run_lsd
 from btfs.metainfo import Metainfo
@@ -547,8 +547,7 @@ class Swarm:
                 nursery.start_soon(self.tracker_session.run)
             if self.uses_dht and (self.dht is not None or self.shared is None):
                 if self.dht is None:
-                    self.dht = DhtService(self.config.dht_routers if self.config.dht_routers
-                                          is not None else default_routers(),
+                    self.dht = DhtService(self.config.dht_routers,
                                           state_path=self.config.dht_state, rng=self.rng)
                     await nursery.start(self.dht.run, self.config.bind, self.listen_port)
                 nursery.start_soon(self._dht_loop)

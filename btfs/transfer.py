@@ -24,7 +24,7 @@ import trio
 
 from btfs.addresses import parse_peer
 from btfs.cachelock import lock_folder
-from btfs.dht.service import DhtService, default_routers
+from btfs.dht.service import DhtService
 from btfs.errors import BtfsError, Unavailable, first_leaf
 from btfs.hints import check_seed_path
 from btfs.lsdservice import LsdService
@@ -86,8 +86,7 @@ def resolve_magnet(magnet: Magnet, net: SwarmConfig, timeout: float | None = Non
             async with trio.open_nursery() as nursery:
                 dht = None
                 if net.dht:
-                    dht = DhtService(net.dht_routers if net.dht_routers is not None
-                                     else default_routers(), state_path=net.dht_state)
+                    dht = DhtService(net.dht_routers, state_path=net.dht_state)
                     await nursery.start(dht.run, net.bind, port)
                     if not dht.nodes:
                         dht = None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import random
 import socket
@@ -68,9 +67,10 @@ def split_host_port(text: str) -> tuple[str, int]:
 class DhtService:
     """The process's DHT node(s) on UDP, for every swarm (and magnet) of the process."""
 
-    def __init__(self, routers: Sequence[str], *, state_path: Path | None = None,
+    def __init__(self, routers: Sequence[str] | None, *, state_path: Path | None = None,
                  rng: random.Random | None = None) -> None:
-        self.routers = list(routers)
+        """`routers`: HOST:PORT to join through; None: `default_routers()`."""
+        self.routers = list(routers) if routers is not None else default_routers()
         self.state_path = state_path
         self.rng = rng or random.Random()
         self.nodes: dict[int, DhtNode] = {}
@@ -284,11 +284,11 @@ class DhtService:
         """Write the good nodes (most recently seen first); atomically."""
         if self.state_path is None or not self.nodes:
             return
-        now = trio.current_time() if _in_trio() else math.inf
+        now = trio.current_time()
         state: dict[bytes, bytes] = {}
         for family, node in self.nodes.items():
             good = sorted(node.table.nodes(), key=lambda n: -n.last_seen)
-            addresses = [n.address for n in good if now == math.inf or n.good(now)]
+            addresses = [n.address for n in good if n.good(now)]
             if addresses:
                 state[b"nodes" if family == 4 else b"nodes6"] = b"".join(
                     krpc.pack_address(a) for a in addresses[:MAX_SAVED_NODES])
@@ -301,14 +301,6 @@ class DhtService:
             tmp.replace(self.state_path)
         except OSError as exc:
             log.info("DHT: cannot save the nodes to %s: %s", self.state_path, exc)
-
-
-def _in_trio() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
 
 
 async def _open_socket(family: int, bind: str | None, port: int) -> trio.socket.SocketType:
