@@ -94,8 +94,7 @@ def resolve_magnet(magnet: Magnet, net: SwarmConfig, timeout: float | None = Non
                 if net.lsd:
                     lsd = LsdService(port, bind=net.bind)
                     await nursery.start(lsd.run)
-                if sys.stderr.isatty():
-                    nursery.start_soon(_show_search, search)
+                nursery.start_soon(_show_search, search)
                 with trio.move_on_after(timeout if timeout is not None else math.inf):
                     meta = await fetch_metadata(magnet, peer_id, net.peers, port=port,
                                                 bind=net.bind, use_trackers=net.trackers,
@@ -107,8 +106,7 @@ def resolve_magnet(magnet: Magnet, net: SwarmConfig, timeout: float | None = Non
                 raise Unavailable(f"no peer gave the metadata of {name} within {timeout:.0f} s: "
                                 f"{search.summary()}")
         finally:
-            if sys.stderr.isatty():
-                sys.stderr.write("\r\x1b[K")
+            stderr_line().clear()
             for listener in listeners:
                 await listener.aclose()
 
@@ -119,10 +117,10 @@ def resolve_magnet(magnet: Magnet, net: SwarmConfig, timeout: float | None = Non
 
 
 async def _show_search(search: MetadataSearch) -> None:
-    """The metadata fetch's progress line on a terminal, redrawn every second."""
+    """The metadata fetch's status line on a terminal (log lines go above it), redrawn
+    every second; nothing off a terminal."""
     while True:
-        sys.stderr.write(f"\r\x1b[Kbtfs: resolving metadata: {search.summary()}")
-        sys.stderr.flush()
+        stderr_line().show(f"btfs: resolving metadata: {search.summary()}")
         await trio.sleep(1)
 
 
