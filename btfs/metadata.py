@@ -236,13 +236,9 @@ async def _metadata_from(stream: trio.abc.Stream, info_hash: bytes, peer_id: byt
     assembler: MetadataAssembler | None = None
     their_id = 0
     while True:
-        message = reader.next_message()
+        message = await _next_message(stream, reader)
         if message is None:
-            data = await stream.receive_some(65536)
-            if not data:
-                return None
-            reader.feed(data)
-            continue
+            return None
         if not isinstance(message, wire.Extended):
             continue
         if message.ext_id == 0:
@@ -279,16 +275,25 @@ async def _pex_only(stream: trio.abc.Stream, reader: wire.MessageReader,
     """Wait (a little) for the peers a peer without the metadata names by peer exchange."""
     with trio.move_on_after(PEX_WAIT):
         while True:
-            message = reader.next_message()
+            message = await _next_message(stream, reader)
             if message is None:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                reader.feed(data)
-                continue
+                return
             if isinstance(message, wire.Extended) and message.ext_id == pex.UT_PEX_ID:
                 try:
                     on_pex(list(pex.decode(message.payload).added)[:MAX_PEX_PEERS])
                 except pex.PexError:
                     pass
                 return
+
+
+async def _next_message(stream: trio.abc.Stream,
+                        reader: wire.MessageReader) -> wire.Message | None:
+    """The peer's next message, reading as needed; None once it closes."""
+    while True:
+        message = reader.next_message()
+        if message is not None:
+            return message
+        data = await stream.receive_some(65536)
+        if not data:
+            return None
+        reader.feed(data)
