@@ -60,6 +60,14 @@ class Bitfield:
             self._bits[i >> 3] |= mask
             self.count += 1
 
+    def clear(self, i: int) -> None:
+        if not 0 <= i < self.size:
+            raise IndexError(i)
+        mask = 0x80 >> (i & 7)
+        if self._bits[i >> 3] & mask:
+            self._bits[i >> 3] &= ~mask & 0xFF
+            self.count -= 1
+
     def all(self) -> bool:
         return self.count == self.size
 

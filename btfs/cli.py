@@ -482,17 +482,32 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from btfs.controlclient import library_status, render_library
-    from btfs.status import btfs_mounts, collect, render
+    from btfs.status import btfs_mounts, collect, render, render_failed
 
-    targets = args.mountpoints or btfs_mounts()
-    if not targets:
-        raise BtfsError("no btfs mounts")
-    results = [library_status(path) or collect(path) for path in targets]
+    if args.mountpoints:
+        results = [library_status(path) or collect(path) for path in args.mountpoints]
+    else:
+        # every mount, each on its own: one whose btfs died (or answers with an error)
+        # is reported as such, and the others are still shown
+        targets = btfs_mounts()
+        if not targets:
+            raise BtfsError("no btfs mounts")
+        results = []
+        for path in targets:
+            try:
+                results.append(library_status(path) or collect(path))
+            except (BtfsError, OSError) as exc:
+                cause = exc.__cause__ if isinstance(exc, BtfsError) else exc
+                reason = (cause.strerror if isinstance(cause, OSError) and cause.strerror
+                          else str(exc))
+                results.append({"mountpoint": str(path), "error": reason})
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print("\n".join(render_library(r) if "torrents" in r else render(r) for r in results))
-    return 0
+        print("\n".join(render_failed(r) if "error" in r
+                        else render_library(r) if "torrents" in r else render(r)
+                        for r in results))
+    return 1 if any("error" in r for r in results) else 0
 
 
 def cmd_install_units(args: argparse.Namespace) -> int:

@@ -87,6 +87,10 @@ MAX_METADATA = 16 << 20
 UT_METADATA_ID = 3  # the id peers use for ut_metadata messages to us
 REQUEST, DATA, REJECT = 0, 1, 2
 
+# BEP 54 (`lt_donthave`): a piece the sender no longer has (here: evicted from a bounded
+# cache). Its payload is the piece index, 4 bytes big-endian.
+LT_DONTHAVE_ID = 7  # the id peers use for lt_donthave messages to us
+
 
 class MetadataError(BtfsError):
     """A peer's metadata message is malformed or its data does not hash to the torrent."""

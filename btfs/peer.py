@@ -27,6 +27,7 @@ from btfs.peerstate import (
     GotPeers,
     GotPieces,
     InterestChanged,
+    LostHave,
     MayRequest,
     PeerClosed,
     PeerError,
@@ -52,7 +53,8 @@ class PeerHost(Protocol):
     def pick(self, peer: PeerConnection, has: Container[int], count: int, *,
              urgent_only: bool = False, patience: float | None = None) -> list[Block]: ...
 
-    def pieces_changed(self, peer: PeerConnection, event: GotHave | GotPieces) -> None: ...
+    def pieces_changed(self, peer: PeerConnection,
+                       event: GotHave | LostHave | GotPieces) -> None: ...
 
     def released(self, peer: PeerConnection, blocks: Sequence[Block]) -> None: ...
 
@@ -155,6 +157,10 @@ class PeerConnection:
 
     def send_have(self, piece: int) -> None:
         self.state.announce(piece)
+        self.flush()
+
+    def send_donthave(self, piece: int) -> None:
+        self.state.withdraw(piece)
         self.flush()
 
     def send_cancel(self, block: Block) -> None:
@@ -280,7 +286,7 @@ class PeerConnection:
                 target = self.state.pipeline_target(self.download_meter.value(now))
                 if len(self.state.in_flight) <= target * 3 // 4:
                     self.kick()
-            elif isinstance(event, GotHave | GotPieces):
+            elif isinstance(event, GotHave | LostHave | GotPieces):
                 self.host.pieces_changed(self, event)
             elif isinstance(event, Released):
                 self.host.released(self, event.blocks)

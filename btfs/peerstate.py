@@ -55,6 +55,13 @@ class GotHave:
 
 
 @dataclass(frozen=True, slots=True)
+class LostHave:
+    """The peer no longer has a piece it announced (BEP 54 `lt_donthave`)."""
+
+    piece: int
+
+
+@dataclass(frozen=True, slots=True)
 class GotPieces:
     """The peer's whole piece set was replaced (bitfield, have-all, have-none); `old` was it."""
 
@@ -112,8 +119,8 @@ class GotPeers:
     peers: dict[tuple[str, int], int]  # address -> BEP 11 flags
 
 
-Event = (GotHave | GotPieces | GotBlock | Wasted | Released | MayRequest | InterestChanged
-         | UploadQueued | GotDhtPort | GotPeers)
+Event = (GotHave | LostHave | GotPieces | GotBlock | Wasted | Released | MayRequest
+         | InterestChanged | UploadQueued | GotDhtPort | GotPeers)
 
 
 class _AllowedOnly:
@@ -160,6 +167,7 @@ class PeerState:
         self.client = ""
         self.their_metadata_id = 0
         self.their_pex_id = 0
+        self.their_donthave_id = 0
         self.listen_port: int | None = None  # from their extension handshake
         self.yourip: bytes | None = None  # our address as the peer sees it
         self.prefers_encryption = False
@@ -195,7 +203,8 @@ class PeerState:
             bits = Bitfield.from_indices(self.num_pieces, verified).to_bytes()
             self.outbox.append(wire.BitfieldMessage(bits))
         if extensions_enabled:
-            ids = {"ut_metadata": extensions.UT_METADATA_ID}
+            ids = {"ut_metadata": extensions.UT_METADATA_ID,
+                   "lt_donthave": extensions.LT_DONTHAVE_ID}
             if self.pex_enabled:
                 ids["ut_pex"] = pex.UT_PEX_ID
             ext = extensions.ExtensionHandshake(
@@ -241,6 +250,12 @@ class PeerState:
         self.outbox.append(wire.Have(piece))
         if self.am_interested and piece in self.have:
             self.update_interest()
+
+    def withdraw(self, piece: int) -> None:
+        """We no longer have `piece` (a bounded cache evicted it): tell a peer that
+        understands BEP 54, so it stops asking for it. Others are refused per request."""
+        if self.their_donthave_id:
+            self.outbox.append(wire.Extended(self.their_donthave_id, piece.to_bytes(4, "big")))
 
     def requestable(self) -> Container[int] | None:
         """The pieces we may request from now, or None while we may not request at all."""
@@ -420,6 +435,7 @@ class PeerState:
                 self.peer_reqq = max(1, min(ext.reqq, MAX_PIPELINE))
             self.their_metadata_id = ext.extensions.get("ut_metadata", 0)
             self.their_pex_id = ext.extensions.get("ut_pex", 0)
+            self.their_donthave_id = ext.extensions.get("lt_donthave", 0)
             self.listen_port = ext.listen_port or self.listen_port
             self.yourip = ext.yourip or self.yourip
             self.prefers_encryption = ext.prefers_encryption
@@ -430,6 +446,22 @@ class PeerState:
             except pex.PexError as exc:
                 raise PeerError(str(exc)) from exc
             return [GotPeers(peers)] if peers else []
+        elif m.ext_id == extensions.LT_DONTHAVE_ID:
+            if len(m.payload) != 4:
+                raise PeerError(f"lt_donthave message of {len(m.payload)} bytes")
+            piece = int.from_bytes(m.payload, "big")
+            self._check_index(piece)
+            if piece not in self.have:
+                return []
+            self.have.clear(piece)
+            if self.am_interested and self.wanted(piece):
+                self.update_interest()
+            events: list[Event] = [LostHave(piece)]
+            asked = tuple(b for b in self.in_flight if b.piece == piece)
+            if asked:
+                self.in_flight.difference_update(asked)
+                events.append(Released(asked))
+            return events
         elif m.ext_id == extensions.UT_METADATA_ID and self.their_metadata_id:
             try:
                 request = extensions.parse_message(m.payload)

@@ -88,6 +88,17 @@ def collect(mountpoint: Path) -> dict[str, Any]:
     return {"mountpoint": str(absolute), "torrent": typed_values(summary), "files": files}
 
 
+def render_failed(status: dict[str, Any]) -> str:
+    """A mount that did not answer `btfs status`: what it said, and the way out when the
+    btfs behind it is gone (a mount left by a killed process)."""
+    point = status["mountpoint"]
+    error = str(status["error"])
+    line = f"{point}: not answering: {error}"
+    if "not connected" in error:
+        line += f"\n  its btfs process is gone; `btfs unmount {point}` removes the mount"
+    return line
+
+
 def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 

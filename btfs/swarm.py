@@ -32,7 +32,7 @@ from btfs.lsdservice import LsdService, run_lsd
 from btfs.metainfo import Metainfo
 from btfs.peer import PeerConnection
 from btfs.peerbook import PeerBook
-from btfs.peerstate import GotHave, GotPieces, PeerError, PeerState
+from btfs.peerstate import GotHave, GotPieces, LostHave, PeerError, PeerState
 from btfs.picker import BLOCK_SIZE as BLOCK
 from btfs.picker import Block, Picker, Priority
 from btfs.rates import RateMeter, TokenBucket
@@ -230,6 +230,8 @@ class Swarm:
         """A bounded cache evicted the piece: fetched again only when a read wants it."""
         self.picker.piece_unverified(piece)
         self.picker.set_priority((piece,), Priority.SKIP)
+        for peer in list(self.peers.values()):
+            peer.send_donthave(piece)
 
     def _disk_full(self, full: bool) -> None:
         """The cache disk filled (background download pauses) or has room again."""
@@ -251,9 +253,13 @@ class Swarm:
         return self.picker.pick(peer.peer_id, has, count, trio.current_time(),
                                 urgent_only=urgent_only, patience=patience)
 
-    def pieces_changed(self, peer: PeerConnection, event: GotHave | GotPieces) -> None:
+    def pieces_changed(self, peer: PeerConnection,
+                       event: GotHave | LostHave | GotPieces) -> None:
         if isinstance(event, GotHave):
             self.picker.peer_have(event.piece)
+            return
+        if isinstance(event, LostHave):
+            self.picker.forget_pieces((event.piece,))
             return
         if event.old.count:
             self.picker.forget_pieces(event.old)

@@ -317,6 +317,35 @@ def test_status_command(tmp_path: Path, mounts: Mounts) -> None:
     assert r.returncode == 2 and "not mounted" in r.stderr
 
 
+def test_status_of_every_mount_reports_a_dead_one_and_shows_the_rest(
+        tmp_path: Path, mounts: Mounts) -> None:
+    """A mount whose btfs was killed answers ENOTCONN: `btfs status` (every mount) names it
+    and the way out, still shows the live mount, and exits 1; `btfs unmount` removes it."""
+    torrent, _ = make_torrent(tmp_path)
+    live, dead = tmp_path / "live", tmp_path / "dead"
+    mount(mounts, torrent, live, "--cache-dir", tmp_path / "c1")
+    pid = mount(mounts, torrent, dead, "--cache-dir", tmp_path / "c2")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(pid), HANG, "the killed btfs to exit")
+    assert is_mounted(dead)
+
+    r = btfs("status")
+    assert r.returncode == 1, r.stderr
+    assert f"{live}: Show (info-hash" in r.stdout
+    assert f"{dead}: not answering: Transport endpoint is not connected" in r.stdout
+    assert f"btfs unmount {dead}" in r.stdout
+    r = btfs("status", "--json")
+    entries = {e["mountpoint"]: e for e in json.loads(r.stdout)}
+    assert entries[str(dead)] == {"mountpoint": str(dead),
+                                  "error": "Transport endpoint is not connected"}
+    assert entries[str(live)]["torrent"]["name"] == "Show"
+    named = btfs("status", dead)
+    assert named.returncode == 2 and "not connected" in named.stderr
+
+    assert btfs("unmount", dead).returncode == 0
+    assert not is_mounted(dead)
+
+
 def btfs_on_path(tmp_path: Path) -> dict[str, str]:
     """An environment where `btfs` (as mount.fuse3 runs it, from PATH) is this checkout's."""
     bindir = tmp_path / "bin"

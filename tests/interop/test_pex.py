@@ -104,7 +104,11 @@ def test_libtorrent_learns_a_seeder_from_btfs(procs: Processes, tmp_path: Path) 
     shared = share(tmp_path, SIZE, piece_length=PIECE)
     seed_host = next_loopback_ipv4()
     seed_port = free_port(seed_host)
-    seeder = start_lt_seed(procs, shared, seed_host, seed_port, "--no-pex")
+    # 300 KB/s out: the leecher's transfer spans several of the seeder's one-a-second
+    # reports, which only list connected peers (a loopback transfer at full speed could end,
+    # and the finished leecher hang up, between two of them)
+    seeder = start_lt_seed(procs, shared, seed_host, seed_port, "--no-pex",
+                           "--upload-limit", "300000")
     # btfs stays a leecher for a while (100 KB/s in), so it keeps its seeder connected
     btfs_host = next_loopback_ipv4()
     _, btfs_port = start_btfs_download(

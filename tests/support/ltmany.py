@@ -7,10 +7,12 @@ BEP 6 rejects it receives.
 
 `seed` prints `{"seeding": N}` once every torrent seeds, then a line a second. `probe`
 starts wanting only the last piece (so it is not "upload-only", which makes libtorrent
-drop peers that are too) and prints a JSON line every 0.2 s (`peers`, `peer_pieces`: how
-many pieces its peers claim at most, `rejects`, `progress`, `is_seeding`); on stdin it
-takes `want FIRST LAST` (those pieces, top priority), `all` (every piece), `peer H:P`
-(connect to one more peer) and `quit`.
+drop peers that are too) and prints a JSON line every 0.2 s (`peers`, `pieces_of`: how
+many pieces each connected peer's address claims, `rejects`, `progress`, `is_seeding`); on
+stdin it takes `want FIRST LAST` (those pieces, top priority), `all` (every piece),
+`peer H:P` (dial one more peer, again every 2 s until done) and `quit`. `--block IP`
+keeps a peer out (one that would learn of the probe by peer exchange and dial it) until a
+`peer` command names it.
 """
 
 from __future__ import annotations
@@ -74,8 +76,19 @@ def probe(lt: Any, args: argparse.Namespace) -> None:
     params.save_path = args.save_dir
     params.piece_priorities = [0] * (info.num_pieces() - 1) + [1]
     handle = ses.add_torrent(params)
-    for peer in args.peer:
-        handle.connect_peer(_address(peer))
+    blocked = set(args.block)
+
+    def apply_blocks() -> None:
+        rules = lt.ip_filter()
+        for ip in blocked:
+            rules.add_rule(ip, ip, 1)
+        ses.set_ip_filter(rules)
+
+    apply_blocks()
+    # dialled again until done: libtorrent drops a dial to a seed while it is itself
+    # finished, and forgets seeds it hung up on when it finished
+    dial = [_address(peer) for peer in args.peer]
+    dialled = 0.0
     commands: queue.Queue[str] = queue.Queue()
 
     def read_stdin() -> None:
@@ -109,10 +122,17 @@ def probe(lt: Any, args: argparse.Namespace) -> None:
             elif words[0] == "all":
                 handle.prioritize_pieces([4] * info.num_pieces())
             elif words[0] == "peer":
-                handle.connect_peer(_address(words[1]))
+                dial.append(_address(words[1]))
+                blocked.discard(dial[-1][0])
+                apply_blocks()
+                dialled = 0.0
         s = handle.status()
-        claimed = max((sum(p.pieces) for p in handle.get_peer_info()), default=0)
-        print(json.dumps({"peers": s.num_peers, "peer_pieces": claimed, "rejects": rejects,
+        if not s.is_seeding and time.monotonic() - dialled > 2:
+            for address in dial:
+                handle.connect_peer(address)
+            dialled = time.monotonic()
+        pieces_of = {p.ip[0]: sum(p.pieces) for p in handle.get_peer_info()}
+        print(json.dumps({"peers": s.num_peers, "pieces_of": pieces_of, "rejects": rejects,
                           "progress": s.progress, "is_seeding": s.is_seeding}), flush=True)
         time.sleep(0.2)
 
@@ -132,6 +152,8 @@ def main() -> None:
     p.add_argument("--listen", required=True)
     p.add_argument("--peer", action="append", default=[])
     p.add_argument("--log", help="write libtorrent's peer log here")
+    p.add_argument("--block", action="append", default=[],
+                   help="refuse this IP (until a `peer` command names it)")
     args = parser.parse_args()
     if args.mode == "seed":
         seed(lt, args)

@@ -84,7 +84,10 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
 
 
 def is_mounted(path: str | os.PathLike[str]) -> bool:
-    target = os.path.realpath(path)
+    """From the mount table alone: resolving the mount point itself would ask its
+    filesystem, which hangs when the btfs behind it does."""
+    absolute = os.path.abspath(path)
+    target = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
@@ -100,14 +103,20 @@ def _unescape(field: str) -> str:
 
 
 def unmount(path: str | os.PathLike[str]) -> None:
-    """`fusermount3 -u`, and lazily (`-z`) if the mount is busy."""
+    """`fusermount3 -u`, and lazily (`-z`) if the mount is busy or the plain unmount hangs
+    on a btfs that no longer answers."""
     if not is_mounted(path):
         return
-    result = subprocess.run(
-        ["fusermount3", "-u", str(path)], capture_output=True, timeout=30, check=False
-    )
-    if result.returncode != 0 and is_mounted(path):
-        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=30)
+    try:
+        result = subprocess.run(
+            ["fusermount3", "-u", str(path)], capture_output=True, timeout=30, check=False
+        )
+        if result.returncode == 0 or not is_mounted(path):
+            return
+    except subprocess.TimeoutExpired:
+        pass
+    subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=30,
+                   check=False)
 
 
 # A deadline that only catches a hang, never a measure of speed: what a test waits for
@@ -165,14 +174,22 @@ class Mounts:
         return pid
 
     def cleanup(self) -> None:
-        for path in reversed(self.paths):
-            unmount(path)
-        deadline = time.monotonic() + 5
-        for pid in self.pids:
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if pid_alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        """Unmount, wait for each btfs to exit, kill what did not, and detach any mount
+        a killed btfs left behind, so no test leaves a dead mount for the next."""
+        try:
+            for path in reversed(self.paths):
+                unmount(path)
+        finally:
+            deadline = time.monotonic() + 5
+            for pid in self.pids:
+                while pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if pid_alive(pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            for path in self.paths:
+                if is_mounted(path):
+                    subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True,
+                                   timeout=30, check=False)

@@ -174,3 +174,13 @@ def test_from_bytes_random(size: int, data: bytes) -> None:
     assert bf.to_bytes() == data
     assert bf.count == sum(bin(b).count("1") for b in data)
     assert all(0 <= i < size for i in bf)
+
+
+def test_clear_takes_a_piece_out_and_keeps_the_count() -> None:
+    bits = Bitfield.full(10)
+    bits.clear(3)
+    bits.clear(3)
+    assert 3 not in bits and bits.count == 9 and not bits.all()
+    assert list(bits) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    with pytest.raises(IndexError):
+        bits.clear(10)

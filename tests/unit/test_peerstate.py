@@ -20,6 +20,7 @@ from btfs.peerstate import (
     GotHave,
     GotPieces,
     InterestChanged,
+    LostHave,
     MayRequest,
     PeerError,
     PeerState,
@@ -257,8 +258,51 @@ def test_announce_loses_interest_when_nothing_is_left_to_want() -> None:
     assert s.take_outbox() == [wire.Have(2), wire.NotInterested()]
 
 
+def donthave(piece: int) -> wire.Extended:
+    return wire.Extended(extensions.LT_DONTHAVE_ID, piece.to_bytes(4, "big"))
+
+
+def test_lt_donthave_takes_a_piece_back_and_releases_its_requests() -> None:
+    """BEP 54: the piece leaves the peer's set, its requests to the peer are freed, and we
+    lose interest when it was the only wanted piece the peer had."""
+    s = make(wanted={2})
+    s.receive(wire.HaveAll(), 0.0)
+    assert s.am_interested
+    s.take_outbox()
+    s.request([Block(2, 0, 16384), Block(3, 0, 16384)])
+    events = s.receive(donthave(2), 0.0)
+    assert events == [LostHave(2), Released((Block(2, 0, 16384),))]
+    assert 2 not in s.have and s.have.count == PIECES - 1
+    assert s.in_flight == {Block(3, 0, 16384)}
+    assert not s.am_interested and s.take_outbox()[-1] == wire.NotInterested()
+    assert s.receive(donthave(2), 0.0) == []  # again: nothing left to take back
+    with pytest.raises(PeerError):
+        s.receive(donthave(PIECES), 0.0)
+    with pytest.raises(PeerError):
+        s.receive(wire.Extended(extensions.LT_DONTHAVE_ID, b"\x00\x01"), 0.0)
+
+
+def test_withdraw_tells_only_peers_that_speak_lt_donthave() -> None:
+    ours = make(ours={1})
+    ours.introduce(listen_port=0, client="btfs", yourip=None, extensions_enabled=True)
+    [_, handshake] = ours.take_outbox()
+    assert isinstance(handshake, wire.Extended)
+    sent = extensions.ExtensionHandshake.decode(handshake.payload).extensions
+    assert sent["lt_donthave"] == extensions.LT_DONTHAVE_ID
+
+    silent = make(ours={1})
+    silent.withdraw(1)
+    assert silent.take_outbox() == []
+    speaks = make(ours={1})
+    speaks.receive(wire.Extended(0, extensions.ExtensionHandshake(
+        extensions={"lt_donthave": 9}).encode()), 0.0)
+    speaks.withdraw(1)
+    assert speaks.take_outbox() == [wire.Extended(9, (1).to_bytes(4, "big"))]
+
+
 _messages = st.one_of(
     st.builds(wire.Have, st.integers(0, PIECES - 1)),
+    st.builds(donthave, st.integers(0, PIECES - 1)),
     st.builds(wire.AllowedFast, st.integers(-1, PIECES)),
     st.builds(wire.RejectRequest, st.integers(0, PIECES), st.integers(0, PIECE),
               st.just(16384)),
