@@ -320,7 +320,7 @@ class Picker:
                         return out
         if urgent_only:
             return out
-        for window in list(self.readahead.values()):
+        for window in self._windows_by_deadline():
             for piece in window:
                 if piece not in self.verified and piece in has:
                     self._take(piece, peer_id, out, count, now, due)
@@ -341,6 +341,24 @@ class Picker:
         if not out and self._all_requested():
             self._endgame(peer_id, has, out, count, now, due)
         return out
+
+    def _windows_by_deadline(self) -> list[range]:
+        """The read-ahead windows, the one with the fewest verified pieces at its head first:
+        that reader runs out of data soonest. Equal ones keep the order they were set in."""
+        windows = list(self.readahead.values())
+        if len(windows) < 2:
+            return windows
+        verified = self.verified
+
+        def buffered(window: range) -> int:
+            count = 0
+            for piece in window:
+                if piece not in verified:
+                    break
+                count += 1
+            return count
+
+        return sorted(windows, key=buffered)
 
     def _take(
         self, piece: int, peer_id: bytes, out: list[Block], count: int, now: float,

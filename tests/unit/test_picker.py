@@ -260,6 +260,20 @@ def test_readahead_windows_in_order_and_removal() -> None:
     assert 1 in picker.readahead
 
 
+def test_the_reader_with_the_least_verified_ahead_goes_first() -> None:
+    """Two readers' windows: the one whose head is already verified can wait; the other
+    reader's player runs dry first, whatever order the windows were set in."""
+    picker = make(12, 1)
+    picker.set_readahead(0, range(0, 4))
+    picker.set_readahead(1, range(6, 10))
+    for piece in (0, 1):
+        picker.piece_verified(piece)
+    blocks = picker.pick(A_, range(12), 4, 0.0)
+    assert [b.piece for b in blocks] == [6, 7, 8, 9]
+    blocks = picker.pick(B_, range(12), 2, 0.0)
+    assert [b.piece for b in blocks] == [2, 3]
+
+
 def test_readahead_skips_verified_pieces_and_pieces_the_peer_lacks() -> None:
     picker = make(10, 1)
     picker.set_readahead(0, range(0, 5))
