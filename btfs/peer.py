@@ -64,6 +64,14 @@ class PeerHost(Protocol):
 
     def interest_changed(self, peer: PeerConnection) -> None: ...
 
+    def may_request(self, peer: PeerConnection) -> None:
+        """The peer unchoked us or allowed a piece: requests can go out."""
+        ...
+
+    def pipeline_limit(self) -> int:
+        """The most requests to keep in flight at a peer (beyond those a read waits on)."""
+        ...
+
     def receive_delay(self, size: int) -> float: ...
 
     def send_delay(self, size: int) -> float: ...
@@ -283,7 +291,8 @@ class PeerConnection:
             if isinstance(event, GotBlock):
                 self.download_meter.add(len(event.data), now)
                 self.host.block_received(self, event.block, event.data)
-                target = self.state.pipeline_target(self.download_meter.value(now))
+                target = self.state.pipeline_target(self.download_meter.value(now),
+                                                    self.host.pipeline_limit())
                 if len(self.state.in_flight) <= target * 3 // 4:
                     self.kick()
             elif isinstance(event, GotHave | LostHave | GotPieces):
@@ -291,7 +300,7 @@ class PeerConnection:
             elif isinstance(event, Released):
                 self.host.released(self, event.blocks)
             elif isinstance(event, MayRequest):
-                self.kick()
+                self.host.may_request(self)
             elif isinstance(event, InterestChanged):
                 self.host.interest_changed(self)
             elif isinstance(event, UploadQueued):
@@ -317,7 +326,8 @@ class PeerConnection:
         if has is None:
             return
         rate = self.download_meter.value(trio.current_time())
-        room = self.state.pipeline_target(rate) - len(self.state.in_flight)
+        room = (self.state.pipeline_target(rate, self.host.pipeline_limit())
+                - len(self.state.in_flight))
         if room > 0:
             patience = self.state.patience(rate, room)
             self._request(self.host.pick(self, has, room, patience=patience))

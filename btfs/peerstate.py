@@ -30,6 +30,11 @@ IDLE_TIMEOUT = 180.0
 SNUB_TIMEOUT = 60.0
 MIN_PIPELINE = 8
 MAX_PIPELINE = 400
+# While a file of the torrent is open: at most 1 MiB asked of a peer ahead of a read that
+# may come (a seek's piece queues behind what is in flight, and what is already in the
+# sockets' buffers cannot be cancelled); 1 MiB per round trip is still 10 MB/s per peer
+# at 100 ms.
+STREAMING_PIPELINE = 64
 PIPELINE_SECONDS = 0.3  # short: a read's requests must not queue behind seconds of others
 MAX_PEER_REQUESTS = 500
 MIN_PATIENCE = 0.25  # a block a read waits on is asked of a second peer after 0.25-1 s
@@ -267,11 +272,12 @@ class PeerState:
             return _AllowedOnly(self.have, self.allowed_fast)
         return None
 
-    def pipeline_target(self, rate: float) -> int:
-        """Requests to keep in flight: about `PIPELINE_SECONDS` of the peer's rate."""
+    def pipeline_target(self, rate: float, limit: int = MAX_PIPELINE) -> int:
+        """Requests to keep in flight: about `PIPELINE_SECONDS` of the peer's rate, at
+        most `limit`."""
         target = math.ceil(rate * PIPELINE_SECONDS / BLOCK)
         return max(min(MIN_PIPELINE, self.peer_reqq),
-                   min(target, self.peer_reqq, MAX_PIPELINE))
+                   min(target, self.peer_reqq, limit))
 
     def patience(self, rate: float, count: int) -> float | None:
         """How long the peer should need for `count` more blocks behind its queue, with a

@@ -32,7 +32,15 @@ from btfs.lsdservice import LsdService, run_lsd
 from btfs.metainfo import Metainfo
 from btfs.peer import PeerConnection
 from btfs.peerbook import PeerBook
-from btfs.peerstate import GotHave, GotPieces, LostHave, PeerError, PeerState
+from btfs.peerstate import (
+    MAX_PIPELINE,
+    STREAMING_PIPELINE,
+    GotHave,
+    GotPieces,
+    LostHave,
+    PeerError,
+    PeerState,
+)
 from btfs.picker import BLOCK_SIZE as BLOCK
 from btfs.picker import Block, Picker, Priority
 from btfs.rates import RateMeter, TokenBucket
@@ -180,11 +188,19 @@ class Swarm:
             if not peer.state.am_interested:
                 peer.update_interest(pieces)
             self._preempt(peer, now)
+        self._share_urgent(pieces, serving, now)
+        self.kick_all()
+
+    def _share_urgent(self, pieces: list[int], serving: list[PeerConnection],
+                      now: float) -> None:
+        """Ask for the blocks of `pieces` not yet asked of anyone, spread over the peers
+        in `serving` and the web seeds, past their pipeline targets."""
         needed = self.picker.unrequested(pieces)
+        if not needed:
+            return
         seeds = [w for w in self.web_seeds.values() if not w.dropped]
         for source, count in urgent_shares(serving, seeds, needed, now):
             source.request_urgent(count)
-        self.kick_all()
 
     def _preempt(self, peer: PeerConnection, now: float) -> None:
         """Cancel the background requests queued at `peer` when they would hold up a read;
@@ -290,6 +306,18 @@ class Swarm:
 
     def wasted(self, size: int) -> None:
         self.torrent.counters.wasted += size
+
+    def may_request(self, peer: PeerConnection) -> None:
+        """The peer unchoked us (or allowed a piece): if a read waits on pieces it has, its
+        share of their blocks goes out now, all at once, not a pipeline at a time (a peer
+        idle for a while has no measured rate, so its pipeline would be the minimum)."""
+        waiting = [p for p in self.picker.deadlines if p in peer.state.have]
+        if waiting:
+            self._share_urgent(waiting, [peer], trio.current_time())
+        peer.kick()
+
+    def pipeline_limit(self) -> int:
+        return STREAMING_PIPELINE if self.torrent.reading else MAX_PIPELINE
 
     def interest_changed(self, peer: PeerConnection) -> None:
         unchoked = sum(1 for p in self.peers.values() if not p.state.am_choking)

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 SPACE_POLL = 1.0  # seconds between looks at the free space while writes fail
 SAVE_INTERVAL = 60.0  # seconds between rewrites of the resume record while pieces arrive
 LAST_READS = 1 << 20  # bytes behind each open file's last read kept from eviction
+FRESH_PIECES = 2  # verified pieces kept in memory for the reads waiting on them
 
 
 class TorrentClosed(BtfsError):
@@ -127,6 +128,7 @@ class Torrent:
         self._windows: dict[int, range] = {}
         self._recent: dict[int, range] = {}
         self._evicting: dict[int, trio.Event] = {}
+        self._fresh: dict[int, bytes | bytearray] = {}  # see FRESH_PIECES
         # Set by the swarm: a verified piece was evicted (no longer ours to offer).
         self.on_evicted: Callable[[int], None] = lambda piece: None
         # Set by the swarm: called with pieces a reader waits on now, and the read-ahead.
@@ -246,38 +248,62 @@ class Torrent:
         """
         if piece in self.verified:
             return True
-        expected = self._info.piece_hash(piece)
-        digest = await trio.to_thread.run_sync(lambda: hashlib.sha1(data).digest())
-        if digest != expected:
-            self.counters.hash_failures += 1
-            self.counters.wasted += len(data)
-            return False
         while piece in self._evicting:  # its old bytes are still being punched out
             await self._evicting[piece].wait()
         if self.cache is not None and piece not in self.verified:
             await self.cache.make_room(self, piece, len(data))
-        while piece not in self.verified and not self.closed:
-            try:
-                await trio.to_thread.run_sync(self.storage.write_piece, piece, data)
-            except WriteError as exc:
+        if self.closed:
+            if self.cache is not None:
+                self.cache.dropped(self, piece)
+            return False
+        # Hash and write in one trip to a worker thread: a read may be waiting, and each
+        # trip waits for the GIL while the event loop receives blocks.
+        result = await trio.to_thread.run_sync(
+            self._verify_and_write, piece, data, self._info.piece_hash(piece))
+        if result is False:
+            self.counters.hash_failures += 1
+            self.counters.wasted += len(data)
+        while result is not False and piece not in self.verified and not self.closed:
+            if isinstance(result, WriteError):
                 if self.cache is not None and await self.cache.free_up(len(data)):
-                    log.warning("%s: evicted pieces to make room", exc)
-                    continue
-                self._cannot_write(str(exc))
-                await self._wait_for_space(len(data))
+                    log.warning("%s: evicted pieces to make room", result)
+                else:
+                    self._cannot_write(str(result))
+                    await self._wait_for_space(len(data))
+                result = await trio.to_thread.run_sync(self._write, piece, data)
                 continue
             self._can_write()
-            if self.resume is not None:
-                try:
-                    await trio.to_thread.run_sync(self.resume.append, [piece])
-                except OSError as exc:
-                    log.warning("cannot append to the resume record: %s", exc.strerror)
+            if piece in self._events:  # a read waits: it takes the bytes from here
+                self._fresh[piece] = data
+                while len(self._fresh) > FRESH_PIECES:
+                    del self._fresh[next(iter(self._fresh))]
             self._mark_verified(piece)
             if trio.current_time() - self._last_save >= SAVE_INTERVAL:
                 await self.save_resume()
         if piece not in self.verified and self.cache is not None:
             self.cache.dropped(self, piece)
         return piece in self.verified
+
+    def _verify_and_write(self, piece: int, data: bytes | bytearray,
+                          expected: bytes) -> bool | WriteError:
+        """In a worker thread: False if `data` fails its SHA-1, else `_write`'s result."""
+        if hashlib.sha1(data).digest() != expected:
+            return False
+        return self._write(piece, data)
+
+    def _write(self, piece: int, data: bytes | bytearray) -> bool | WriteError:
+        """In a worker thread: store a verified piece and note it in the resume record;
+        True, or the WriteError that kept it from the cache."""
+        try:
+            self.storage.write_piece(piece, data)
+        except WriteError as exc:
+            return exc
+        if self.resume is not None:
+            try:
+                self.resume.append([piece])
+            except OSError as exc:
+                log.warning("cannot append to the resume record: %s", exc.strerror)
+        return True
 
     def _mark_verified(self, piece: int) -> None:
         self.verified.add(piece)
@@ -302,6 +328,7 @@ class Torrent:
             return False
         self.verified.discard(piece)
         self._disk_checked.discard(piece)
+        self._fresh.pop(piece, None)
         self.counters.evicted += 1
         self._evicting.setdefault(piece, trio.Event())
         self.on_evicted(piece)
@@ -334,6 +361,7 @@ class Torrent:
         if piece in self.verified:
             self.verified.discard(piece)
             self._disk_checked.discard(piece)
+            self._fresh.pop(piece, None)
             self.counters.changed_on_disk += 1
             self.on_unverified(piece)
 
@@ -518,11 +546,28 @@ class Torrent:
                 self.on_urgent(missing)
                 for piece in missing:
                     await self._wait_for(piece)
-            data = await self._read_checked(offset, size)
+            data = self._take_fresh(offset, size, pieces)
+            if data is None:
+                data = await self._read_checked(offset, size)
             if data is not None:
                 if state.sequential_reads == 0:
                     state.last_seek_wait = trio.current_time() - started
                 return data
+
+    def _take_fresh(self, offset: int, size: int, pieces: range) -> bytes | None:
+        """The bytes of a read that waited, from the pieces just verified for it (no trip
+        to a worker thread and the disk); None unless every piece is there."""
+        fresh = self._fresh
+        if not pieces or any(p not in fresh for p in pieces):
+            return None
+        plen = self._info.piece_length
+        chunks = []
+        for piece in pieces:
+            data = fresh.pop(piece)
+            start = max(offset, piece * plen) - piece * plen
+            end = min(offset + size, piece * plen + len(data)) - piece * plen
+            chunks.append(bytes(data[start:end]))
+        return b"".join(chunks)
 
     async def _wait_for(self, piece: int) -> None:
         while piece not in self.verified:
@@ -535,6 +580,11 @@ class Torrent:
             if event is None:
                 event = self._events[piece] = trio.Event()
             await event.wait()
+
+    @property
+    def reading(self) -> bool:
+        """Is a file of the torrent open (or being read)?"""
+        return bool(self._readers.states)
 
     def open_reader(self, reader: int, file_index: int) -> None:
         """A file was opened: for a media file, fetch its head and tail first."""

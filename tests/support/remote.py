@@ -56,6 +56,8 @@ class RemotePeer:
     order requested (an uplink); `honours_cancels`: drop a queued request on `cancel`.
     `garbage_after_handshake`: send a frame no peer may send. `leech_then_stop_reading`:
     have nothing, ask for blocks, and never read again (a peer whose socket stalls).
+    `unchoke_when_interested`: choke us until we say interested, and again when we are not
+    (as libtorrent does); `most_queued` is then the most requests it held at once.
     `pex`: speak BEP 10 and offer `ut_pex`; once our handshake arrives, tell of these
     peers (address -> flags) in one ut_pex message. The ut_pex messages it gets from us
     are kept in `pex_received` with their (virtual) time.
@@ -71,6 +73,8 @@ class RemotePeer:
     honours_cancels: bool = True
     garbage_after_handshake: bool = False
     leech_then_stop_reading: bool = False
+    unchoke_when_interested: bool = False
+    most_queued: int = 0
     cancels: int = 0
     peer_id: bytes = field(default_factory=lambda: b"-RM0001-" + os.urandom(12))
     requests: list[wire.Request] = field(default_factory=list)
@@ -118,7 +122,8 @@ class RemotePeer:
         await stream.send_all(hello.encode() + wire.encode(wire.HaveAll())
                               + (wire.encode(wire.Extended(0, ours.encode()))
                                  if self.pex is not None else b"")
-                              + wire.encode(wire.Unchoke()))
+                              + (b"" if self.unchoke_when_interested
+                                 else wire.encode(wire.Unchoke())))
         if self.garbage_after_handshake:
             await stream.send_all(struct.pack(">IB", 1 << 24, 7))  # a 16 MiB "piece"
             while await stream.receive_some(65536):
@@ -143,6 +148,14 @@ class RemotePeer:
                         if isinstance(m, wire.Extended):
                             self._on_extended(m, extra)
                             wake.set()
+                        if (self.unchoke_when_interested
+                                and isinstance(m, wire.Interested | wire.NotInterested)):
+                            interested = isinstance(m, wire.Interested)
+                            extra.append(wire.encode(wire.Unchoke() if interested
+                                                     else wire.Choke()))
+                            if not interested:
+                                queue.clear()
+                            wake.set()
                         if not isinstance(m, wire.Request):
                             continue
                         self.requests.append(m)
@@ -152,6 +165,7 @@ class RemotePeer:
                             return
                         if not self.silent:
                             queue.append(m)
+                            self.most_queued = max(self.most_queued, len(queue))
                             wake.set()
                     chunk = await stream.receive_some(65536)
                     if not chunk:

@@ -12,6 +12,7 @@ from btfs.peerstate import (
     IDLE_TIMEOUT,
     KEEPALIVE_INTERVAL,
     MAX_PEER_REQUESTS,
+    MAX_PIPELINE,
     MIN_PIPELINE,
     PIPELINE_SECONDS,
     SNUB_TIMEOUT,
@@ -229,6 +230,10 @@ def test_pipeline_follows_the_rate_within_the_peer_s_reqq() -> None:
     hs = extensions.ExtensionHandshake(reqq=10)
     s.receive(wire.Extended(0, hs.encode()), 0.0)
     assert s.pipeline_target(100 * 16384 / PIPELINE_SECONDS) == 10
+    assert s.pipeline_target(1e9, limit=64) == 10  # the peer's reqq still bounds it
+    s.peer_reqq = 500
+    assert s.pipeline_target(1e9, limit=64) == 64
+    assert s.pipeline_target(1e9) == MAX_PIPELINE
 
 
 def test_metadata_requests_are_answered_from_the_info_bytes() -> None:

@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 from btfs import wire
+from btfs.peerstate import STREAMING_PIPELINE
 from tests.support.remote import RemotePeer, RemoteSwarm
 
 PIECE = 1 << 20
@@ -146,3 +147,52 @@ def test_a_waiting_reads_blocks_go_to_a_web_seed_when_it_is_faster() -> None:
     busy_seed = seed(5_000_000, 50 * 1024 * 1024)   # 10 s of work ahead of the read
     shares = dict((id(s), n) for s, n in urgent_shares([slow_peer], [busy_seed], 16, 1.0))
     assert shares == {id(slow_peer): 16}
+
+
+async def test_a_read_asks_a_peer_that_unchokes_it_late_for_the_whole_piece_at_once(
+    tmp_path: Path, clock: trio.testing.MockClock,
+) -> None:
+    """Lazy (no background download): the read is what makes us interested, and the peer
+    unchokes us only then. At the unchoke every block of the piece is asked for, not the
+    minimum pipeline of a peer whose rate is unknown, one round trip after another."""
+    remote = RemotePeer(DATA, rate=RATE, unchoke_when_interested=True)
+    async with trio.open_nursery() as nursery:
+        rs = RemoteSwarm(tmp_path, DATA, PIECE, {A: remote}, nursery, lazy=True)
+        await nursery.start(rs.swarm.run)
+        try:
+            rs.dial(A)
+            await trio.sleep(1)
+            [peer] = rs.swarm.peers.values()
+            assert peer.state.peer_choking and not peer.state.in_flight
+            assert await timed_read(rs, 5) <= PIECE / RATE + 0.2
+            assert remote.most_queued >= PIECE // (16 * 1024)
+        finally:
+            await rs.swarm.stop(grace=0)
+            nursery.cancel_scope.cancel()
+            rs.close()
+
+
+async def test_while_a_file_is_open_a_peer_holds_at_most_the_streaming_pipeline(
+    tmp_path: Path, clock: trio.testing.MockClock,
+) -> None:
+    """Background download alone keeps 0.3 s of a fast peer's rate in flight; once a file
+    is open, at most `STREAMING_PIPELINE` requests, so a seek's piece never queues behind
+    more than that; closed again, the rate decides again."""
+    async with trio.open_nursery() as nursery:
+        rs = RemoteSwarm(tmp_path, DATA, PIECE, {A: RemotePeer(DATA, rate=10 * RATE)}, nursery)
+        await nursery.start(rs.swarm.run)
+        try:
+            rs.dial(A)
+            await trio.sleep(1.2)
+            [peer] = rs.swarm.peers.values()
+            assert len(peer.state.in_flight) > STREAMING_PIPELINE
+            rs.torrent.open_reader(1, 0)
+            await trio.sleep(0.3)
+            assert 0 < len(peer.state.in_flight) <= STREAMING_PIPELINE
+            rs.torrent.close_reader(1)
+            await trio.sleep(0.3)
+            assert len(peer.state.in_flight) > STREAMING_PIPELINE
+        finally:
+            await rs.swarm.stop(grace=0)
+            nursery.cancel_scope.cancel()
+            rs.close()

@@ -151,3 +151,34 @@ async def test_a_read_after_a_seek_records_its_wait(
     figures = torrent.attributes(0)
     assert figures["last_seek_wait"] == "5.000" and int(figures["readahead_window"]) > 0
     torrent.storage.close()
+
+
+async def test_a_read_that_waited_takes_its_bytes_from_the_verified_piece(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pieces a read waits on are handed to it as verified, without a read of the
+    disk; a bad copy first is never handed over; later reads go to the disk again."""
+    torrent, data = setup(tmp_path)
+    disk_reads: list[tuple[int, int]] = []
+    real_read = torrent.storage.read
+
+    def read(offset: int, size: int) -> bytes:
+        disk_reads.append((offset, size))
+        return real_read(offset, size)
+
+    monkeypatch.setattr(torrent.storage, "read", read)
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        async def reader() -> None:
+            got.append(await torrent.read(PIECE - 5, 10, 1))
+
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not await torrent.piece_downloaded(0, bytes(PIECE))  # a liar's copy
+        assert await torrent.piece_downloaded(0, piece(data, 0))
+        assert await torrent.piece_downloaded(1, piece(data, 1))
+    assert got == [data[PIECE - 5 : PIECE + 5]] and disk_reads == []
+    assert await torrent.read(PIECE - 5, 10, 1) == data[PIECE - 5 : PIECE + 5]
+    assert disk_reads == [(PIECE - 5, 10)]
+    torrent.close()
+    torrent.storage.close()
