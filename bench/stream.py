@@ -104,7 +104,8 @@ class Swarm:
 class Mount:
     """One client's mount of one torrent, its process kept to read its peak RSS."""
 
-    def __init__(self, client: str, torrent: Path, mnt: Path, cache: Path) -> None:
+    def __init__(self, client: str, torrent: Path, mnt: Path, cache: Path,
+                 tree: Path = REPO) -> None:
         self.mnt = mnt
         mnt.mkdir(parents=True, exist_ok=True)
         cache.mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,7 @@ class Mount:
                     str(torrent), str(mnt)]
         self.start = time.monotonic()
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     cwd=REPO, start_new_session=True)
+                                     cwd=tree, start_new_session=True)
         deadline = time.monotonic() + 60
         while not is_mounted(mnt):
             if time.monotonic() > deadline or self.proc.poll() is not None:
