@@ -317,7 +317,12 @@ class Swarm:
         peer.kick()
 
     def pipeline_limit(self) -> int:
-        return STREAMING_PIPELINE if self.torrent.reading else MAX_PIPELINE
+        """Shallow pipelines while a file is open and no reader is short of its read-ahead
+        (what is in flight then is background a seek would queue behind); deep ones while
+        a reader needs the throughput."""
+        if self.torrent.reading and not self.picker.reader_short():
+            return STREAMING_PIPELINE
+        return MAX_PIPELINE
 
     def interest_changed(self, peer: PeerConnection) -> None:
         unchoked = sum(1 for p in self.peers.values() if not p.state.am_choking)

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from btfs import wire
-from btfs.peerstate import STREAMING_PIPELINE
+from btfs.peerstate import MAX_PIPELINE, STREAMING_PIPELINE
 from tests.support.remote import RemotePeer, RemoteSwarm
 
 PIECE = 1 << 20
@@ -177,7 +177,8 @@ async def test_while_a_file_is_open_a_peer_holds_at_most_the_streaming_pipeline(
 ) -> None:
     """Background download alone keeps 0.3 s of a fast peer's rate in flight; once a file
     is open, at most `STREAMING_PIPELINE` requests, so a seek's piece never queues behind
-    more than that; closed again, the rate decides again."""
+    more than that, unless a reader is short of its read-ahead (it needs the throughput);
+    closed again, the rate decides again."""
     async with trio.open_nursery() as nursery:
         rs = RemoteSwarm(tmp_path, DATA, PIECE, {A: RemotePeer(DATA, rate=10 * RATE)}, nursery)
         await nursery.start(rs.swarm.run)
@@ -189,6 +190,11 @@ async def test_while_a_file_is_open_a_peer_holds_at_most_the_streaming_pipeline(
             rs.torrent.open_reader(1, 0)
             await trio.sleep(0.3)
             assert 0 < len(peer.state.in_flight) <= STREAMING_PIPELINE
+            far = far_missing_piece(rs, 0)
+            rs.swarm.picker.set_readahead(1, range(far, far + 2))
+            assert rs.swarm.pipeline_limit() == MAX_PIPELINE
+            rs.swarm.picker.set_readahead(1, range(0))
+            assert rs.swarm.pipeline_limit() == STREAMING_PIPELINE
             rs.torrent.close_reader(1)
             await trio.sleep(0.3)
             assert len(peer.state.in_flight) > STREAMING_PIPELINE
