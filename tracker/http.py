@@ -28,12 +28,14 @@ from tracker.connections import ConnectionTable, limit_key
 from tracker.errors import RequestError
 from tracker.fastpath import INCOMPLETE, MAX_HEADER_BYTES, RawSocketIo, simple_request
 from tracker.httpapi import (
+    AnnounceQuery,
     client_address,
     encode_announce,
     encode_failure,
     encode_scrape,
     parse_announce,
     parse_scrape,
+    quick_announce,
 )
 from tracker.pages import metrics_text, stats_html, stats_json
 from tracker.store.base import Outcome, Ready, Store
@@ -59,6 +61,7 @@ _REASONS = {
 }
 
 BENCODE = b"text/plain"
+_OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: "
 JSON = b"application/json"
 HTML = b"text/html; charset=utf-8"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
@@ -102,6 +105,10 @@ class HttpTracker:
     ) -> None:
         self.store: Store = MemoryStore(store) if isinstance(store, SwarmStore) else store
         self.config = config or HttpConfig()
+        # The in-memory store's own object, for announces on the fast path.
+        self._swarms = (self.store.swarms
+                        if self.config.fast_path and isinstance(self.store, MemoryStore)
+                        else None)
         self.clock = clock
         self.started = clock()
         self.connections: ConnectionTable[trio.CancelScope] = ConnectionTable(
@@ -142,20 +149,45 @@ class HttpTracker:
                                                        uptime))
         return Reply(404, BENCODE, b"not found\n")
 
+    def quick_announce(
+        self, query: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
+    ) -> bytes | None:
+        """The answer to a plain announce from the in-memory store (`quick_announce`),
+        without a coroutine or a `Reply`; None if it is not one (`handle` answers it)."""
+        swarms = self._swarms
+        if swarms is None:
+            return None
+        p = quick_announce(query)
+        if p is None:
+            return None
+        try:
+            result = swarms.announce(
+                p.info_hash, p.peer_id, self._ip(p, headers, peer_ip), p.port, p.uploaded,
+                p.downloaded, p.left, p.event, p.numwant, self.clock(), protocol="http",
+                with_ids=not (p.compact or p.no_peer_id))
+        except RequestError as exc:
+            self.store.count_error(exc.kind)
+            return encode_failure(exc.reason)
+        return encode_announce(result, p.compact, p.no_peer_id)
+
+    def _ip(self, p: AnnounceQuery, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
+            ) -> str:
+        """The address an announce is for."""
+        config = self.config
+        if config.trust_ip_param and p.ip:
+            return p.ip
+        if config.trusted_proxies:
+            return client_address(peer_ip, headers, config.trusted_proxies)
+        return normalize_ip(peer_ip)
+
     def _announce(
         self, query: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
     ) -> bytes | Awaitable[bytes]:
         """The answer, or (when the store's answer is on its way) an awaitable of it."""
         p = parse_announce(query)
-        config = self.config
-        if config.trust_ip_param and p.ip:
-            ip = p.ip
-        elif config.trusted_proxies:
-            ip = client_address(peer_ip, headers, config.trusted_proxies)
-        else:
-            ip = normalize_ip(peer_ip)
         pending = self.store.announce(
-            p.info_hash, p.peer_id, ip, p.port, p.uploaded, p.downloaded, p.left, p.event,
+            p.info_hash, p.peer_id, self._ip(p, headers, peer_ip), p.port, p.uploaded,
+            p.downloaded, p.left, p.event,
             p.numwant, self.clock(), protocol="http", with_ids=not (p.compact or p.no_peer_id),
         )
         if isinstance(pending, Ready):  # the memory store: no coroutine to go through
@@ -308,6 +340,14 @@ class HttpTracker:
                     break
                 target, headers, used = request
                 buf = buf[used:]
+                if target[:10] == b"/announce?":
+                    body = self.quick_announce(target[10:], headers, peer_ip)
+                    if body is not None:
+                        if access:
+                            self._log_access(peer_ip, b"GET", target,
+                                             Reply(200, BENCODE, body))
+                        await io.send_all(b"%s%d\r\n\r\n%s" % (_OK_HEAD, len(body), body))
+                        continue
                 response = await self.handle(b"GET", target, headers, peer_ip)
                 if access:
                     self._log_access(peer_ip, b"GET", target, response)

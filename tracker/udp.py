@@ -23,6 +23,7 @@ import trio
 from btfs.trackerwire import compact as compact_address
 from btfs.trackerwire.bep15 import (
     ANNOUNCE_SIZE,
+    PROTOCOL_ID_BYTES,
     AnnounceRequest,
     ConnectRequest,
     MalformedPacket,
@@ -50,6 +51,7 @@ _FAST_ANNOUNCE = struct.Struct("!8sI4s20s20sqqqI4sIiH")
 _ANNOUNCE_ANSWER = struct.Struct("!I4sIII")
 _ANNOUNCE_CODE = 1
 _ANNOUNCE_ACTION = _ANNOUNCE_CODE.to_bytes(4, "big")
+_CONNECT_ACTION = bytes(4)
 _PORTS = [port.to_bytes(2, "big") for port in range(0x10000)]
 _U32 = 0xFFFFFFFF
 _IN_FLIGHT = 16  # batches waiting on the store (Redis) at once
@@ -182,10 +184,13 @@ class UdpTracker:
         client = self._client(source)
         if client is None:
             return None  # a source port 0 or an odd address: nothing to answer to
-        if data[8:12] == _ANNOUNCE_ACTION and len(data) >= ANNOUNCE_SIZE:
+        action = data[8:12]
+        if action == _ANNOUNCE_ACTION and len(data) >= ANNOUNCE_SIZE:
             answer = self._fast_announce(data, client)
             if answer is not None:
                 return answer
+        elif action == _CONNECT_ACTION and data[:8] == PROTOCOL_ID_BYTES and len(data) >= 16:
+            return _CONNECT_ACTION + data[12:16] + self.ids.make(client, self.clock())
         try:
             request = decode_request(data)
         except MalformedPacket as exc:
