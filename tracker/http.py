@@ -323,7 +323,7 @@ class HttpTracker:
         with trio.CancelScope() as scope:
             while True:
                 scope.deadline = deadline = trio.current_time() + timeout
-                request = simple_request(buf)
+                request = simple_request(buf) if buf else INCOMPLETE
                 if request is INCOMPLETE:
                     while request is INCOMPLETE:
                         self.connections.waiting(handle)
