@@ -14,6 +14,7 @@ import errno
 import logging
 import math
 import os
+import select
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -48,6 +49,7 @@ MAX_BODY_BYTES = 1024  # a GET has no business sending more
 ACCEPT_RETRY_FIRST = 0.1  # seconds after a failed accept (out of descriptors), doubling
 ACCEPT_RETRY_MAX = 2.0
 ACCEPT_REPORT_EVERY = 60.0  # seconds between log lines about failing accepts
+_REACT_BATCH = 64  # parked connections answered per wakeup before other tasks get a turn
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 _REASONS = {
@@ -113,6 +115,10 @@ class HttpTracker:
         self.started = clock()
         self.connections: ConnectionTable[trio.CancelScope] = ConnectionTable(
             self.config.max_connections, self.config.max_connections_per_ip)
+        # Keep-alive connections waiting for their next request, by descriptor: one task
+        # (`_react`) answers their plain announces (see `_park`).
+        self._epoll: select.epoll | None = None
+        self._parked: dict[int, _Parked] = {}
 
     async def handle(
         self, method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
@@ -208,10 +214,18 @@ class HttpTracker:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept connections until cancelled."""
-        async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(self._accept, listener, nursery)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                if self._swarms is not None:
+                    self._epoll = select.epoll()
+                    nursery.start_soon(self._react, self._epoll)
+                for listener in listeners:
+                    nursery.start_soon(self._accept, listener, nursery)
+                task_status.started()
+        finally:
+            if self._epoll is not None:
+                self._epoll.close()
+                self._epoll = None
 
     async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         """Accept connections into `nursery`.
@@ -323,6 +337,17 @@ class HttpTracker:
         with trio.CancelScope() as scope:
             while True:
                 scope.deadline = deadline = trio.current_time() + timeout
+                if not buf and self._epoll is not None:
+                    scope.deadline = math.inf  # (the park keeps the deadline)
+                    self.connections.waiting(handle)
+                    parked = await self._park(io.raw, handle, peer_ip, deadline)
+                    if parked.timed_out or (parked.eof and not parked.buf):
+                        return  # timed out, or the client is gone
+                    scope.deadline = deadline = parked.deadline
+                    if parked.unsent:  # answered, but the kernel took only part of it
+                        await io.stream.send_all(parked.unsent)
+                        continue
+                    buf = parked.buf
                 request = simple_request(buf) if buf else INCOMPLETE
                 if request is INCOMPLETE:
                     while request is INCOMPLETE:
@@ -359,6 +384,102 @@ class HttpTracker:
         if scope.cancelled_caught or (eof and not buf):
             return  # timed out, or the client is gone
         await self._serve_h11(stream, io, peer_ip, handle, buf, eof, deadline)
+
+    async def _park(self, raw: socket.socket, handle: trio.CancelScope, peer_ip: str,
+                    deadline: float) -> _Parked:
+        """Leave a keep-alive connection, between requests, to `_react` until it meets
+        something other than a plain announce (or the client's end), or the connection
+        has waited `timeout` for a request.
+
+        A task waking per request costs several trips through trio's scheduler and two
+        epoll_ctl calls; parked connections stay in one epoll set whose ready ones
+        `_react` answers together, as the UDP loop does with datagrams.
+        """
+        assert self._epoll is not None
+        parked = _Parked(raw, handle, peer_ip, deadline, trio.Event())
+        fd = raw.fileno()
+        self._parked[fd] = parked
+        self._epoll.register(fd, select.EPOLLIN)
+        try:
+            while not parked.event.is_set():
+                with trio.move_on_at(parked.deadline):
+                    await parked.event.wait()
+                if not parked.event.is_set() and trio.current_time() >= parked.deadline:
+                    parked.timed_out = True
+                    break
+        finally:
+            if self._parked.get(fd) is parked:
+                self._unpark(fd)
+        return parked
+
+    def _unpark(self, fd: int) -> None:
+        parked = self._parked.pop(fd)
+        if self._epoll is not None:
+            self._epoll.unregister(fd)
+        parked.event.set()
+
+    async def _react(self, epoll: select.epoll) -> None:
+        """Answer the plain announces of parked connections; hand any other request (its
+        bytes unconsumed), the client's end, or an answer the kernel takes only in part,
+        back to the connection's task."""
+        parked = self._parked
+        timeout = self.config.timeout
+        access = self.config.access_log
+        while True:
+            await trio.lowlevel.wait_readable(epoll.fileno())
+            now = trio.current_time()
+            for fd, _ in epoll.poll(0, _REACT_BATCH):
+                conn = parked.get(fd)
+                if conn is None:
+                    continue
+                try:
+                    data = conn.raw.recv(16384)
+                except BlockingIOError:
+                    continue
+                except OSError:  # a reset: the task's own read meets it
+                    self._unpark(fd)
+                    continue
+                self.connections.busy(conn.handle)
+                try:
+                    if self._react_to(conn, data, access):
+                        conn.deadline = now + timeout
+                        self.connections.waiting(conn.handle)
+                        continue
+                except Exception:  # a bug must cost one connection, not the tracker
+                    log.exception("error serving an HTTP connection")
+                    conn.eof, conn.buf = True, b""
+                self._unpark(fd)
+
+    def _react_to(self, conn: _Parked, data: bytes, access: bool) -> bool:
+        """Answer `data` if it is one whole plain announce (True); else note what the
+        task must do (False)."""
+        if not data:
+            conn.eof = True
+            return False
+        request = simple_request(data)
+        if request is None or request is INCOMPLETE or request[2] != len(data):
+            conn.buf = data
+            return False
+        target, headers, _ = request
+        body = (self.quick_announce(target[10:], headers, conn.peer_ip)
+                if target[:10] == b"/announce?" else None)
+        if body is None:
+            conn.buf = data
+            return False
+        if access:
+            self._log_access(conn.peer_ip, b"GET", target, Reply(200, BENCODE, body))
+        answer = b"%s%d\r\n\r\n%s" % (_OK_HEAD, len(body), body)
+        try:
+            sent = conn.raw.send(answer)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            conn.eof = True
+            return False
+        if sent < len(answer):
+            conn.unsent = answer[sent:]
+            return False
+        return True
 
     async def _serve_h11(
         self, stream: trio.SocketStream, io: ConnectionIo, peer_ip: str,
@@ -433,6 +554,22 @@ class HttpTracker:
                 return request
             elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None
+
+
+@dataclass(slots=True, eq=False)
+class _Parked:
+    """A keep-alive connection left to `HttpTracker._react` between requests, and what
+    its task finds when it is handed back."""
+
+    raw: socket.socket
+    handle: trio.CancelScope
+    peer_ip: str
+    deadline: float  # when it has waited `timeout` for its next request
+    event: trio.Event  # set when handed back
+    buf: bytes = b""  # a request's bytes, for the task to answer
+    unsent: bytes = b""  # the rest of an answer, for the task to send
+    eof: bool = False  # the client has ended (or the connection failed)
+    timed_out: bool = False
 
 
 class ConnectionIo(Protocol):
