@@ -439,15 +439,15 @@ class HttpTracker:
                 except OSError:  # a reset: the task's own read meets it
                     self._unpark(fd)
                     continue
-                self.connections.busy(conn.handle)
                 try:
                     if self._react_to(conn, data, access):
                         conn.deadline = now + timeout
-                        self.connections.waiting(conn.handle)
+                        self.connections.touch(conn.handle)
                         continue
                 except Exception:  # a bug must cost one connection, not the tracker
                     log.exception("error serving an HTTP connection")
                     conn.eof, conn.buf = True, b""
+                self.connections.busy(conn.handle)
                 self._unpark(fd)
 
     def _react_to(self, conn: _Parked, data: bytes, access: bool) -> bool:

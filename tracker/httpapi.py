@@ -9,6 +9,7 @@ problem with a query is a `RequestError`, which the shell answers the tracker wa
 from __future__ import annotations
 
 import re
+from codecs import escape_decode
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -85,7 +86,8 @@ def _unquote_hash(value: bytes) -> bytes:
 
 
 def _unquote(value: bytes) -> bytes:
-    """`unquote_to_bytes`, quicker for the common binary value: every byte as %XX."""
+    """`unquote_to_bytes`, quicker: for every byte as %XX, and for the mixed encoding of
+    libtorrent and Transmission (unreserved bytes as they are)."""
     n = len(value) // 3
     if len(value) % 3 == 0 and value[::3] == b"%" * n:
         try:
@@ -95,6 +97,11 @@ def _unquote(value: bytes) -> bytes:
         else:
             if len(decoded) == n:  # fromhex skips whitespace: none may have been there
                 return decoded
+    if b"\\" not in value:  # %XX as \xXX, which the codec decodes in C (8x quicker)
+        try:
+            return escape_decode(value.replace(b"%", b"\\x"))[0]
+        except ValueError:  # a "%" without two hex digits: unquote keeps it as it is
+            pass
     return unquote_to_bytes(value)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import struct
 from typing import Any
-from urllib.parse import quote_from_bytes
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from btfs.trackerwire.bep15 import PROTOCOL_ID
 from tracker.errors import RequestError
 from tracker.http import HttpConfig, HttpTracker
-from tracker.httpapi import parse_announce, quick_announce
+from tracker.httpapi import _unquote, parse_announce, quick_announce
 from tracker.store.memory import WANT_V4, SwarmStore
 from tracker.udp import ConnectionIds, UdpTracker
 
@@ -257,3 +257,12 @@ def test_floor_follows_a_clock_that_goes_back() -> None:
                          compact=bytes([10, 0, 0, 2, 0, 2]))
     assert got.peers4 == b""  # seen at 900, expired at 1100
     assert len(swarm) == 1
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=70),
+                 st.text("%0123456789abcdefABCDEFxz\\-._~", max_size=70).map(str.encode),
+                 st.binary(max_size=25).map(lambda b: client_quote(b).encode()),
+                 st.binary(max_size=25).map(lambda b: full_quote(b).encode())))
+def test_unquote_is_unquote_to_bytes(value: bytes) -> None:
+    assert _unquote(value) == unquote_to_bytes(value)
