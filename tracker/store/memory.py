@@ -355,12 +355,25 @@ class SwarmStore:
                         picks.append((kind, bucket, chosen[at + 1 :]))
                 else:
                     picks.append((kind, bucket, chosen))
-        if len(picks) == 1 and not with_ids:  # the usual answer: one run of one bucket
-            kind, bucket, r = picks[0]
-            blob = b"".join(_gather(bucket.addrs, bucket.size, r[:numwant]))
-            result = (b"", blob, b"", b"") if kind & 2 else (blob, b"", b"", b"")
-        else:
+        if with_ids:
             result = self._gather_picks(picks, numwant, with_ids)
+        else:  # the usual answer (compact): the same, inline
+            out4: list[bytes | bytearray] = []
+            out6: list[bytes | bytearray] = []
+            budget = numwant  # (the spare goes, if the asking peer was not among them)
+            for kind, bucket, r in picks:
+                n = len(r)
+                if n > budget:
+                    if not budget:
+                        break
+                    r = r[:budget]
+                    n = budget
+                budget -= n
+                if kind & 2:
+                    out6 += _gather(bucket.addrs, bucket.size, r)
+                else:
+                    out4 += _gather(bucket.addrs, bucket.size, r)
+            result = (b"".join(out4), b"".join(out6), b"", b"")
         for peer_id in stale:  # met on the way: expired, never handed out again
             where = swarm.find(peer_id)
             if where >= 0:
