@@ -24,6 +24,7 @@ from typing import Protocol
 import h11
 import trio
 
+from btfs.trackerwire import compact as compact_address
 from btfs.trackerwire.compact import normalize_ip
 from tracker.connections import ConnectionTable, limit_key
 from tracker.errors import RequestError
@@ -39,7 +40,7 @@ from tracker.httpapi import (
     quick_announce,
 )
 from tracker.pages import metrics_text, stats_html, stats_json
-from tracker.store.base import Outcome, Ready, Store
+from tracker.store.base import WANT_BOTH, Outcome, Ready, Store
 from tracker.store.memory import MemoryStore, SwarmStore
 
 log = logging.getLogger("tracker.http")
@@ -166,11 +167,19 @@ class HttpTracker:
         p = quick_announce(query)
         if p is None:
             return None
+        with_ids = not (p.compact or p.no_peer_id)
         try:
-            result = swarms.announce(
-                p.info_hash, p.peer_id, self._ip(p, headers, peer_ip), p.port, p.uploaded,
-                p.downloaded, p.left, p.event, p.numwant, self.clock(), protocol="http",
-                with_ids=not (p.compact or p.no_peer_id))
+            ip = self._ip(p, headers, peer_ip)
+            try:
+                compact = compact_address.pack(ip, p.port)
+            except ValueError:  # the general call words (and counts) it
+                result = swarms.announce(
+                    p.info_hash, p.peer_id, ip, p.port, p.uploaded, p.downloaded, p.left,
+                    p.event, p.numwant, self.clock(), protocol="http", with_ids=with_ids)
+            else:  # (quick_announce has checked the rest)
+                result = swarms.announce_checked(p.info_hash, p.peer_id, compact, p.left,
+                                                 p.event, p.numwant, self.clock(), "http",
+                                                 WANT_BOTH, with_ids)
         except RequestError as exc:
             self.store.count_error(exc.kind)
             return encode_failure(exc.reason)

@@ -247,9 +247,8 @@ class UdpTracker:
         else:
             compact = client[:4] + _PORTS[port]
         try:
-            result = swarms.announce(info_hash, peer_id, "", port, uploaded, downloaded,
-                                     left, event, numwant, now, protocol="udp",
-                                     families=WANT_V4, compact=compact)
+            result = swarms.announce_checked(info_hash, peer_id, compact, left, event,
+                                             numwant, now, "udp", WANT_V4)
         except RequestError as exc:
             self.store.count_error(exc.kind)
             return encode_error(txid, exc.reason)

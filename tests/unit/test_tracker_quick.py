@@ -9,6 +9,7 @@ path must answer every datagram with the bytes, and count what, the tracker with
 from __future__ import annotations
 
 import random
+import re
 import struct
 from typing import Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
@@ -18,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from btfs.trackerwire.bep15 import PROTOCOL_ID
+from tracker import fastpath
 from tracker.errors import RequestError
 from tracker.http import HttpConfig, HttpTracker
 from tracker.httpapi import _unquote, parse_announce, quick_announce
@@ -266,3 +268,42 @@ def test_floor_follows_a_clock_that_goes_back() -> None:
                  st.binary(max_size=25).map(lambda b: full_quote(b).encode())))
 def test_unquote_is_unquote_to_bytes(value: bytes) -> None:
     assert _unquote(value) == unquote_to_bytes(value)
+
+
+def test_http_quick_announce_with_a_bad_ip_parameter_answers_as_handle_does() -> None:
+    made = [HttpTracker(SwarmStore(rng=random.Random(7)),
+                        HttpConfig(fast_path=fast, trust_ip_param=True), clock=lambda: 1000.0)
+            for fast in (True, False)]
+    for ip in ("999.1.1.1", "10.0.0.7", "fe80::1", "::ffff:10.0.0.8", "x"):
+        q = query(ip=ip)
+        body = made[0].quick_announce(q, [], "127.0.0.1")
+        reply = run(made[1].handle(b"GET", b"/announce?" + q, [], "127.0.0.1"))
+        assert body == reply.body
+    assert b"invalid ip address" in reply.body
+    assert made[0].store.counters.as_dict() == made[1].store.counters.as_dict()
+    assert made[0].store.counters.announces["http"] == 5
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"GET ", b"/announce?a=1", b"/x y", b" HTTP/1.1", b" HTTP/1.0",
+                                 b"\r\n", b"\n", b"Host:", b"HOST: ", b"host:\t", b"t", b"a b",
+                                 b"\x00", b"\xff", b" ", b"\t", b"X-A: 1", b"Host: t"]),
+                max_size=12))
+def test_the_host_only_match_agrees_with_the_general_one(parts: list[bytes]) -> None:
+    buf = b"".join(parts)
+    quick = fastpath.simple_request(buf)
+    saved = fastpath._HOST_ONLY
+    fastpath._HOST_ONLY = re.compile(rb"(?!)")  # never matches: the general match only
+    try:
+        general = fastpath.simple_request(buf)
+    finally:
+        fastpath._HOST_ONLY = saved
+    assert quick == general
+
+
+def test_the_host_only_match_takes_the_plain_request() -> None:
+    buf = b"GET /announce?a=1 HTTP/1.1\r\nhOsT: \ttracker:80 \r\n\r\n"
+    assert fastpath._HOST_ONLY.fullmatch(buf) is not None
+    assert fastpath.simple_request(buf) == (b"/announce?a=1", [(b"host", b"tracker:80")],
+                                            len(buf))
+    assert fastpath.simple_request(buf + b"G") != fastpath.INCOMPLETE  # pipelined: general

@@ -192,6 +192,25 @@ class SwarmStore:
         self.announces[protocol] = self.announces.get(protocol, 0) + 1
         compact = check_announce(info_hash, peer_id, ip, port, uploaded, downloaded, left,
                                  event, compact)
+        return self._record(info_hash, peer_id, compact, left, event, numwant, now, families,
+                            with_ids)
+
+    def announce_checked(
+        self, info_hash: bytes, peer_id: bytes, compact: bytes, left: int, event: str,
+        numwant: int, now: float, protocol: str, families: int = WANT_BOTH,
+        with_ids: bool = False,
+    ) -> PackedOutcome:
+        """`announce` for a shell's fast path that has checked the fields itself: what
+        `check_announce` requires holds (20-byte info_hash and peer_id, `left` not negative,
+        a known event, a 6- or 18-byte `compact`). Raises `AnnounceRefused`."""
+        self.announces[protocol] = self.announces.get(protocol, 0) + 1
+        return self._record(info_hash, peer_id, compact, left, event, numwant, now, families,
+                            with_ids)
+
+    def _record(
+        self, info_hash: bytes, peer_id: bytes, compact: bytes, left: int, event: str,
+        numwant: int, now: float, families: int, with_ids: bool,
+    ) -> PackedOutcome:
         if self.whitelist is not None and info_hash not in self.whitelist:
             raise AnnounceRefused("torrent not registered with this tracker", "not_whitelisted")
 
