@@ -252,7 +252,8 @@ class SwarmStore:
             old_kind = kind
             slot = swarm.size(kind) - 1
         else:
-            old_kind, slot = swarm.entry(where)
+            entry = swarm.table[where] - 1  # (`swarm.entry`, inline: the hot path)
+            old_kind, slot = entry & 3, entry >> 2
             if event == "completed" and not old_kind & 1:
                 swarm.downloaded += 1
             bucket = swarm.buckets[old_kind]
@@ -281,8 +282,13 @@ class SwarmStore:
         peers4, peers6, ids4, ids6 = self._select(
             info_hash, swarm, kind, slot, numwant, not seed and event != PAUSED, families,
             now, with_ids)
-        return PackedOutcome(peers4, peers6, swarm.complete, swarm.incomplete, self.interval,
-                             self.min_interval, ids4, ids6)
+        leech4, seed4, leech6, seed6 = swarm.buckets  # (the counts, inline)
+        return PackedOutcome(
+            peers4, peers6,
+            (0 if seed4 is None else len(seed4.seen)) + (0 if seed6 is None else len(seed6.seen)),
+            (0 if leech4 is None else len(leech4.seen))
+            + (0 if leech6 is None else len(leech6.seen)),
+            self.interval, self.min_interval, ids4, ids6)
 
     def _new_swarm(self, info_hash: bytes, now: float) -> TrackedSwarm:
         if len(self._torrents) >= self.max_torrents:
