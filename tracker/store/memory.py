@@ -338,7 +338,7 @@ class SwarmStore:
             # `want` positions start + j * step of the sequence, as at most two runs
             # [lo, hi) stepping from lo: the second is the part past the end, wrapped.
             step = total // want
-            start = int(self.rng.random() * total)  # (randrange's exactness costs 3x)
+            start = min(int(self.rng.random() * total), total - 1)  # (randrange: 3x)
             end = start + want * step
             if end <= total:
                 segments = ((start, end),)
