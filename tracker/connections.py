@@ -91,6 +91,18 @@ class ConnectionTable(Generic[H]):
         if not waiting:
             del self._waiting_from[address]
 
+    def touch(self, handle: H) -> None:
+        """A waiting `handle` had a request and is waiting again, at once (`busy` then
+        `waiting`, in one step): the most recently active."""
+        if handle not in self._waiting:
+            self.waiting(handle)
+            return
+        del self._waiting[handle]
+        self._waiting[handle] = None
+        waiting = self._waiting_from[self._address[handle]]
+        del waiting[handle]
+        waiting[handle] = None
+
     def close(self, handle: H) -> None:
         """`handle` has ended."""
         if handle in self._address:

@@ -29,6 +29,10 @@ _SIMPLE_REQUEST_LINE = re.compile(rb"GET ([\x21-\x7e]+) HTTP/1\.1")
 _HEADER_LINE = re.compile(
     rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*([^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*"
 )
+# One whole request with a Host header only (what the general match below takes too).
+_HOST_ONLY = re.compile(
+    rb"GET ([\x21-\x7e]+) HTTP/1\.1\r\n[Hh][Oo][Ss][Tt]:[ \t]*([^\x00\s]+)[ \t]*\r\n\r\n"
+)
 _NOT_SIMPLE = frozenset(
     {b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"}
 )
@@ -40,6 +44,10 @@ def simple_request(buf: bytes) -> SimpleRequest | None:
     """(target, headers, bytes used) of a simple request at the start of `buf`; None if
     what `buf` starts with is anything else (h11 must judge it); `INCOMPLETE` if more
     bytes are needed to tell."""
+    if len(buf) <= MAX_HEADER_BYTES:
+        whole = _HOST_ONLY.fullmatch(buf)
+        if whole is not None:  # the commonest request, in one match
+            return whole[1], [(b"host", whole[2])], len(buf)
     if buf[:4] != b"GET "[: len(buf)]:
         return None
     blank = _BLANK_LINE.search(buf)

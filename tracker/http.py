@@ -14,6 +14,7 @@ import errno
 import logging
 import math
 import os
+import select
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,20 +24,23 @@ from typing import Protocol
 import h11
 import trio
 
+from btfs.trackerwire import compact as compact_address
 from btfs.trackerwire.compact import normalize_ip
 from tracker.connections import ConnectionTable, limit_key
 from tracker.errors import RequestError
 from tracker.fastpath import INCOMPLETE, MAX_HEADER_BYTES, RawSocketIo, simple_request
 from tracker.httpapi import (
+    AnnounceQuery,
     client_address,
     encode_announce,
     encode_failure,
     encode_scrape,
     parse_announce,
     parse_scrape,
+    quick_announce,
 )
 from tracker.pages import metrics_text, stats_html, stats_json
-from tracker.store.base import Outcome, Ready, Store
+from tracker.store.base import WANT_BOTH, Outcome, Ready, Store
 from tracker.store.memory import MemoryStore, SwarmStore
 
 log = logging.getLogger("tracker.http")
@@ -46,6 +50,7 @@ MAX_BODY_BYTES = 1024  # a GET has no business sending more
 ACCEPT_RETRY_FIRST = 0.1  # seconds after a failed accept (out of descriptors), doubling
 ACCEPT_RETRY_MAX = 2.0
 ACCEPT_REPORT_EVERY = 60.0  # seconds between log lines about failing accepts
+_REACT_BATCH = 64  # parked connections answered per wakeup before other tasks get a turn
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 _REASONS = {
@@ -59,6 +64,7 @@ _REASONS = {
 }
 
 BENCODE = b"text/plain"
+_OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: "
 JSON = b"application/json"
 HTML = b"text/html; charset=utf-8"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
@@ -102,10 +108,18 @@ class HttpTracker:
     ) -> None:
         self.store: Store = MemoryStore(store) if isinstance(store, SwarmStore) else store
         self.config = config or HttpConfig()
+        # The in-memory store's own object, for announces on the fast path.
+        self._swarms = (self.store.swarms
+                        if self.config.fast_path and isinstance(self.store, MemoryStore)
+                        else None)
         self.clock = clock
         self.started = clock()
         self.connections: ConnectionTable[trio.CancelScope] = ConnectionTable(
             self.config.max_connections, self.config.max_connections_per_ip)
+        # Keep-alive connections waiting for their next request, by descriptor: one task
+        # (`_react`) answers their plain announces (see `_park`).
+        self._epoll: select.epoll | None = None
+        self._parked: dict[int, _Parked] = {}
 
     async def handle(
         self, method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
@@ -142,20 +156,53 @@ class HttpTracker:
                                                        uptime))
         return Reply(404, BENCODE, b"not found\n")
 
+    def quick_announce(
+        self, query: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
+    ) -> bytes | None:
+        """The answer to a plain announce from the in-memory store (`quick_announce`),
+        without a coroutine or a `Reply`; None if it is not one (`handle` answers it)."""
+        swarms = self._swarms
+        if swarms is None:
+            return None
+        p = quick_announce(query)
+        if p is None:
+            return None
+        with_ids = not (p.compact or p.no_peer_id)
+        try:
+            ip = self._ip(p, headers, peer_ip)
+            try:
+                compact = compact_address.pack(ip, p.port)
+            except ValueError:  # the general call words (and counts) it
+                result = swarms.announce(
+                    p.info_hash, p.peer_id, ip, p.port, p.uploaded, p.downloaded, p.left,
+                    p.event, p.numwant, self.clock(), protocol="http", with_ids=with_ids)
+            else:  # (quick_announce has checked the rest)
+                result = swarms.announce_checked(p.info_hash, p.peer_id, compact, p.left,
+                                                 p.event, p.numwant, self.clock(), "http",
+                                                 WANT_BOTH, with_ids)
+        except RequestError as exc:
+            self.store.count_error(exc.kind)
+            return encode_failure(exc.reason)
+        return encode_announce(result, p.compact, p.no_peer_id)
+
+    def _ip(self, p: AnnounceQuery, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
+            ) -> str:
+        """The address an announce is for."""
+        config = self.config
+        if config.trust_ip_param and p.ip:
+            return p.ip
+        if config.trusted_proxies:
+            return client_address(peer_ip, headers, config.trusted_proxies)
+        return normalize_ip(peer_ip)
+
     def _announce(
         self, query: bytes, headers: Iterable[tuple[bytes, bytes]], peer_ip: str
     ) -> bytes | Awaitable[bytes]:
         """The answer, or (when the store's answer is on its way) an awaitable of it."""
         p = parse_announce(query)
-        config = self.config
-        if config.trust_ip_param and p.ip:
-            ip = p.ip
-        elif config.trusted_proxies:
-            ip = client_address(peer_ip, headers, config.trusted_proxies)
-        else:
-            ip = normalize_ip(peer_ip)
         pending = self.store.announce(
-            p.info_hash, p.peer_id, ip, p.port, p.uploaded, p.downloaded, p.left, p.event,
+            p.info_hash, p.peer_id, self._ip(p, headers, peer_ip), p.port, p.uploaded,
+            p.downloaded, p.left, p.event,
             p.numwant, self.clock(), protocol="http", with_ids=not (p.compact or p.no_peer_id),
         )
         if isinstance(pending, Ready):  # the memory store: no coroutine to go through
@@ -176,10 +223,18 @@ class HttpTracker:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept connections until cancelled."""
-        async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(self._accept, listener, nursery)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                if self._swarms is not None:
+                    self._epoll = select.epoll()
+                    nursery.start_soon(self._react, self._epoll)
+                for listener in listeners:
+                    nursery.start_soon(self._accept, listener, nursery)
+                task_status.started()
+        finally:
+            if self._epoll is not None:
+                self._epoll.close()
+                self._epoll = None
 
     async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         """Accept connections into `nursery`.
@@ -291,7 +346,18 @@ class HttpTracker:
         with trio.CancelScope() as scope:
             while True:
                 scope.deadline = deadline = trio.current_time() + timeout
-                request = simple_request(buf)
+                if not buf and self._epoll is not None:
+                    scope.deadline = math.inf  # (the park keeps the deadline)
+                    self.connections.waiting(handle)
+                    parked = await self._park(io.raw, handle, peer_ip, deadline)
+                    if parked.timed_out or (parked.eof and not parked.buf):
+                        return  # timed out, or the client is gone
+                    scope.deadline = deadline = parked.deadline
+                    if parked.unsent:  # answered, but the kernel took only part of it
+                        await io.stream.send_all(parked.unsent)
+                        continue
+                    buf = parked.buf
+                request = simple_request(buf) if buf else INCOMPLETE
                 if request is INCOMPLETE:
                     while request is INCOMPLETE:
                         self.connections.waiting(handle)
@@ -308,6 +374,14 @@ class HttpTracker:
                     break
                 target, headers, used = request
                 buf = buf[used:]
+                if target[:10] == b"/announce?":
+                    body = self.quick_announce(target[10:], headers, peer_ip)
+                    if body is not None:
+                        if access:
+                            self._log_access(peer_ip, b"GET", target,
+                                             Reply(200, BENCODE, body))
+                        await io.send_all(b"%s%d\r\n\r\n%s" % (_OK_HEAD, len(body), body))
+                        continue
                 response = await self.handle(b"GET", target, headers, peer_ip)
                 if access:
                     self._log_access(peer_ip, b"GET", target, response)
@@ -319,6 +393,102 @@ class HttpTracker:
         if scope.cancelled_caught or (eof and not buf):
             return  # timed out, or the client is gone
         await self._serve_h11(stream, io, peer_ip, handle, buf, eof, deadline)
+
+    async def _park(self, raw: socket.socket, handle: trio.CancelScope, peer_ip: str,
+                    deadline: float) -> _Parked:
+        """Leave a keep-alive connection, between requests, to `_react` until it meets
+        something other than a plain announce (or the client's end), or the connection
+        has waited `timeout` for a request.
+
+        A task waking per request costs several trips through trio's scheduler and two
+        epoll_ctl calls; parked connections stay in one epoll set whose ready ones
+        `_react` answers together, as the UDP loop does with datagrams.
+        """
+        assert self._epoll is not None
+        parked = _Parked(raw, handle, peer_ip, deadline, trio.Event())
+        fd = raw.fileno()
+        self._parked[fd] = parked
+        self._epoll.register(fd, select.EPOLLIN)
+        try:
+            while not parked.event.is_set():
+                with trio.move_on_at(parked.deadline):
+                    await parked.event.wait()
+                if not parked.event.is_set() and trio.current_time() >= parked.deadline:
+                    parked.timed_out = True
+                    break
+        finally:
+            if self._parked.get(fd) is parked:
+                self._unpark(fd)
+        return parked
+
+    def _unpark(self, fd: int) -> None:
+        parked = self._parked.pop(fd)
+        if self._epoll is not None:
+            self._epoll.unregister(fd)
+        parked.event.set()
+
+    async def _react(self, epoll: select.epoll) -> None:
+        """Answer the plain announces of parked connections; hand any other request (its
+        bytes unconsumed), the client's end, or an answer the kernel takes only in part,
+        back to the connection's task."""
+        parked = self._parked
+        timeout = self.config.timeout
+        access = self.config.access_log
+        while True:
+            await trio.lowlevel.wait_readable(epoll.fileno())
+            now = trio.current_time()
+            for fd, _ in epoll.poll(0, _REACT_BATCH):
+                conn = parked.get(fd)
+                if conn is None:
+                    continue
+                try:
+                    data = conn.raw.recv(16384)
+                except BlockingIOError:
+                    continue
+                except OSError:  # a reset: the task's own read meets it
+                    self._unpark(fd)
+                    continue
+                try:
+                    if self._react_to(conn, data, access):
+                        conn.deadline = now + timeout
+                        self.connections.touch(conn.handle)
+                        continue
+                except Exception:  # a bug must cost one connection, not the tracker
+                    log.exception("error serving an HTTP connection")
+                    conn.eof, conn.buf = True, b""
+                self.connections.busy(conn.handle)
+                self._unpark(fd)
+
+    def _react_to(self, conn: _Parked, data: bytes, access: bool) -> bool:
+        """Answer `data` if it is one whole plain announce (True); else note what the
+        task must do (False)."""
+        if not data:
+            conn.eof = True
+            return False
+        request = simple_request(data)
+        if request is None or request is INCOMPLETE or request[2] != len(data):
+            conn.buf = data
+            return False
+        target, headers, _ = request
+        body = (self.quick_announce(target[10:], headers, conn.peer_ip)
+                if target[:10] == b"/announce?" else None)
+        if body is None:
+            conn.buf = data
+            return False
+        if access:
+            self._log_access(conn.peer_ip, b"GET", target, Reply(200, BENCODE, body))
+        answer = b"%s%d\r\n\r\n%s" % (_OK_HEAD, len(body), body)
+        try:
+            sent = conn.raw.send(answer)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            conn.eof = True
+            return False
+        if sent < len(answer):
+            conn.unsent = answer[sent:]
+            return False
+        return True
 
     async def _serve_h11(
         self, stream: trio.SocketStream, io: ConnectionIo, peer_ip: str,
@@ -393,6 +563,22 @@ class HttpTracker:
                 return request
             elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None
+
+
+@dataclass(slots=True, eq=False)
+class _Parked:
+    """A keep-alive connection left to `HttpTracker._react` between requests, and what
+    its task finds when it is handed back."""
+
+    raw: socket.socket
+    handle: trio.CancelScope
+    peer_ip: str
+    deadline: float  # when it has waited `timeout` for its next request
+    event: trio.Event  # set when handed back
+    buf: bytes = b""  # a request's bytes, for the task to answer
+    unsent: bytes = b""  # the rest of an answer, for the task to send
+    eof: bool = False  # the client has ended (or the connection failed)
+    timed_out: bool = False
 
 
 class ConnectionIo(Protocol):

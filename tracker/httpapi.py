@@ -8,6 +8,8 @@ problem with a query is a `RequestError`, which the shell answers the tracker wa
 
 from __future__ import annotations
 
+import re
+from codecs import escape_decode
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -84,7 +86,8 @@ def _unquote_hash(value: bytes) -> bytes:
 
 
 def _unquote(value: bytes) -> bytes:
-    """`unquote_to_bytes`, quicker for the common binary value: every byte as %XX."""
+    """`unquote_to_bytes`, quicker: for every byte as %XX, and for the mixed encoding of
+    libtorrent and Transmission (unreserved bytes as they are)."""
     n = len(value) // 3
     if len(value) % 3 == 0 and value[::3] == b"%" * n:
         try:
@@ -94,6 +97,11 @@ def _unquote(value: bytes) -> bytes:
         else:
             if len(decoded) == n:  # fromhex skips whitespace: none may have been there
                 return decoded
+    if b"\\" not in value:  # %XX as \xXX, which the codec decodes in C (8x quicker)
+        try:
+            return escape_decode(value.replace(b"%", b"\\x"))[0]
+        except ValueError:  # a "%" without two hex digits: unquote keeps it as it is
+            pass
     return unquote_to_bytes(value)
 
 
@@ -155,6 +163,71 @@ def parse_announce(query: bytes) -> AnnounceQuery:
         params.get(b"no_peer_id", b"0") == b"1",
         ip.decode("latin-1") if ip else None,
     )
+
+
+# A query's name=value pairs, each at the start or after an "&", names without "%".
+_PAIR = re.compile(rb"(?:^|&)([^&=%]*)=([^&]*)")
+_FLAGS = (None, b"0", b"1")  # compact, no_peer_id: what `quick_announce` takes
+
+
+def quick_announce(query: bytes) -> AnnounceQuery | None:
+    """`parse_announce` for the plain query that clients send (each name once, none of
+    them %-encoded, nothing but the info_hash and the peer_id %-encoded, every value
+    valid), at a fraction of its cost; None for any other query, which `parse_announce`
+    then judges (so errors are worded in one place). Where it gives an answer, it is the
+    one `parse_announce` would give (tests/unit/test_tracker_http_parse.py holds that)."""
+    pairs = _PAIR.findall(query)
+    params = dict(pairs)
+    if len(params) != query.count(b"&") + 1 or len(pairs) != len(params):
+        return None  # a part without "=", an empty part, a repeated or encoded name
+    raw = params.get(b"info_hash")
+    if raw is None:
+        return None
+    info_hash = _unquote_hash(raw) if b"%" in raw else raw
+    peer_id = params.get(b"peer_id")
+    if peer_id is None or len(info_hash) != 20:
+        return None
+    if b"%" in peer_id:
+        peer_id = _unquote(peer_id)
+        if len(peer_id) != 20:
+            return None
+    elif len(peer_id) != 20:
+        return None
+    port = params.get(b"port")
+    if port is None or not port.isdigit() or len(port) > 5:
+        return None
+    port_number = int(port)
+    if not 0 < port_number <= 0xFFFF:
+        return None
+    raw_event = params.get(b"event", b"")
+    event = _EVENTS.get(raw_event)
+    if event is None:
+        return None
+    counts = []
+    for name, default in ((b"uploaded", 0), (b"downloaded", 0),
+                          (b"left", 0 if raw_event == b"completed" else 1)):
+        value = params.get(name)
+        if value is None:
+            counts.append(default)
+        elif value.isdigit() and len(value) <= _MAX_DIGITS:
+            counts.append(int(value))
+        else:
+            return None
+    raw_numwant = params.get(b"numwant")
+    if raw_numwant is None:
+        numwant = -1
+    elif raw_numwant.isdigit():
+        numwant = int(raw_numwant) if len(raw_numwant) <= 4 else 10_000
+    else:
+        return None
+    compact = params.get(b"compact")
+    no_peer_id = params.get(b"no_peer_id")
+    ip = params.get(b"ip")
+    if compact not in _FLAGS or no_peer_id not in _FLAGS or (ip and b"%" in ip):
+        return None
+    return AnnounceQuery(info_hash, peer_id, port_number, counts[0], counts[1], counts[2],
+                         event, numwant, compact != b"0", no_peer_id == b"1",
+                         ip.decode("latin-1") if ip else None)
 
 
 def parse_scrape(query: bytes, allow_full_scrape: bool) -> list[bytes] | None:

@@ -113,3 +113,15 @@ async def test_out_of_descriptors_an_idle_connection_is_closed_first(
     # The first retry came at once, since a descriptor was being freed; the next one
     # found nothing to close and waited.
     assert [round(t, 3) for t in listener.calls] == [0.0, 0.0, 0.1]
+
+
+def test_touch_makes_a_waiting_connection_the_most_recent() -> None:
+    table: ConnectionTable[str] = ConnectionTable(max_total=3, max_per_address=2)
+    for handle, address in (("a", "x"), ("b", "x"), ("c", "y")):
+        assert table.open(handle, address) == (True, [])
+    table.touch("a")  # a request came on "a" and was answered: "b" has waited longest
+    assert table.longest_waiting() == "b"
+    assert table.open("d", "x") == (True, ["b"])  # x's own longest waiting goes
+    table.busy("c")
+    table.touch("c")  # (not waiting: it waits from now on)
+    assert table.evict() == "a" and table.evict() == "d" and table.evict() == "c"

@@ -37,10 +37,9 @@ from tracker.store.base import (
     Ready,
     ScrapeEntry,
     check_announce,
-    clamp_numwant,
     top_rows,
 )
-from tracker.store.packed import ID, TrackedSwarm
+from tracker.store.packed import ID, Bucket, TrackedSwarm
 
 __all__ = ["DEFAULT_NUMWANT", "MAX_NUMWANT", "WANT_BOTH", "WANT_V4", "WANT_V6",
            "MemoryStore", "SwarmStore", "TrackedSwarm"]
@@ -59,6 +58,8 @@ _CANDIDATES = tuple(
     for families in range(4)
 )
 
+
+_NOTHING = (b"", b"", b"", b"")
 
 _FORMATS: dict[tuple[int, int, int], struct.Struct] = {}
 _MAX_FORMATS = 128  # ~2 KB each; making one costs ~2 us, a miss is cheap
@@ -191,6 +192,25 @@ class SwarmStore:
         self.announces[protocol] = self.announces.get(protocol, 0) + 1
         compact = check_announce(info_hash, peer_id, ip, port, uploaded, downloaded, left,
                                  event, compact)
+        return self._record(info_hash, peer_id, compact, left, event, numwant, now, families,
+                            with_ids)
+
+    def announce_checked(
+        self, info_hash: bytes, peer_id: bytes, compact: bytes, left: int, event: str,
+        numwant: int, now: float, protocol: str, families: int = WANT_BOTH,
+        with_ids: bool = False,
+    ) -> PackedOutcome:
+        """`announce` for a shell's fast path that has checked the fields itself: what
+        `check_announce` requires holds (20-byte info_hash and peer_id, `left` not negative,
+        a known event, a 6- or 18-byte `compact`). Raises `AnnounceRefused`."""
+        self.announces[protocol] = self.announces.get(protocol, 0) + 1
+        return self._record(info_hash, peer_id, compact, left, event, numwant, now, families,
+                            with_ids)
+
+    def _record(
+        self, info_hash: bytes, peer_id: bytes, compact: bytes, left: int, event: str,
+        numwant: int, now: float, families: int, with_ids: bool,
+    ) -> PackedOutcome:
         if self.whitelist is not None and info_hash not in self.whitelist:
             raise AnnounceRefused("torrent not registered with this tracker", "not_whitelisted")
 
@@ -232,7 +252,8 @@ class SwarmStore:
             old_kind = kind
             slot = swarm.size(kind) - 1
         else:
-            old_kind, slot = swarm.entry(where)
+            entry = swarm.table[where] - 1  # (`swarm.entry`, inline: the hot path)
+            old_kind, slot = entry & 3, entry >> 2
             if event == "completed" and not old_kind & 1:
                 swarm.downloaded += 1
             bucket = swarm.buckets[old_kind]
@@ -247,6 +268,8 @@ class SwarmStore:
                 ages[seen] = ages.get(seen, 0) + 1
             if old_kind == kind:
                 bucket.seen[slot] = seen
+                if seen < swarm.floor:  # (the clock went back)
+                    swarm.floor = seen
                 size = bucket.size
                 if bucket.addrs[slot * size : slot * size + size] != compact:
                     bucket.addrs[slot * size : slot * size + size] = compact
@@ -259,8 +282,13 @@ class SwarmStore:
         peers4, peers6, ids4, ids6 = self._select(
             info_hash, swarm, kind, slot, numwant, not seed and event != PAUSED, families,
             now, with_ids)
-        return PackedOutcome(peers4, peers6, swarm.complete, swarm.incomplete, self.interval,
-                             self.min_interval, ids4, ids6)
+        leech4, seed4, leech6, seed6 = swarm.buckets  # (the counts, inline)
+        return PackedOutcome(
+            peers4, peers6,
+            (0 if seed4 is None else len(seed4.seen)) + (0 if seed6 is None else len(seed6.seen)),
+            (0 if leech4 is None else len(leech4.seen))
+            + (0 if leech6 is None else len(leech6.seen)),
+            self.interval, self.min_interval, ids4, ids6)
 
     def _new_swarm(self, info_hash: bytes, now: float) -> TrackedSwarm:
         if len(self._torrents) >= self.max_torrents:
@@ -285,80 +313,113 @@ class SwarmStore:
         buckets taken as one sequence, from a uniformly random start, wrapping around.
         Every peer is as likely to be picked, and the work is a few ranges. One spare is
         taken in case the asking peer is among them."""
-        numwant = clamp_numwant(numwant)
-        if numwant == 0:
-            return b"", b"", b"", b""
+        if numwant < 0:
+            numwant = DEFAULT_NUMWANT
+        elif numwant > MAX_NUMWANT:
+            numwant = MAX_NUMWANT
+        elif not numwant:
+            return _NOTHING
         buckets = swarm.buckets
-        kinds = [k for k in _CANDIDATES[families & 3][want_seeds] if buckets[k] is not None]
+        candidates: list[tuple[int, Bucket, int, int]] = []  # kind, bucket, [base, top)
         total = 0
-        for k in kinds:
-            total += len(buckets[k].seen)  # type: ignore[union-attr]
+        for kind in _CANDIDATES[families & 3][want_seeds]:
+            bucket = buckets[kind]
+            if bucket is not None:
+                top = total + len(bucket.seen)
+                candidates.append((kind, bucket, total, top))
+                total = top
         if not total:
-            return b"", b"", b"", b""
+            return _NOTHING
         want = numwant + 1
+        segments: tuple[tuple[int, int], ...]
         if total <= want:
-            step, spans = 1, [(0, total, 0)]
+            step, segments = 1, ((0, total),)
         else:
+            # `want` positions start + j * step of the sequence, as at most two runs
+            # [lo, hi) stepping from lo: the second is the part past the end, wrapped.
             step = total // want
-            start = self.rng.randrange(total)
-            end = start + want * step  # exclusive; past `total` it wraps to [0, end - total)
-            spans = [(start, min(end, total), start % step)]
-            if end > total:
-                spans.append((0, end - total, (start - total) % step))
+            start = min(int(self.rng.random() * total), total - 1)  # (randrange: 3x)
+            end = start + want * step
+            if end <= total:
+                segments = ((start, end),)
+            else:
+                before = (total - start + step - 1) // step  # positions before the end
+                wrapped = start + before * step - total
+                segments = ((start, start + before * step),
+                            (wrapped, wrapped + (want - before) * step))
         cutoff = now - self.ttl
+        check = swarm.floor < cutoff  # else no peer of the swarm can have expired
         # The chosen slots of each bucket, as ranges: read in C by a cached `struct`
         # format that skips the records in between (`_gather`). A chosen peer that has
         # expired, or is the asking one, splits its range.
-        picks: list[tuple[int, range]] = []
+        picks: list[tuple[int, Bucket, range]] = []
         stale: list[bytes] = []
-        room = want
-        base = 0
-        for kind in kinds:
-            bucket = buckets[kind]
-            assert bucket is not None
-            seen = bucket.seen
-            top = base + len(seen)
-            for lo, hi, residue in spans:
-                if lo < base:
-                    lo = base
+        for kind, bucket, base, top in candidates:
+            for lo, hi in segments:
+                first = lo if lo >= base else lo + (base - lo + step - 1) // step * step
                 if hi > top:
                     hi = top
-                if lo >= hi or not room:
+                if first >= hi:
                     continue
-                first = lo + (residue - lo) % step
-                chosen = range(first - base, hi - base, step)[:room]
-                if not chosen:
-                    continue
-                if min(seen[chosen.start : chosen.stop : chosen.step]) < cutoff:
-                    ids = bucket.ids
-                    stale += [bytes(ids[i * ID : i * ID + ID]) for i in chosen
-                              if seen[i] < cutoff]
-                    ranges = [range(i, i + 1) for i in chosen if seen[i] >= cutoff]
+                chosen = range(first - base, hi - base, step)
+                if check:
+                    seen = bucket.seen
+                    if min(seen[chosen.start : chosen.stop : step]) < cutoff:
+                        ids = bucket.ids
+                        stale += [bytes(ids[i * ID : i * ID + ID]) for i in chosen
+                                  if seen[i] < cutoff]
+                        for i in chosen:
+                            if seen[i] >= cutoff and not (kind == my_kind and i == my_slot):
+                                picks.append((kind, bucket, range(i, i + 1)))
+                        continue
+                if kind == my_kind and my_slot in chosen:
+                    at = chosen.index(my_slot)
+                    if at:
+                        picks.append((kind, bucket, chosen[:at]))
+                    if at + 1 < len(chosen):
+                        picks.append((kind, bucket, chosen[at + 1 :]))
                 else:
-                    ranges = [chosen]
-                for r in ranges:
-                    if kind == my_kind and my_slot in r:
-                        at = r.index(my_slot)
-                        for part in (r[:at], r[at + 1 :]):
-                            if part:
-                                picks.append((kind, part))
-                        room -= len(r) - 1
-                    else:
-                        picks.append((kind, r))
-                        room -= len(r)
-            base = top
+                    picks.append((kind, bucket, chosen))
+        if with_ids:
+            result = self._gather_picks(picks, numwant, with_ids)
+        else:  # the usual answer (compact): the same, inline
+            out4: list[bytes | bytearray] = []
+            out6: list[bytes | bytearray] = []
+            budget = numwant  # (the spare goes, if the asking peer was not among them)
+            for kind, bucket, r in picks:
+                n = len(r)
+                if n > budget:
+                    if not budget:
+                        break
+                    r = r[:budget]
+                    n = budget
+                budget -= n
+                if kind & 2:
+                    out6 += _gather(bucket.addrs, bucket.size, r)
+                else:
+                    out4 += _gather(bucket.addrs, bucket.size, r)
+            result = (b"".join(out4), b"".join(out6), b"", b"")
+        for peer_id in stale:  # met on the way: expired, never handed out again
+            where = swarm.find(peer_id)
+            if where >= 0:
+                self._remove(info_hash, swarm, where, now)
+        return result
+
+    @staticmethod
+    def _gather_picks(picks: list[tuple[int, Bucket, range]], numwant: int, with_ids: bool
+                      ) -> tuple[bytes, bytes, bytes, bytes]:
+        """The first `numwant` of the picked peers, as packed strings (see `_select`)."""
         out4: list[bytes | bytearray] = []
         out6: list[bytes | bytearray] = []
         ids4: list[bytes | bytearray] = []
         ids6: list[bytes | bytearray] = []
         budget = numwant  # (the spare goes, if the asking peer was not among them)
-        for kind, r in picks:
-            r = r[:budget]
-            if not r:
-                break
+        for kind, bucket, r in picks:
+            if len(r) > budget:
+                r = r[:budget]
+                if not r:
+                    break
             budget -= len(r)
-            bucket = buckets[kind]
-            assert bucket is not None
             if kind & 2:
                 out6 += _gather(bucket.addrs, bucket.size, r)
                 if with_ids:
@@ -367,12 +428,7 @@ class SwarmStore:
                 out4 += _gather(bucket.addrs, bucket.size, r)
                 if with_ids:
                     ids4 += _gather(bucket.ids, ID, r)
-        result = (b"".join(out4), b"".join(out6), b"".join(ids4), b"".join(ids6))
-        for peer_id in stale:  # met on the way: expired, never handed out again
-            where = swarm.find(peer_id)
-            if where >= 0:
-                self._remove(info_hash, swarm, where, now)
-        return result
+        return b"".join(out4), b"".join(out6), b"".join(ids4), b"".join(ids6)
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -393,6 +449,7 @@ class SwarmStore:
         stale = swarm.stale(cutoff)
         for peer_id, _, _ in stale:
             self._remove(info_hash, swarm, swarm.find(peer_id), now)
+        swarm.refloor()
         return len(stale)
 
     def _sweep(self, info_hash: bytes, swarm: TrackedSwarm, now: float) -> int:

@@ -13,6 +13,10 @@ Finding a peer by id goes through an open-addressing table (linear probing, an
 Deletion shifts the following entries back (no tombstones). Python's `hash` of the id
 places it (randomised per process, so a client cannot aim collisions at one swarm).
 
+`floor` is a lower bound on every peer's last announce in the swarm (exact after a sweep,
+lowered by any record written with an older time): while it is not older than the expiry
+cutoff, no peer can have expired and peer selection need not look at the times.
+
 Pure, no I/O.
 """
 
@@ -45,7 +49,7 @@ class TrackedSwarm:
     """The tracker's record of one torrent: its peers by kind, the id table, the number of
     completed downloads, and when its next sweep of expired peers is due."""
 
-    __slots__ = ("buckets", "count", "downloaded", "next_sweep", "table")
+    __slots__ = ("buckets", "count", "downloaded", "floor", "next_sweep", "table")
 
     def __init__(self, next_sweep: float) -> None:
         self.buckets: list[Bucket | None] = [None, None, None, None]
@@ -53,6 +57,12 @@ class TrackedSwarm:
         self.count = 0
         self.downloaded = 0
         self.next_sweep = next_sweep
+        self.floor = 0xFFFFFFFF  # no peer yet: nothing can be stale
+
+    def refloor(self) -> None:
+        """Make `floor` exact again: the oldest last announce of the peers left."""
+        self.floor = min((min(b.seen) for b in self.buckets if b is not None),
+                         default=0xFFFFFFFF)
 
     # -------------------------------------------------------------- counts
 
@@ -148,6 +158,8 @@ class TrackedSwarm:
         bucket.ids += peer_id
         bucket.addrs += compact
         bucket.seen.append(seen)
+        if seen < self.floor:
+            self.floor = seen
         return len(bucket.seen) - 1
 
     def entry(self, i: int) -> tuple[int, int]:
