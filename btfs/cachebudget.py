@@ -92,3 +92,12 @@ class CacheBudget(Generic[Key]):
     def stored(self) -> list[Key]:
         """Every counted piece, least recently read first."""
         return list(self._sizes)
+
+
+def kept_order(verified: Iterable[int], saved: Iterable[int]) -> list[int]:
+    """A kept cache's pieces, least recently read first: those the last mount never read
+    (lowest index first), then `saved` (its order at unmount, least recent first), each
+    once and only if still verified."""
+    have = set(verified)
+    listed = list(dict.fromkeys(p for p in saved if p in have))
+    return sorted(have.difference(listed)) + listed

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from btfs import dial
-from btfs.cachebudget import CacheBudget
+from btfs.cachebudget import CacheBudget, kept_order
 from btfs.cachelock import LOCK_NAME, lock_folder
 from btfs.choker import Choker, PeerRates
 from btfs.dht.service import DhtService
@@ -168,13 +168,19 @@ class CacheSpace:
             return False
         return key[1] not in owner.verified or owner.pinned(key[1])  # unwritten: in flight
 
-    async def adopt(self, torrent: Torrent) -> None:
-        """Count a torrent's verified pieces (restored from a kept cache); trim to the limit."""
+    async def adopt(self, torrent: Torrent, read_order: Iterable[int] = ()) -> None:
+        """Count a torrent's verified pieces (restored from a kept cache) as read in
+        `read_order` (the last mount's, least recent first); trim to the limit."""
         self.owners[id(torrent)] = torrent
         torrent.cache = self
-        for piece in sorted(torrent.verified, reverse=True):
+        for piece in reversed(kept_order(torrent.verified, read_order)):
             self.budget.add((id(torrent), piece), torrent.info.piece_size(piece))
         await self._evict(self.budget.over_limit(0, self._pinned))
+
+    def read_order(self, torrent: Torrent) -> list[int]:
+        """The torrent's pieces in the cache, least recently read first."""
+        key = id(torrent)
+        return [piece for owner, piece in self.budget.stored() if owner == key]
 
     def forget(self, torrent: Torrent) -> None:
         key = id(torrent)
@@ -510,7 +516,8 @@ class Library:
             if restored:
                 log.info("%s: %s", meta.info.name, restored)
             if self.cache is not None:
-                await self.cache.adopt(torrent)
+                order = await trio.to_thread.run_sync(load_read_order, cache / READ_ORDER)
+                await self.cache.adopt(torrent, order)
             swarm = Swarm(meta, torrent, network, peer_id=self.peer_id, shared=self.shared,
                           dht=self.dht, lsd=self.lsd)
             if self.options.log_where:
@@ -539,6 +546,8 @@ class Library:
             if self.cache is not None:
                 if self.options.keep:  # what a window held past the limit may go now
                     await self.cache.trim()
+                    await trio.to_thread.run_sync(save_read_order, entry.cache_dir / READ_ORDER,
+                                                  self.cache.read_order(torrent))
                 self.cache.forget(torrent)
             if self.options.keep:
                 await torrent.save_resume()
@@ -553,10 +562,36 @@ class Library:
         self.on_change()
 
 
+READ_ORDER = "read-order"  # a kept cache's pieces, least recently read first
+
+
+def save_read_order(path: Path, pieces: list[int]) -> None:
+    """Write the order in which a kept cache's pieces were last read (for the next mount's
+    evictions); a failure costs only that order, so it is logged, not raised."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(" ".join(map(str, pieces)) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot save the read order of %s: %s", path.parent, exc.strerror)
+
+
+def load_read_order(path: Path) -> list[int]:
+    """The saved read order, or none if it is missing or unreadable (then the lowest pieces
+    count as least recently read)."""
+    try:
+        return [int(word) for word in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        log.warning("ignoring the read order in %s: %s", path, exc)
+        return []
+
+
 def remove_cache(storage: Storage, resume: ResumeLog, cache: Path) -> None:
     """Delete only what this torrent put there, then the folders it leaves empty."""
     folders: set[Path] = {cache}
-    for path in [*storage.paths, resume.path, cache / LOCK_NAME]:
+    for path in [*storage.paths, resume.path, cache / LOCK_NAME, cache / READ_ORDER]:
         if path is None:
             continue
         try:

@@ -400,6 +400,50 @@ def test_kept_cache_comes_back_within_a_smaller_limit(tmp_path: Path, procs: Pro
     assert read_through(files[1], original(shares[1]), 4 * MiB, 4 * MiB)
 
 
+def has_data(path: Path, offset: int) -> bool:
+    """Are the bytes at `offset` of a sparse cache file stored (not a punched hole)?"""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, offset, os.SEEK_DATA) == offset
+    except OSError:  # ENXIO: only a hole from there to the end
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_a_kept_cache_is_trimmed_least_recently_read_first_across_a_remount(
+        tmp_path: Path, procs: Processes, mounts: Mounts) -> None:
+    """The order pieces were read in survives the unmount: read the end of a file, then
+    its start; remounted with a smaller limit, the end (read first) is what goes, not the
+    pieces with the lowest indexes."""
+    piece = 256 << 10
+    [s] = [share(tmp_path, 8 * MiB, piece_length=piece, name="order", seed=7)]
+    seeder = seed_all(procs, [s], tmp_path / "origin")
+    cache = tmp_path / "cache"
+    mnt = tmp_path / "mnt"
+    mount_library(mounts, mnt, [s.torrent], "--cache-dir", cache, "--keep",
+                  "--cache-size", "6M", "--peer", seeder)
+    path = mnt / s.data.name
+    data = original(s)
+    assert read_through(path, data, 6 * MiB, 2 * MiB)  # read first
+    assert read_through(path, data, 0, 3 * MiB)        # read last
+    assert btfs("unmount", mnt).returncode == 0
+    stored = cache / "files" / "0"
+    assert has_data(stored, 7 * MiB) and has_data(stored, 0)
+    order = [int(w) for w in (cache / "read-order").read_text().split()]
+    assert order.index(28) < order.index(0), order
+    for proc, _ in procs.started:
+        procs.stop(proc)
+
+    mount_library(mounts, mnt, [s.torrent], "--cache-dir", cache, "--keep",
+                  "--cache-size", "2M")
+    assert DiskUse(cache).measure() <= 2 * MiB + 64 * 1024
+    assert not has_data(stored, 7 * MiB)  # read first: evicted
+    last = 3 * MiB - piece  # the last piece read (read-ahead stored after it may stay too)
+    assert has_data(stored, last)
+    assert read_through(path, data, last, piece)  # with no peer at all
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 12 MiB tmpfs for the cache, unmounted at teardown (lazily)."""

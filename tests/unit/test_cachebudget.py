@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from btfs.cachebudget import CacheBudget
+from btfs.cachebudget import CacheBudget, kept_order
 
 
 def never(key: object) -> bool:
@@ -55,3 +55,17 @@ def test_free_remove_and_bad_limits() -> None:
     assert budget.free(0, never) == []
     with pytest.raises(ValueError):
         CacheBudget(0)
+
+
+def test_kept_order_puts_unread_pieces_first_then_the_saved_order() -> None:
+    assert kept_order({1, 2, 5, 9}, [9, 5, 9, 40, 2]) == [1, 9, 5, 2]
+    assert kept_order({3, 1}, []) == [1, 3]
+    assert kept_order(set(), [1, 2]) == []
+
+
+def test_a_budget_restored_in_kept_order_evicts_the_least_recently_read_first() -> None:
+    budget: CacheBudget[int] = CacheBudget(2)
+    for piece in reversed(kept_order({0, 1, 2, 3}, [3, 0, 2])):
+        budget.add(piece, 1)
+    assert budget.over_limit(0, lambda key: False) == [1, 3]
+    assert budget.stored() == [0, 2]
