@@ -21,6 +21,7 @@ from btfs import pex, wire
 from btfs.dial import CLIENT_NAME, READ_SIZE, Established
 from btfs.errors import BtfsError, first_leaf
 from btfs.peerstate import (
+    STREAMING_PIPELINE,
     GotBlock,
     GotDhtPort,
     GotHave,
@@ -69,7 +70,8 @@ class PeerHost(Protocol):
         ...
 
     def pipeline_limit(self) -> int:
-        """The most requests to keep in flight at a peer (beyond those a read waits on)."""
+        """The most requests to keep in flight at a peer (beyond those a read waits on);
+        never below `STREAMING_PIPELINE`."""
         ...
 
     def receive_delay(self, size: int) -> float: ...
@@ -291,8 +293,7 @@ class PeerConnection:
             if isinstance(event, GotBlock):
                 self.download_meter.add(len(event.data), now)
                 self.host.block_received(self, event.block, event.data)
-                target = self.state.pipeline_target(self.download_meter.value(now),
-                                                    self.host.pipeline_limit())
+                target = self._pipeline_target(self.download_meter.value(now))
                 if len(self.state.in_flight) <= target * 3 // 4:
                     self.kick()
             elif isinstance(event, GotHave | LostHave | GotPieces):
@@ -326,11 +327,19 @@ class PeerConnection:
         if has is None:
             return
         rate = self.download_meter.value(trio.current_time())
-        room = (self.state.pipeline_target(rate, self.host.pipeline_limit())
-                - len(self.state.in_flight))
+        room = self._pipeline_target(rate) - len(self.state.in_flight)
         if room > 0:
             patience = self.state.patience(rate, room)
             self._request(self.host.pick(self, has, room, patience=patience))
+
+    def _pipeline_target(self, rate: float) -> int:
+        """The peer's pipeline target within the swarm's limit. The limit is never below
+        `STREAMING_PIPELINE`, so it is asked for (it looks at every reader's window) only
+        when the rate alone would go past that: not on every block of a slow peer."""
+        target = self.state.pipeline_target(rate)
+        if target <= STREAMING_PIPELINE:
+            return target
+        return self.state.pipeline_target(rate, self.host.pipeline_limit())
 
     def _request(self, blocks: list[Block]) -> None:
         if blocks:
