@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote_from_bytes
 
@@ -66,13 +68,18 @@ class Counted:
         monkeypatch.setattr(HttpTracker, "_react_to", counting)
 
 
-async def serving(nursery: trio.Nursery, tracker: HttpTracker,
-                  sndbuf: int | None = None) -> int:
+@asynccontextmanager
+async def serving(tracker: HttpTracker, sndbuf: int | None = None) -> AsyncIterator[int]:
+    """`tracker` serving on a loopback port (yielded) until the block ends."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     if sndbuf is not None:  # (accepted sockets inherit it)
         listeners[0].socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-    await nursery.start(tracker.serve, listeners)
-    return int(listeners[0].socket.getsockname()[1])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tracker.serve, listeners)
+        try:
+            yield int(listeners[0].socket.getsockname()[1])
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 async def test_parked_connections_are_answered_together(
@@ -80,8 +87,7 @@ async def test_parked_connections_are_answered_together(
     counted = Counted(monkeypatch)
     tracker = HttpTracker(SwarmStore(rng=random.Random(1)))
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            port = await serving(nursery, tracker)
+        async with serving(tracker) as port:
             streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(20)]
             bufs = [bytearray() for _ in streams]
             for round_ in range(5):
@@ -97,7 +103,6 @@ async def test_parked_connections_are_answered_together(
                                                         for k in range(0, 6 * 50, 6)]
             for stream in streams:
                 await stream.aclose()
-            nursery.cancel_scope.cancel()
     assert counted.answered >= 90  # (a request may come in two reads: its task answers it)
     assert tracker.store.counters.announces["http"] == 100
 
@@ -107,8 +112,7 @@ async def test_other_requests_go_to_the_task_and_the_connection_parks_again(
     counted = Counted(monkeypatch)
     tracker = HttpTracker(SwarmStore(rng=random.Random(1)))
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            port = await serving(nursery, tracker)
+        async with serving(tracker) as port:
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             buf = bytearray()
             requests = [announce(1),
@@ -124,7 +128,6 @@ async def test_other_requests_go_to_the_task_and_the_connection_parks_again(
                 answers.append(await read_answer(stream, buf))
             answers.append(await read_answer(stream, buf))
             await stream.aclose()
-            nursery.cancel_scope.cancel()
     assert [status for status, _ in answers] == [200] * 7
     assert b"failure reason" in answers[2][1] and b"invalid port" in answers[2][1]
     assert bdict(answers[1][1]) == {b"files": {HASH: {b"complete": 0, b"downloaded": 0,
@@ -139,8 +142,7 @@ async def test_an_answer_the_kernel_takes_in_part_is_finished_by_the_task(
     counted = Counted(monkeypatch)
     tracker = HttpTracker(SwarmStore(rng=random.Random(1)))
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            port = await serving(nursery, tracker, sndbuf=4096)
+        async with serving(tracker, sndbuf=4096) as port:
             for n in range(300):
                 body = tracker.quick_announce(announce(n).split(b" ")[1][10:], [], "10.0.0.1")
                 assert body is not None and b"failure" not in body
@@ -162,15 +164,13 @@ async def test_an_answer_the_kernel_takes_in_part_is_finished_by_the_task(
             status, body = await read_answer(stream, buf)
             assert status == 200 and len(bdict(body)[b"peers"]) == 6 * 50
             await stream.aclose()
-            nursery.cancel_scope.cancel()
     assert len(body) and counted.answered == 2  # 401 and 402; 400 went to the task
 
 
 async def test_a_parked_connection_times_out_and_can_be_evicted(
         autojump_clock: trio.testing.MockClock) -> None:
     tracker = HttpTracker(SwarmStore(), HttpConfig(timeout=10.0, max_connections=2))
-    async with trio.open_nursery() as nursery:
-        port = await serving(nursery, tracker)
+    async with serving(tracker) as port:
         first = await trio.open_tcp_stream("127.0.0.1", port)
         await first.send_all(announce(1))
         await read_answer(first, bytearray())
@@ -188,14 +188,12 @@ async def test_a_parked_connection_times_out_and_can_be_evicted(
         assert trio.current_time() - start == pytest.approx(10.0, abs=0.5)
         for stream in (first, second, third):
             await stream.aclose()
-        nursery.cancel_scope.cancel()
 
 
 async def test_each_answer_restarts_the_wait_for_the_next_request(
         autojump_clock: trio.testing.MockClock) -> None:
     tracker = HttpTracker(SwarmStore(), HttpConfig(timeout=10.0))
-    async with trio.open_nursery() as nursery:
-        port = await serving(nursery, tracker)
+    async with serving(tracker) as port:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         for _ in range(4):  # 24 s of requests 8 s apart, on one parked connection
             await stream.send_all(announce(3))
@@ -205,4 +203,3 @@ async def test_each_answer_restarts_the_wait_for_the_next_request(
         assert await stream.receive_some(100) == b""
         assert trio.current_time() - start == pytest.approx(2.0, abs=0.5)
         await stream.aclose()
-        nursery.cancel_scope.cancel()
