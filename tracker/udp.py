@@ -34,6 +34,7 @@ from btfs.trackerwire.bep15 import (
     encode_scrape,
 )
 from btfs.trackerwire.events import UDP_EVENTS
+from tracker.datagrams import DatagramBatch, sockaddr_tuple
 from tracker.errors import RequestError
 from tracker.store.base import WANT_V4, WANT_V6, Outcome, Ready, ScrapeEntry, Store
 from tracker.store.memory import MemoryStore, SwarmStore
@@ -55,6 +56,7 @@ _CONNECT_ACTION = bytes(4)
 _PORTS = [port.to_bytes(2, "big") for port in range(0x10000)]
 _U32 = 0xFFFFFFFF
 _IN_FLIGHT = 16  # batches waiting on the store (Redis) at once
+_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 class ConnectionIds:
@@ -156,6 +158,7 @@ class UdpTracker:
         self.access_log = access_log
         self.clock = clock
         self._clients: dict[tuple[Any, ...], bytes] = {}  # source -> packed address
+        self._raw_clients: dict[bytes, bytes] = {}  # raw sockaddr -> packed address
 
     def _client(self, source: tuple[Any, ...]) -> bytes | None:
         """The packed ip+port of a socket address (remembered: clients send many), or None
@@ -184,20 +187,38 @@ class UdpTracker:
         client = self._client(source)
         if client is None:
             return None  # a source port 0 or an odd address: nothing to answer to
+        return self.answer(data, client, self.clock())
+
+    def _raw_client(self, raw: bytes) -> bytes | None:
+        """`_client` of a raw `sockaddr` (what `recvmmsg` gives)."""
+        client = self._raw_clients.get(raw)
+        if client is None:
+            if raw[2:4] == b"\0\0":
+                return None
+            ip = raw[4:8] if len(raw) == 16 else raw[8:24]
+            if ip[:12] == _V4_MAPPED:
+                ip = ip[12:]
+            client = ip + raw[2:4]
+            if len(self._raw_clients) >= _CLIENTS:
+                self._raw_clients.clear()
+            self._raw_clients[raw] = client
+        return client
+
+    def answer(self, data: bytes, client: bytes, now: float) -> Answer:
+        """`start` for a client known by its packed address, at `now`."""
         action = data[8:12]
         if action == _ANNOUNCE_ACTION and len(data) >= ANNOUNCE_SIZE:
-            answer = self._fast_announce(data, client)
+            answer = self._fast_announce(data, client, now)
             if answer is not None:
                 return answer
         elif action == _CONNECT_ACTION and data[:8] == PROTOCOL_ID_BYTES and len(data) >= 16:
-            return _CONNECT_ACTION + data[12:16] + self.ids.make(client, self.clock())
+            return _CONNECT_ACTION + data[12:16] + self.ids.make(client, now)
         try:
             request = decode_request(data)
         except MalformedPacket as exc:
             self.store.count_error("udp_malformed")
             return None if exc.txid is None else encode_error(exc.txid, exc.reason)
         txid = request.txid
-        now = self.clock()
         if isinstance(request, ConnectRequest):
             return encode_connect(txid, self.ids.make(client, now))
         if not self.ids.check(request.connection_id, client, now):
@@ -226,7 +247,7 @@ class UdpTracker:
             self.store.count_error(exc.kind)
             return encode_error(txid, exc.reason)
 
-    def _fast_announce(self, data: bytes, client: bytes) -> bytes | None:
+    def _fast_announce(self, data: bytes, client: bytes, now: float) -> bytes | None:
         """An announce answered from the in-memory store without a request object:
         None for anything but a well-formed IPv4 announce with a good connection
         ID from the in-memory store (the general path then decodes it, and answers
@@ -239,7 +260,6 @@ class UdpTracker:
         event = UDP_EVENTS.get(code)
         if event is None or not port or downloaded < 0 or left < 0 or uploaded < 0:
             return None
-        now = self.clock()
         if not self.ids.check(connection_id, client, now):
             return None
         if self.trust_ip_param and ip != b"\0\0\0\0":
@@ -299,45 +319,51 @@ class UdpTracker:
     ) -> None:
         """Receive and answer datagrams until cancelled.
 
-        Datagrams are read and answered with plain non-blocking calls on the socket, up
-        to `_BATCH` per wakeup: a trio socket call per datagram costs a trip through the
-        scheduler, several times the work of an announce. Answers that wait on the store
-        (Redis) are collected by a task per batch, so that reading goes on meanwhile;
-        at most `_IN_FLIGHT` batches wait at once (then reading waits: the kernel's
-        buffer, then dropped datagrams, are the back-pressure).
+        Each wakeup reads up to `_BATCH` datagrams in one `recvmmsg` and sends their
+        answers in one `sendmmsg` (`tracker.datagrams`): a trio socket call per datagram
+        costs a trip through the scheduler, and even a plain one costs more in Python's
+        wrappers than the announce. Answers that wait on the store (Redis) are collected
+        by a task per batch, so that reading goes on meanwhile; at most `_IN_FLIGHT`
+        batches wait at once (then reading waits: the kernel's buffer, then dropped
+        datagrams, are the back-pressure).
         """
         raw = socket.socket(sock.family, sock.type, fileno=sock.fileno())  # detached below
         raw.setblocking(False)
+        batch = DatagramBatch(raw, _BATCH, _MAX_DATAGRAM)
         in_flight = trio.Semaphore(_IN_FLIGHT)
         try:
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 while True:
                     await trio.lowlevel.wait_readable(raw)
-                    later: list[tuple[Coroutine[Any, Any, bytes | None], tuple[Any, ...]]] = []
-                    for _ in range(_BATCH):
+                    try:
+                        got = batch.receive()
+                    except OSError:  # e.g. an ICMP error from an earlier reply
+                        continue
+                    later: list[tuple[Coroutine[Any, Any, bytes | None], bytes]] = []
+                    unsent: list[tuple[bytes, bytes]] = []
+                    now = self.clock()
+                    for i in range(got):
+                        source = batch.source(i)
+                        client = self._raw_client(source)
+                        if client is None:
+                            continue  # a source port 0: nothing to answer to
                         try:
-                            data, source = raw.recvfrom(_MAX_DATAGRAM)
-                        except BlockingIOError:
-                            break
-                        except OSError:  # e.g. an ICMP error from an earlier reply
-                            continue
-                        try:
-                            reply = self.start(data, source)
+                            reply = self.answer(batch.datagram(i), client, now)
                         except Exception:  # a bug must not take the tracker down
-                            log.exception("error handling a datagram from %s", source)
+                            log.exception("error handling a datagram from %s",
+                                          sockaddr_tuple(source))
                             continue
                         if reply is None:
                             continue
                         if isinstance(reply, bytes):
-                            try:
-                                raw.sendto(reply, source)
-                            except BlockingIOError:  # the send buffer is full: wait
-                                await _send_when_possible(sock, reply, source)
-                            except OSError:
-                                pass
+                            if not batch.queue(reply, i):
+                                unsent.append((reply, source))
                         else:
                             later.append((reply, source))
+                    unsent += batch.flush()
+                    for reply, source in unsent:
+                        await _send_when_possible(sock, reply, source)
                     if later:
                         await in_flight.acquire()
                         nursery.start_soon(self._finish_batch, later, sock, raw, in_flight)
@@ -345,7 +371,7 @@ class UdpTracker:
             raw.detach()
 
     async def _finish_batch(
-        self, later: list[tuple[Coroutine[Any, Any, bytes | None], tuple[Any, ...]]],
+        self, later: list[tuple[Coroutine[Any, Any, bytes | None], bytes]],
         sock: trio.socket.SocketType, raw: socket.socket, in_flight: trio.Semaphore,
     ) -> None:
         """Await a batch's answers from the store (they travelled together) and send them."""
@@ -356,12 +382,12 @@ class UdpTracker:
                 try:
                     reply = await pending
                 except Exception:
-                    log.exception("error handling a datagram from %s", source)
+                    log.exception("error handling a datagram from %s", sockaddr_tuple(source))
                     continue
                 if reply is None:
                     continue
                 try:
-                    raw.sendto(reply, source)
+                    raw.sendto(reply, sockaddr_tuple(source))
                 except BlockingIOError:
                     await _send_when_possible(sock, reply, source)
                 except OSError:
@@ -372,10 +398,11 @@ class UdpTracker:
                 pending.close()
 
 
-async def _send_when_possible(sock: trio.socket.SocketType, reply: bytes,
-                              source: tuple[Any, ...]) -> None:
+async def _send_when_possible(sock: trio.socket.SocketType, reply: bytes, source: bytes
+                              ) -> None:
+    """Send `reply` to the raw `sockaddr` `source` once the kernel takes it."""
     try:
-        await sock.sendto(reply, source)
+        await sock.sendto(reply, sockaddr_tuple(source))
     except OSError:
         pass
 

@@ -224,3 +224,66 @@ def test_random_datagrams(packet: bytes) -> None:
     cid = ConnectionIds(b"k" * 32).make(bytes([127, 0, 0, 5]) + (5000).to_bytes(2, "big"), 0.0)
     reply = call(t, cid + packet[8:], source)
     assert reply is None or len(reply) >= 8
+
+
+async def test_the_serve_loop_answers_a_batch_from_both_families_on_a_dual_stack_socket(
+) -> None:
+    """The socket loop (recvmmsg/sendmmsg): IPv4 clients reaching an IPv6 wildcard socket
+    count as IPv4 (6-byte peers, the same connection id as by their plain address), IPv6
+    ones get 18-byte peers, malformed datagrams get their error, and many clients' datagrams
+    waiting together are each answered to the right client."""
+    import socket as stdsocket
+
+    import trio
+
+    from tracker.udp import open_udp_socket
+
+    store = SwarmStore()
+    tracker = UdpTracker(store, ConnectionIds(b"s" * 32), clock=lambda: 1000.0)
+    sock = trio.socket.from_stdlib_socket(open_udp_socket("::", 0))
+    port = sock.getsockname()[1]
+    clients = []
+    for n in range(40):
+        family, host = ((stdsocket.AF_INET6, "::1") if n % 4 == 3
+                        else (stdsocket.AF_INET, f"127.0.0.{1 + n % 3}"))
+        c = stdsocket.socket(family, stdsocket.SOCK_DGRAM)
+        c.bind((host, 0))
+        c.setblocking(False)
+        clients.append(c)
+
+    async def exchange(packets: list[bytes]) -> list[bytes]:
+        for c, packet in zip(clients, packets, strict=True):
+            c.sendto(packet, ("::1" if c.family == stdsocket.AF_INET6 else "127.0.0.1", port))
+        replies = []
+        for c in clients:
+            with trio.fail_after(10):
+                await trio.lowlevel.wait_readable(c)
+            replies.append(c.recv(4096))
+        return replies
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(tracker.serve, sock)
+            ids = [r[8:16] for r in await exchange([connect_packet()] * len(clients))]
+            v4 = clients[0].getsockname()
+            assert ids[0] == ConnectionIds(b"s" * 32).make(
+                bytes([127, 0, 0, 1]) + v4[1].to_bytes(2, "big"), 1000.0)
+            for _ in range(2):  # the second time, every client has peers to be given
+                replies = await exchange([
+                    announce_packet(cid, bytes([n]) * 20, port=7000 + n)
+                    for n, cid in enumerate(ids)])
+            for n, (c, reply) in enumerate(zip(clients, replies, strict=True)):
+                assert reply[:8] == struct.pack("!I4s", 1, TX), n
+                size = 18 if c.family == stdsocket.AF_INET6 else 6
+                assert (len(reply) - 20) % size == 0 and len(reply) > 20, n
+                if size == 6:
+                    assert all(reply[i] == 127 for i in range(20, len(reply), 6))
+            stats = store.stats()
+            assert stats["peers_ipv4"] == 30 and stats["peers_ipv6"] == 10
+            replies = await exchange([b"x" * 16] * len(clients))
+            assert replies == [encode_error(b"xxxx", "unknown action")] * len(clients)
+            nursery.cancel_scope.cancel()
+    finally:
+        for c in clients:
+            c.close()
+        sock.close()
