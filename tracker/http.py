@@ -33,6 +33,7 @@ from tracker.httpapi import (
     AnnounceQuery,
     client_address,
     encode_announce,
+    encode_compact_announce,
     encode_failure,
     encode_scrape,
     parse_announce,
@@ -40,7 +41,7 @@ from tracker.httpapi import (
     quick_announce,
 )
 from tracker.pages import metrics_text, stats_html, stats_json
-from tracker.store.base import WANT_BOTH, Outcome, Ready, Store
+from tracker.store.base import WANT_BOTH, Outcome, PackedOutcome, Ready, Store
 from tracker.store.memory import MemoryStore, SwarmStore
 
 log = logging.getLogger("tracker.http")
@@ -177,9 +178,14 @@ class HttpTracker:
                     p.info_hash, p.peer_id, ip, p.port, p.uploaded, p.downloaded, p.left,
                     p.event, p.numwant, self.clock(), protocol="http", with_ids=with_ids)
             else:  # (quick_announce has checked the rest)
-                result = swarms.announce_checked(p.info_hash, p.peer_id, compact, p.left,
-                                                 p.event, p.numwant, self.clock(), "http",
-                                                 WANT_BOTH, with_ids)
+                peers4, peers6, ids4, ids6, complete, incomplete = swarms.announce_checked(
+                    p.info_hash, p.peer_id, compact, p.left, p.event, p.numwant,
+                    self.clock(), "http", WANT_BOTH, with_ids)
+                if p.compact:
+                    return encode_compact_announce(peers4, peers6, complete, incomplete,
+                                                   swarms.interval, swarms.min_interval)
+                result = PackedOutcome(peers4, peers6, complete, incomplete, swarms.interval,
+                                       swarms.min_interval, ids4, ids6)
         except RequestError as exc:
             self.store.count_error(exc.kind)
             return encode_failure(exc.reason)

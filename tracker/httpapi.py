@@ -287,19 +287,15 @@ def encode_announce(
     result: Outcome, compact: bool = True, no_peer_id: bool = False
 ) -> bytes:
     """The bencoded answer to an announce (keys in bencode's sorted order, by hand)."""
+    if compact:
+        return encode_compact_announce(result.compact4(), result.compact6(), result.complete,
+                                       result.incomplete, result.interval, result.min_interval)
     head = b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de" % (
         result.complete,
         result.incomplete,
         result.interval,
         result.min_interval,
     )
-    if compact:
-        peers = result.compact4()
-        body = b"%s5:peers%d:%s" % (head, len(peers), peers)
-        peers6 = result.compact6()
-        if peers6:
-            body += b"6:peers6%d:%s" % (len(peers6), peers6)
-        return body + b"e"
     parts = [head, b"5:peersl"]
     for peer_id, ip_text, port in result.entries():
         ip = ip_text.encode()
@@ -309,6 +305,18 @@ def encode_announce(
             parts.append(b"d2:ip%s7:peer id20:%s4:porti%dee" % (_bstr(ip), peer_id, port))
     parts.append(b"ee")
     return b"".join(parts)
+
+
+def encode_compact_announce(peers4: bytes, peers6: bytes, complete: int, incomplete: int,
+                            interval: int, min_interval: int) -> bytes:
+    """The bencoded compact answer to an announce (BEP 23, and BEP 7's peers6)."""
+    if peers6:
+        return (b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de"
+                b"5:peers%d:%s6:peers6%d:%se" % (complete, incomplete, interval, min_interval,
+                                                  len(peers4), peers4, len(peers6), peers6))
+    return (b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de"
+            b"5:peers%d:%se" % (complete, incomplete, interval, min_interval, len(peers4),
+                                peers4))
 
 
 def encode_scrape(files: dict[bytes, ScrapeEntry]) -> bytes:

@@ -267,14 +267,13 @@ class UdpTracker:
         else:
             compact = client[:4] + _PORTS[port]
         try:
-            result = swarms.announce_checked(info_hash, peer_id, compact, left, event,
-                                             numwant, now, "udp", WANT_V4)
+            peers4, _, _, _, complete, incomplete = swarms.announce_checked(
+                info_hash, peer_id, compact, left, event, numwant, now, "udp", WANT_V4)
         except RequestError as exc:
             self.store.count_error(exc.kind)
             return encode_error(txid, exc.reason)
-        return _ANNOUNCE_ANSWER.pack(_ANNOUNCE_CODE, txid, min(result.interval, _U32),
-                                     min(result.incomplete, _U32),
-                                     min(result.complete, _U32)) + result.peers4
+        return _ANNOUNCE_ANSWER.pack(_ANNOUNCE_CODE, txid, min(swarms.interval, _U32),
+                                     min(incomplete, _U32), min(complete, _U32)) + peers4
 
     def _announce(self, request: AnnounceRequest, client: bytes, now: float) -> Answer:
         v6 = len(client) == 18

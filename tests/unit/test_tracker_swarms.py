@@ -325,3 +325,86 @@ def test_random_announces_raise_only_tracker_errors(calls: list[tuple]) -> None:
     assert store.peers == 0
     data = snapshot.dump(store)
     snapshot.load(json.loads(json.dumps(data)), now=0)
+
+
+def _selection_oracle(store: SwarmStore, swarm: object, rng: random.Random, my_kind: int,
+                      my_slot: int, numwant: int, want_seeds: bool, families: int,
+                      now: float) -> tuple[bytes, bytes, bytes, bytes, list[bytes]]:
+    """Peer selection written the plain way: the candidate buckets as one sequence, `want`
+    positions start + j * step around it (all of them if it is short), in bucket order,
+    the asking peer and expired peers left out, the first `numwant` handed out; and the
+    ids of the expired peers met, which the store then drops."""
+    from tracker.store.memory import _CANDIDATES
+    from tracker.store.packed import ID
+
+    numwant = 50 if numwant < 0 else min(numwant, 200)
+    if not numwant:
+        return b"", b"", b"", b"", []
+    buckets = swarm.buckets  # type: ignore[attr-defined]
+    seq = [(kind, slot) for kind in _CANDIDATES[families & 3][want_seeds]
+           if buckets[kind] is not None for slot in range(len(buckets[kind].seen))]
+    total = len(seq)
+    if not total:
+        return b"", b"", b"", b"", []
+    want = numwant + 1
+    if total <= want:
+        positions = list(range(total))
+    else:
+        step = total // want
+        start = min(int(rng.random() * total), total - 1)
+        positions = [(start + j * step) % total for j in range(want)]
+    chosen = sorted((seq[p] for p in positions), key=lambda ks: _CANDIDATES[families & 3][
+        want_seeds].index(ks[0]))
+    cutoff = now - store.ttl
+    out: list[list[bytes]] = [[], [], [], []]
+    stale = []
+    budget = numwant
+    for kind, slot in chosen:
+        bucket = buckets[kind]
+        peer_id = bytes(bucket.ids[slot * ID:(slot + 1) * ID])
+        if bucket.seen[slot] < cutoff:
+            stale.append(peer_id)
+            continue
+        if (kind, slot) == (my_kind, my_slot) or not budget:
+            continue
+        budget -= 1
+        size = bucket.size
+        out[kind >> 1].append(bytes(bucket.addrs[slot * size:(slot + 1) * size]))
+        out[2 + (kind >> 1)].append(peer_id)
+    return (b"".join(out[0]), b"".join(out[1]), b"".join(out[2]), b"".join(out[3]), stale)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    peers=st.lists(st.tuples(st.integers(0, 400), st.booleans(), st.booleans(),
+                             st.integers(0, 5000)), max_size=120),
+    numwant=st.sampled_from([-1, 0, 1, 2, 3, 5, 10, 50, 200, 500]),
+    families=st.sampled_from([WANT_V4, WANT_V6, WANT_V4 | WANT_V6]),
+    want_seeds=st.booleans(), asker=st.integers(0, 10**6), with_ids=st.booleans(),
+    now=st.integers(0, 9000), seed=st.integers(0, 2**32),
+)
+def test_selection_matches_the_plain_description(
+        peers: list[tuple[int, bool, bool, int]], numwant: int, families: int,
+        want_seeds: bool, asker: int, with_ids: bool, now: int, seed: int) -> None:
+    """Every path of the selection (one run or a wrapped one, the asker among the chosen or
+    not, expired peers met, one family or both, with or without ids) gives what the plain
+    description gives, in the same order, and drops the expired peers it met."""
+    store = SwarmStore(interval=1800, rng=random.Random(seed))
+    for n, seed_peer, v6, when in peers:
+        ip = f"2001:db8::{n:x}" if v6 else f"10.0.{n // 256}.{n % 256}"
+        store.announce(H1, pid(n), ip, 6881, 0, 0, 0 if seed_peer else 5, "", 0, when)
+    swarm = store._torrents.get(H1)
+    if swarm is None:
+        return
+    where = swarm.find(pid(peers[asker % len(peers)][0]))  # usually still there
+    my_kind, my_slot = swarm.entry(where) if where >= 0 else (-1, -1)
+    rng = random.Random()
+    rng.setstate(store.rng.getstate())
+    expected = _selection_oracle(store, swarm, rng, my_kind, my_slot, numwant, want_seeds,
+                                 families, now)
+    got = store._select(H1, swarm, my_kind, my_slot, numwant, want_seeds, families, now,
+                        with_ids)
+    assert got[:2] == expected[:2]
+    assert got[2:] == (expected[2:4] if with_ids else (b"", b""))
+    for peer_id in expected[4]:
+        assert swarm.find(peer_id) < 0

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any
 
 from btfs.trackerwire.events import PAUSED, STOPPED
-from tracker.errors import AnnounceRefused
+from tracker.errors import AnnounceRefused, RequestError
 from tracker.store.base import (
     DEFAULT_NUMWANT,
     MAX_NUMWANT,
@@ -45,6 +45,8 @@ __all__ = ["DEFAULT_NUMWANT", "MAX_NUMWANT", "WANT_BOTH", "WANT_V4", "WANT_V6",
            "MemoryStore", "SwarmStore", "TrackedSwarm"]
 
 SavedPeer = tuple[bytes, bytes, bool, float]  # peer_id, compact address, seed, last seen
+# An answer on the fast paths: peers4, peers6, ids4, ids6, complete, incomplete.
+Answered = tuple[bytes, bytes, bytes, bytes, int, int]
 AnnounceOutcome = PackedOutcome
 
 EVICT_FRACTION = 100  # a full tracker evicts at least max_peers // this at a time
@@ -189,40 +191,40 @@ class SwarmStore:
         `with_ids`: the answer carries the chosen peers' ids too (non-compact answers).
         Raises `BadRequest` or `AnnounceRefused`, and nothing else.
         """
-        self.announces[protocol] = self.announces.get(protocol, 0) + 1
-        compact = check_announce(info_hash, peer_id, ip, port, uploaded, downloaded, left,
-                                 event, compact)
-        return self._record(info_hash, peer_id, compact, left, event, numwant, now, families,
-                            with_ids)
+        try:
+            compact = check_announce(info_hash, peer_id, ip, port, uploaded, downloaded, left,
+                                     event, compact)
+        except RequestError:
+            self.announces[protocol] = self.announces.get(protocol, 0) + 1  # counted too
+            raise
+        peers4, peers6, ids4, ids6, complete, incomplete = self.announce_checked(
+            info_hash, peer_id, compact, left, event, numwant, now, protocol, families,
+            with_ids)
+        return PackedOutcome(peers4, peers6, complete, incomplete, self.interval,
+                             self.min_interval, ids4, ids6)
 
     def announce_checked(
         self, info_hash: bytes, peer_id: bytes, compact: bytes, left: int, event: str,
         numwant: int, now: float, protocol: str, families: int = WANT_BOTH,
         with_ids: bool = False,
-    ) -> PackedOutcome:
+    ) -> Answered:
         """`announce` for a shell's fast path that has checked the fields itself: what
         `check_announce` requires holds (20-byte info_hash and peer_id, `left` not negative,
-        a known event, a 6- or 18-byte `compact`). Raises `AnnounceRefused`."""
+        a known event, a 6- or 18-byte `compact`). The answer as a plain tuple (peers4,
+        peers6, ids4, ids6, complete, incomplete): the interval is `self.interval`.
+        Raises `AnnounceRefused`."""
         self.announces[protocol] = self.announces.get(protocol, 0) + 1
-        return self._record(info_hash, peer_id, compact, left, event, numwant, now, families,
-                            with_ids)
-
-    def _record(
-        self, info_hash: bytes, peer_id: bytes, compact: bytes, left: int, event: str,
-        numwant: int, now: float, families: int, with_ids: bool,
-    ) -> PackedOutcome:
         if self.whitelist is not None and info_hash not in self.whitelist:
             raise AnnounceRefused("torrent not registered with this tracker", "not_whitelisted")
 
         swarm = self._torrents.get(info_hash)
         if event == STOPPED:
             if swarm is None:
-                return PackedOutcome(b"", b"", 0, 0, self.interval, self.min_interval)
+                return b"", b"", b"", b"", 0, 0
             where = swarm.find(peer_id)
             if where >= 0:
                 self._remove(info_hash, swarm, where, now)
-            return PackedOutcome(b"", b"", swarm.complete, swarm.incomplete, self.interval,
-                                 self.min_interval)
+            return b"", b"", b"", b"", swarm.complete, swarm.incomplete
 
         if swarm is None:
             swarm = self._new_swarm(info_hash, now)
@@ -283,12 +285,11 @@ class SwarmStore:
             info_hash, swarm, kind, slot, numwant, not seed and event != PAUSED, families,
             now, with_ids)
         leech4, seed4, leech6, seed6 = swarm.buckets  # (the counts, inline)
-        return PackedOutcome(
-            peers4, peers6,
+        return (
+            peers4, peers6, ids4, ids6,
             (0 if seed4 is None else len(seed4.seen)) + (0 if seed6 is None else len(seed6.seen)),
             (0 if leech4 is None else len(leech4.seen))
-            + (0 if leech6 is None else len(leech6.seen)),
-            self.interval, self.min_interval, ids4, ids6)
+            + (0 if leech6 is None else len(leech6.seen)))
 
     def _new_swarm(self, info_hash: bytes, now: float) -> TrackedSwarm:
         if len(self._torrents) >= self.max_torrents:
@@ -312,7 +313,8 @@ class SwarmStore:
         Systematic sampling, as opentracker does: every `step`-th peer of the candidate
         buckets taken as one sequence, from a uniformly random start, wrapping around.
         Every peer is as likely to be picked, and the work is a few ranges. One spare is
-        taken in case the asking peer is among them."""
+        taken in case the asking peer is among them. (tests/unit/test_tracker_swarms.py
+        holds this to the plain description, `_selection_oracle`.)"""
         if numwant < 0:
             numwant = DEFAULT_NUMWANT
         elif numwant > MAX_NUMWANT:
@@ -320,14 +322,12 @@ class SwarmStore:
         elif not numwant:
             return _NOTHING
         buckets = swarm.buckets
-        candidates: list[tuple[int, Bucket, int, int]] = []  # kind, bucket, [base, top)
+        kinds = _CANDIDATES[families & 3][want_seeds]
         total = 0
-        for kind in _CANDIDATES[families & 3][want_seeds]:
+        for kind in kinds:
             bucket = buckets[kind]
             if bucket is not None:
-                top = total + len(bucket.seen)
-                candidates.append((kind, bucket, total, top))
-                total = top
+                total += len(bucket.seen)
         if not total:
             return _NOTHING
         want = numwant + 1
@@ -349,86 +349,71 @@ class SwarmStore:
                             (wrapped, wrapped + (want - before) * step))
         cutoff = now - self.ttl
         check = swarm.floor < cutoff  # else no peer of the swarm can have expired
-        # The chosen slots of each bucket, as ranges: read in C by a cached `struct`
-        # format that skips the records in between (`_gather`). A chosen peer that has
-        # expired, or is the asking one, splits its range.
-        picks: list[tuple[int, Bucket, range]] = []
+        # Each bucket's chosen slots as ranges, read in C by a cached `struct` format that
+        # skips the records in between (`_gather`). The asking peer splits its range; with
+        # expired peers about, the range is walked one peer at a time.
+        out: tuple[list[bytes | bytearray], ...] = ([], [], [], [])  # addresses, ids by family
         stale: list[bytes] = []
-        for kind, bucket, base, top in candidates:
+        budget = numwant  # (the spare goes, if the asking peer was not among them)
+        base = 0
+        for kind in kinds:
+            bucket = buckets[kind]
+            if bucket is None:
+                continue
+            top = base + len(bucket.seen)
+            addrs = out[kind >> 1]
+            ids = out[2 + (kind >> 1)]
             for lo, hi in segments:
-                first = lo if lo >= base else lo + (base - lo + step - 1) // step * step
+                if lo < base:
+                    lo += (base - lo + step - 1) // step * step
                 if hi > top:
                     hi = top
-                if first >= hi:
+                if lo >= hi:
                     continue
-                chosen = range(first - base, hi - base, step)
+                chosen = range(lo - base, hi - base, step)
                 if check:
-                    seen = bucket.seen
-                    if min(seen[chosen.start : chosen.stop : step]) < cutoff:
-                        ids = bucket.ids
-                        stale += [bytes(ids[i * ID : i * ID + ID]) for i in chosen
-                                  if seen[i] < cutoff]
-                        for i in chosen:
-                            if seen[i] >= cutoff and not (kind == my_kind and i == my_slot):
-                                picks.append((kind, bucket, range(i, i + 1)))
-                        continue
+                    budget = self._pick_live(bucket, chosen, kind == my_kind and my_slot,
+                                             cutoff, budget, addrs, ids, stale, with_ids)
+                    continue
+                if not budget:
+                    break
+                runs: tuple[range, ...] = (chosen,)
                 if kind == my_kind and my_slot in chosen:
-                    at = chosen.index(my_slot)
-                    if at:
-                        picks.append((kind, bucket, chosen[:at]))
-                    if at + 1 < len(chosen):
-                        picks.append((kind, bucket, chosen[at + 1 :]))
-                else:
-                    picks.append((kind, bucket, chosen))
-        if with_ids:
-            result = self._gather_picks(picks, numwant, with_ids)
-        else:  # the usual answer (compact): the same, inline
-            out4: list[bytes | bytearray] = []
-            out6: list[bytes | bytearray] = []
-            budget = numwant  # (the spare goes, if the asking peer was not among them)
-            for kind, bucket, r in picks:
-                n = len(r)
-                if n > budget:
-                    if not budget:
-                        break
-                    r = r[:budget]
-                    n = budget
-                budget -= n
-                if kind & 2:
-                    out6 += _gather(bucket.addrs, bucket.size, r)
-                else:
-                    out4 += _gather(bucket.addrs, bucket.size, r)
-            result = (b"".join(out4), b"".join(out6), b"", b"")
+                    at = (my_slot - chosen.start) // step
+                    runs = (chosen[:at], chosen[at + 1 :])
+                for run in runs:
+                    if len(run) > budget:
+                        run = run[:budget]
+                    if run:
+                        budget -= len(run)
+                        addrs += _gather(bucket.addrs, bucket.size, run)
+                        if with_ids:
+                            ids += _gather(bucket.ids, ID, run)
+            base = top
         for peer_id in stale:  # met on the way: expired, never handed out again
             where = swarm.find(peer_id)
             if where >= 0:
                 self._remove(info_hash, swarm, where, now)
-        return result
+        return b"".join(out[0]), b"".join(out[1]), b"".join(out[2]), b"".join(out[3])
 
     @staticmethod
-    def _gather_picks(picks: list[tuple[int, Bucket, range]], numwant: int, with_ids: bool
-                      ) -> tuple[bytes, bytes, bytes, bytes]:
-        """The first `numwant` of the picked peers, as packed strings (see `_select`)."""
-        out4: list[bytes | bytearray] = []
-        out6: list[bytes | bytearray] = []
-        ids4: list[bytes | bytearray] = []
-        ids6: list[bytes | bytearray] = []
-        budget = numwant  # (the spare goes, if the asking peer was not among them)
-        for kind, bucket, r in picks:
-            if len(r) > budget:
-                r = r[:budget]
-                if not r:
-                    break
-            budget -= len(r)
-            if kind & 2:
-                out6 += _gather(bucket.addrs, bucket.size, r)
+    def _pick_live(bucket: Bucket, chosen: range, mine: int | bool, cutoff: float,
+                   budget: int, addrs: list[bytes | bytearray],
+                   ids: list[bytes | bytearray], stale: list[bytes], with_ids: bool) -> int:
+        """`_select`'s walk of one range peer by peer, where some may have expired: the
+        live ones (not `mine`, a slot or False) up to `budget` go to `addrs` (and `ids`),
+        the expired ones' ids to `stale`; the budget left."""
+        seen = bucket.seen
+        size = bucket.size
+        for i in chosen:
+            if seen[i] < cutoff:
+                stale.append(bytes(bucket.ids[i * ID : i * ID + ID]))
+            elif budget and not (mine is not False and i == mine):
+                budget -= 1
+                addrs.append(bucket.addrs[i * size : i * size + size])
                 if with_ids:
-                    ids6 += _gather(bucket.ids, ID, r)
-            else:
-                out4 += _gather(bucket.addrs, bucket.size, r)
-                if with_ids:
-                    ids4 += _gather(bucket.ids, ID, r)
-        return b"".join(out4), b"".join(out6), b"".join(ids4), b"".join(ids6)
+                    ids.append(bucket.ids[i * ID : i * ID + ID])
+        return budget
 
     # ---------------------------------------------------------------- bookkeeping
 
