@@ -127,6 +127,19 @@ class DatagramBatch:
             if code != errno.EINTR:
                 raise OSError(code, os.strerror(code))
 
+    def received(self) -> list[tuple[bytes, bytes]]:
+        """`receive`, then (datagram, source) of each datagram read, in order; its index
+        is what `queue` takes."""
+        got = self.receive()
+        size = self.size
+        data = self.data_view
+        names = self.names_view
+        lengths = self._rx_words
+        namelen = 28 if self.v6 else 16
+        return [(data[i * size : i * size + lengths[(i * _MMSG + _LEN_AT) >> 2]].tobytes(),
+                 names[i * _SOCKADDR_SIZE : i * _SOCKADDR_SIZE + namelen].tobytes())
+                for i in range(got)]
+
     def datagram(self, i: int) -> bytes:
         """The `i`-th datagram of the last `receive` (a datagram longer than `size` is cut
         there, as `recvfrom(size)` does)."""

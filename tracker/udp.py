@@ -151,7 +151,9 @@ class UdpTracker:
         self.store: Store = MemoryStore(store) if isinstance(store, SwarmStore) else store
         # The in-memory store's own object, called directly on the announce fast path
         # (`fast_path=False`: every datagram the general way, the fast path's reference).
-        self._swarms = (self.store.swarms if fast_path and isinstance(self.store, MemoryStore)
+        # With an access log, every announce goes the general way, which writes it.
+        self._swarms = (self.store.swarms
+                        if fast_path and not access_log and isinstance(self.store, MemoryStore)
                         else None)
         self.ids = connection_ids or ConnectionIds()
         self.trust_ip_param = trust_ip_param
@@ -253,7 +255,7 @@ class UdpTracker:
         ID from the in-memory store (the general path then decodes it, and answers
         errors, as ever)."""
         swarms = self._swarms
-        if swarms is None or len(client) != 6 or self.access_log:
+        if swarms is None or len(client) != 6:
             return None
         (connection_id, _, txid, info_hash, peer_id, downloaded, left, uploaded, code, ip,
          _, numwant, port) = _FAST_ANNOUNCE.unpack_from(data)
@@ -329,6 +331,7 @@ class UdpTracker:
         raw = socket.socket(sock.family, sock.type, fileno=sock.fileno())  # detached below
         raw.setblocking(False)
         batch = DatagramBatch(raw, _BATCH, _MAX_DATAGRAM)
+        clients = self._raw_clients
         in_flight = trio.Semaphore(_IN_FLIGHT)
         try:
             async with trio.open_nursery() as nursery:
@@ -336,19 +339,18 @@ class UdpTracker:
                 while True:
                     await trio.lowlevel.wait_readable(raw)
                     try:
-                        got = batch.receive()
+                        received = batch.received()
                     except OSError:  # e.g. an ICMP error from an earlier reply
                         continue
                     later: list[tuple[Coroutine[Any, Any, bytes | None], bytes]] = []
                     unsent: list[tuple[bytes, bytes]] = []
                     now = self.clock()
-                    for i in range(got):
-                        source = batch.source(i)
-                        client = self._raw_client(source)
+                    for i, (data, source) in enumerate(received):
+                        client = clients.get(source) or self._raw_client(source)
                         if client is None:
                             continue  # a source port 0: nothing to answer to
                         try:
-                            reply = self.answer(batch.datagram(i), client, now)
+                            reply = self.answer(data, client, now)
                         except Exception:  # a bug must not take the tracker down
                             log.exception("error handling a datagram from %s",
                                           sockaddr_tuple(source))

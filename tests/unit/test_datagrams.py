@@ -183,3 +183,16 @@ def test_a_receive_error_other_than_nothing_waiting_is_raised(server: socket.soc
 
 def test_linux_has_it() -> None:
     assert datagrams.available()
+
+
+def test_received_gives_each_datagram_with_its_source_in_order(server: socket.socket) -> None:
+    a, b = client(), client("127.0.0.3")
+    with a, b:
+        a.sendto(b"first", server.getsockname())
+        b.sendto(b"second", server.getsockname())
+        wait_readable(server)
+        batch = DatagramBatch(server, count=4, size=64)
+        got = batch.received()
+        assert [(data, sockaddr_tuple(source)) for data, source in got] == [
+            (b"first", a.getsockname()), (b"second", b.getsockname())]
+        assert batch.received() == []

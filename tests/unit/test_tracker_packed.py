@@ -55,3 +55,10 @@ def test_packed_swarm_matches_a_dict(ops: list[tuple[int, int, int, int]]) -> No
     assert sorted(swarm.stale(500)) == sorted(
         (peer_id, k, seen) for peer_id, (k, _, seen) in model.items() if seen < 500)
     assert 4 * len(swarm) <= 3 * len(swarm.table)
+    for bucket in swarm.buckets:  # the strided view reads what the column holds
+        if bucket is not None:
+            n = len(bucket)
+            assert bucket.records[:n].tobytes() == bytes(bucket.addrs[: n * bucket.size])
+            assert bucket.records[1:n:3].tobytes() == b"".join(
+                bytes(bucket.addrs[i * bucket.size:(i + 1) * bucket.size])
+                for i in range(1, n, 3))

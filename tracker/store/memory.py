@@ -67,18 +67,23 @@ _FORMATS: dict[tuple[int, int, int], struct.Struct] = {}
 _MAX_FORMATS = 128  # ~2 KB each; making one costs ~2 us, a miss is cheap
 
 
+def _format(size: int, step: int, count: int) -> struct.Struct:
+    """The `struct` layout of `count` records of `size` bytes, `step` records apart."""
+    if len(_FORMATS) >= _MAX_FORMATS:
+        _FORMATS.clear()
+    skip = f"{size}s{(step - 1) * size}x"
+    layout = _FORMATS[(size, step, count)] = struct.Struct(skip * (count - 1) + f"{size}s")
+    return layout
+
+
 def _gather(column: bytearray, size: int, slots: range) -> tuple[bytes, ...] | list[bytearray]:
     """The `size`-byte records at `slots` of `column`: one slice when they are
     contiguous, else one `struct` unpack whose format skips the records in between."""
     if slots.step == 1:
         return [column[slots.start * size : slots.stop * size]]
-    key = (size, slots.step, len(slots))
-    layout = _FORMATS.get(key)
+    layout = _FORMATS.get((size, slots.step, len(slots)))
     if layout is None:
-        if len(_FORMATS) >= _MAX_FORMATS:
-            _FORMATS.clear()
-        skip = f"{size}s{(slots.step - 1) * size}x"
-        layout = _FORMATS[key] = struct.Struct(skip * (len(slots) - 1) + f"{size}s")
+        layout = _format(size, slots.step, len(slots))
     return layout.unpack_from(column, slots.start * size)
 
 
@@ -338,7 +343,9 @@ class SwarmStore:
             # `want` positions start + j * step of the sequence, as at most two runs
             # [lo, hi) stepping from lo: the second is the part past the end, wrapped.
             step = total // want
-            start = min(int(self.rng.random() * total), total - 1)  # (randrange: 3x)
+            start = int(self.rng.random() * total)  # (randrange: 3x)
+            if start >= total:  # (random() may round up to 1.0 times total)
+                start = total - 1
             end = start + want * step
             if end <= total:
                 segments = ((start, end),)
@@ -349,10 +356,12 @@ class SwarmStore:
                             (wrapped, wrapped + (want - before) * step))
         cutoff = now - self.ttl
         check = swarm.floor < cutoff  # else no peer of the swarm can have expired
-        # Each bucket's chosen slots as ranges, read in C by a cached `struct` format that
-        # skips the records in between (`_gather`). The asking peer splits its range; with
-        # expired peers about, the range is walked one peer at a time.
-        out: tuple[list[bytes | bytearray], ...] = ([], [], [], [])  # addresses, ids by family
+        # Each bucket's chosen slots as ranges, their addresses copied out of a strided
+        # view in C (`Bucket.records`). The asking peer splits its range; with expired
+        # peers about, the range is walked one peer at a time.
+        out4: list[bytes] = []
+        out6: list[bytes] = []
+        ids: tuple[list[bytes | bytearray], list[bytes | bytearray]] = ([], [])
         stale: list[bytes] = []
         budget = numwant  # (the spare goes, if the asking peer was not among them)
         base = 0
@@ -361,8 +370,7 @@ class SwarmStore:
             if bucket is None:
                 continue
             top = base + len(bucket.seen)
-            addrs = out[kind >> 1]
-            ids = out[2 + (kind >> 1)]
+            out = out6 if kind & 2 else out4
             for lo, hi in segments:
                 if lo < base:
                     lo += (base - lo + step - 1) // step * step
@@ -373,7 +381,8 @@ class SwarmStore:
                 chosen = range(lo - base, hi - base, step)
                 if check:
                     budget = self._pick_live(bucket, chosen, kind == my_kind and my_slot,
-                                             cutoff, budget, addrs, ids, stale, with_ids)
+                                             cutoff, budget, out, ids[kind >> 1], stale,
+                                             with_ids)
                     continue
                 if not budget:
                     break
@@ -382,23 +391,28 @@ class SwarmStore:
                     at = (my_slot - chosen.start) // step
                     runs = (chosen[:at], chosen[at + 1 :])
                 for run in runs:
-                    if len(run) > budget:
+                    n = len(run)
+                    if n > budget:
                         run = run[:budget]
-                    if run:
-                        budget -= len(run)
-                        addrs += _gather(bucket.addrs, bucket.size, run)
-                        if with_ids:
-                            ids += _gather(bucket.ids, ID, run)
+                        n = budget
+                    if not n:
+                        continue
+                    budget -= n
+                    out.append(bucket.records[run.start : run.stop : step].tobytes())
+                    if with_ids:
+                        ids[kind >> 1].extend(_gather(bucket.ids, ID, run))
             base = top
         for peer_id in stale:  # met on the way: expired, never handed out again
             where = swarm.find(peer_id)
             if where >= 0:
                 self._remove(info_hash, swarm, where, now)
-        return b"".join(out[0]), b"".join(out[1]), b"".join(out[2]), b"".join(out[3])
+        if not with_ids:
+            return b"".join(out4), b"".join(out6) if out6 else b"", b"", b""
+        return b"".join(out4), b"".join(out6), b"".join(ids[0]), b"".join(ids[1])
 
     @staticmethod
     def _pick_live(bucket: Bucket, chosen: range, mine: int | bool, cutoff: float,
-                   budget: int, addrs: list[bytes | bytearray],
+                   budget: int, addrs: list[bytes],
                    ids: list[bytes | bytearray], stale: list[bytes], with_ids: bool) -> int:
         """`_select`'s walk of one range peer by peer, where some may have expired: the
         live ones (not `mine`, a slot or False) up to `budget` go to `addrs` (and `ids`),
@@ -410,7 +424,7 @@ class SwarmStore:
                 stale.append(bytes(bucket.ids[i * ID : i * ID + ID]))
             elif budget and not (mine is not False and i == mine):
                 budget -= 1
-                addrs.append(bucket.addrs[i * size : i * size + size])
+                addrs.append(bytes(bucket.addrs[i * size : i * size + size]))
                 if with_ids:
                     ids.append(bucket.ids[i * ID : i * ID + ID])
         return budget

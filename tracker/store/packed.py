@@ -22,6 +22,7 @@ Pure, no I/O.
 
 from __future__ import annotations
 
+import ctypes
 from array import array
 from collections.abc import Iterator
 
@@ -30,20 +31,64 @@ ADDRESS_SIZE = (6, 6, 18, 18)  # by kind
 _MIN_TABLE = 8
 
 
-class Bucket:
-    """The peers of one kind in one swarm, as columns (see the module docstring)."""
+class _Record6(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("address", ctypes.c_char * 6)]
 
-    __slots__ = ("addrs", "ids", "seen", "size")
+
+class _Record18(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("address", ctypes.c_char * 18)]
+
+
+_RECORD_TYPES: dict[int, type[ctypes.Structure]] = {6: _Record6, 18: _Record18}
+
+
+class Bucket:
+    """The peers of one kind in one swarm, as columns (see the module docstring).
+
+    `addrs` has room for more peers than `seen` counts (it grows by half at a time and
+    never shrinks while the bucket lives), so that `records`, a view of it with one
+    item per address, can stay: a strided slice of it copied out (`tobytes`) reads
+    the chosen peers' addresses in one C call."""
+
+    __slots__ = ("addrs", "ids", "records", "seen", "size")
 
     def __init__(self, size: int) -> None:
         self.ids = bytearray()
         self.addrs = bytearray()
+        self.records = memoryview(b"")
         self.seen = array("I")
         self.size = size
 
     def __len__(self) -> int:
         return len(self.seen)
 
+    def append(self, peer_id: bytes, compact: bytes, seen: int) -> int:
+        """Add a peer at the end; its slot."""
+        slot = len(self.seen)
+        size = self.size
+        if (slot + 1) * size > len(self.addrs):
+            self._grow(slot + 1)
+        self.addrs[slot * size : slot * size + size] = compact
+        self.ids += peer_id
+        self.seen.append(seen)
+        return slot
+
+    def _grow(self, need: int) -> None:
+        """Room for at least `need` addresses. The old column and its view go together
+        (a column with a view on it cannot be resized in place)."""
+        capacity = max(8, need + need // 2)
+        addrs = bytearray(capacity * self.size)
+        used = len(self.seen) * self.size
+        addrs[:used] = self.addrs[:used]
+        self.records = memoryview((_RECORD_TYPES[self.size] * capacity).from_buffer(addrs))
+        self.addrs = addrs
+
+    def drop_last(self) -> None:
+        """Forget the last peer (its address bytes stay, unused)."""
+        del self.ids[-ID:]
+        self.seen.pop()
 
 class TrackedSwarm:
     """The tracker's record of one torrent: its peers by kind, the id table, the number of
@@ -155,12 +200,9 @@ class TrackedSwarm:
         bucket = self.buckets[kind]
         if bucket is None:
             bucket = self.buckets[kind] = Bucket(ADDRESS_SIZE[kind])
-        bucket.ids += peer_id
-        bucket.addrs += compact
-        bucket.seen.append(seen)
         if seen < self.floor:
             self.floor = seen
-        return len(bucket.seen) - 1
+        return bucket.append(peer_id, compact, seen)
 
     def entry(self, i: int) -> tuple[int, int]:
         """(kind, slot) of table entry `i`."""
@@ -199,12 +241,11 @@ class TrackedSwarm:
             at, end = slot * ID, last * ID
             moved = bytes(bucket.ids[end : end + ID])
             bucket.ids[at : at + ID] = moved
-            bucket.addrs[slot * size : slot * size + size] = bucket.addrs[last * size :]
+            bucket.addrs[slot * size : slot * size + size] = bucket.addrs[
+                last * size : last * size + size]
             bucket.seen[slot] = bucket.seen[last]
             self.table[self.find(moved)] = 1 + (slot << 2 | kind)
-        del bucket.ids[-ID:]
-        del bucket.addrs[-size:]
-        bucket.seen.pop()
+        bucket.drop_last()
         if not bucket.seen:
             self.buckets[kind] = None
 
