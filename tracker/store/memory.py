@@ -67,23 +67,19 @@ _FORMATS: dict[tuple[int, int, int], struct.Struct] = {}
 _MAX_FORMATS = 128  # ~2 KB each; making one costs ~2 us, a miss is cheap
 
 
-def _format(size: int, step: int, count: int) -> struct.Struct:
-    """The `struct` layout of `count` records of `size` bytes, `step` records apart."""
-    if len(_FORMATS) >= _MAX_FORMATS:
-        _FORMATS.clear()
-    skip = f"{size}s{(step - 1) * size}x"
-    layout = _FORMATS[(size, step, count)] = struct.Struct(skip * (count - 1) + f"{size}s")
-    return layout
-
-
 def _gather(column: bytearray, size: int, slots: range) -> tuple[bytes, ...] | list[bytearray]:
     """The `size`-byte records at `slots` of `column`: one slice when they are
-    contiguous, else one `struct` unpack whose format skips the records in between."""
+    contiguous, else one `struct` unpack whose format skips the records in between.
+    (For the ids of a non-compact answer; addresses are read through `Bucket.records`.)"""
     if slots.step == 1:
         return [column[slots.start * size : slots.stop * size]]
-    layout = _FORMATS.get((size, slots.step, len(slots)))
+    key = (size, slots.step, len(slots))
+    layout = _FORMATS.get(key)
     if layout is None:
-        layout = _format(size, slots.step, len(slots))
+        if len(_FORMATS) >= _MAX_FORMATS:
+            _FORMATS.clear()
+        skip = f"{size}s{(slots.step - 1) * size}x"
+        layout = _FORMATS[key] = struct.Struct(skip * (len(slots) - 1) + f"{size}s")
     return layout.unpack_from(column, slots.start * size)
 
 

@@ -4,7 +4,8 @@ per peer instead of the ~315 of an object per peer.
 A swarm has four buckets, one per kind (bit 0: seed, bit 1: IPv6): 0 IPv4 leechers,
 1 IPv4 seeds, 2 IPv6 leechers, 3 IPv6 seeds. A bucket is three columns: the peers'
 20-byte ids end to end in one `bytearray`, their compact addresses (6 or 18 bytes) in
-another, and their last announce (whole seconds, rounded up) in an `array('I')`. A peer
+another (with room to grow and a view of one item per address, for strided reads: see
+`Bucket`), and their last announce (whole seconds, rounded up) in an `array('I')`. A peer
 is a slot, the same in all three; removing one moves the bucket's last peer into its slot.
 
 Finding a peer by id goes through an open-addressing table (linear probing, an
