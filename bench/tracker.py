@@ -15,6 +15,9 @@ ones) and warms it up first. Trackers: `ours` (in memory), `redis` (ours with
 - http-client: the same, with info_hash and peer_id encoded as libtorrent and
   Transmission do: unreserved bytes (A-Z a-z 0-9 - . _ ~) left as they are, the others
   as %XX (the peer_id prefix `-BB0001-` stays readable, as a real client's does).
+- http-close: the http-client requests with libtorrent's headers (User-Agent,
+  Accept-Encoding, `Connection: close`): a connection per announce, as libtorrent and
+  aria2 announce (wrk reconnects after each answer, as it does against opentracker).
 - udp: a generator in this file (a child process) keeps one request in flight on each of
   50 sockets and does BEP 15 connect + announce for each peer, as distinct clients do.
 - udp-keepid: the same, but each socket connects once and reuses its connection ID.
@@ -24,7 +27,8 @@ ones) and warms it up first. Trackers: `ours` (in memory), `redis` (ours with
   (sources spread over 127.0.1.x so that opentracker, too, sees distinct peers).
 
     .venv/bin/python bench/tracker.py [--duration 10] [--rounds 3] [--connections 50]
-        [--pool 50000] [--peers 100000] [--only http,http-client,udp,udp-keepid,memory]
+        [--pool 50000] [--peers 100000]
+        [--only http,http-client,http-close,udp,udp-keepid,memory]
         [--trackers ours,redis,redis2,opentracker] [--profile FILE]
 
 For the Redis runs the tracker's CPU is its processes' together (the supervisor and the
@@ -382,7 +386,7 @@ def redis_per_announce(before: dict[str, float], after: dict[str, float], wall: 
 
 
 def run_wrk(tracker: Tracker, args: argparse.Namespace, work: Path,
-            client: bool = False) -> Result:
+            client: bool = False, close: bool = False) -> Result:
     assert tracker.http_port is not None
     script = work / "announce.lua"
     quote = client_quote if client else pct
@@ -395,6 +399,8 @@ def run_wrk(tracker: Tracker, args: argparse.Namespace, work: Path,
     )
     url = f"http://{HOST}:{tracker.http_port}/"
     base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-s", str(script)]
+    for header in CLOSE_HEADERS if close else ():
+        base += ["-H", header]
     if args.warmup > 0:
         subprocess.run([*base, "-d", f"{args.warmup:g}s", url], check=True, capture_output=True)
     cpu0 = cpu_seconds(tracker.pid)
@@ -631,7 +637,9 @@ def print_profile(path: Path, label: str) -> None:
     stats.sort_stats("tottime").print_stats(25)
 
 
-PROTOCOLS = ("http", "http-client", "udp", "udp-keepid")
+PROTOCOLS = ("http", "http-client", "http-close", "udp", "udp-keepid")
+# libtorrent's announce headers but Host (wrk sends that): a connection per announce.
+CLOSE_HEADERS = ("User-Agent: libtorrent/2.0.9", "Accept-Encoding: gzip", "Connection: close")
 OURS = {"ours": 0, "redis": 1, "redis2": 2}
 
 
@@ -652,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"distinct peers cycled through, at most {MAX_POOL}")
     parser.add_argument("--peers", type=int, default=100_000,
                         help="peers announced for the memory figure")
-    parser.add_argument("--only", default="http,http-client,udp,udp-keepid,memory",
+    parser.add_argument("--only", default="http,http-client,http-close,udp,udp-keepid,memory",
                         help="udp: connect + announce per peer; udp-keepid: one connect "
                         "per socket, its connection ID reused (default: %(default)s)")
     parser.add_argument("--trackers", default="ours,redis,redis2,opentracker")
@@ -667,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--pool must be 1..{MAX_POOL}")
     only = args.only.split(",")
     names = args.trackers.split(",")
-    if shutil.which("wrk") is None and "http" in only:
+    if shutil.which("wrk") is None and any(p.startswith("http") for p in only):
         parser.error("wrk is missing: apt-get install wrk")
     if shutil.which("opentracker") is None and "opentracker" in names:
         parser.error("opentracker is missing: apt-get install opentracker")
@@ -693,7 +701,8 @@ def main(argv: list[str] | None = None) -> int:
                          if name in OURS else start_opentracker(work))
                     try:
                         if http:
-                            r = run_wrk(t, args, work, client=proto == "http-client")
+                            r = run_wrk(t, args, work, client=proto != "http",
+                                        close=proto == "http-close")
                         else:
                             r = run_udp(t, args, reuse=proto == "udp-keepid")
                     finally:
@@ -765,8 +774,8 @@ def report(results: list[Result], memory: dict[str, tuple[int, int, int, int]]) 
     def per(r: Result) -> float:
         return r.cpu / r.rate * 1e6 if r.rate else float("inf")
 
-    for proto, limit in (("http", 2.0), ("http-client", 2.0), ("udp", 3.0),
-                         ("udp-keepid", 3.0)):
+    for proto, limit in (("http", 2.0), ("http-client", 2.0), ("http-close", 2.0),
+                         ("udp", 3.0), ("udp-keepid", 3.0)):
         ours, ot = best.get(("ours", proto)), best.get(("opentracker", proto))
         if ours and ot and ours.cpu and ot.cpu:
             ratio = per(ours) / per(ot)

@@ -5,7 +5,8 @@ Two pieces, both used only by `HttpTracker` while a connection sends simple requ
 
 - `simple_request`: the request grammar of h11 (h11/_abnf.py) restricted to what
   BitTorrent clients send, a GET over HTTP/1.1 with one Host header and nothing that
-  changes framing or the connection. Whatever it does not take, h11 judges.
+  changes framing or the connection but ``Connection: close``. Whatever it does not
+  take, h11 judges.
 - `RawSocketIo`: plain non-blocking calls on the trio stream's descriptor.
 
 The answers are written by hand with the bytes h11 would write. That promise is held by
@@ -33,21 +34,21 @@ _HEADER_LINE = re.compile(
 _HOST_ONLY = re.compile(
     rb"GET ([\x21-\x7e]+) HTTP/1\.1\r\n[Hh][Oo][Ss][Tt]:[ \t]*([^\x00\s]+)[ \t]*\r\n\r\n"
 )
-_NOT_SIMPLE = frozenset(
-    {b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"}
-)
-SimpleRequest = tuple[bytes, list[tuple[bytes, bytes]], int]  # target, headers, size
-INCOMPLETE: SimpleRequest = (b"", [], -1)  # a sentinel: not a whole header block yet
+_NOT_SIMPLE = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
+# target, headers, size, and whether the client asked to close after the answer
+SimpleRequest = tuple[bytes, list[tuple[bytes, bytes]], int, bool]
+INCOMPLETE: SimpleRequest = (b"", [], -1, False)  # a sentinel: not a whole header block yet
 
 
 def simple_request(buf: bytes) -> SimpleRequest | None:
-    """(target, headers, bytes used) of a simple request at the start of `buf`; None if
-    what `buf` starts with is anything else (h11 must judge it); `INCOMPLETE` if more
-    bytes are needed to tell."""
+    """(target, headers, bytes used, close) of a simple request at the start of `buf`;
+    None if what `buf` starts with is anything else (h11 must judge it); `INCOMPLETE` if
+    more bytes are needed to tell. `close`: the request has ``Connection: close``, as
+    libtorrent's and aria2's announces do (any other Connection header is h11's)."""
     if len(buf) <= MAX_HEADER_BYTES:
         whole = _HOST_ONLY.fullmatch(buf)
         if whole is not None:  # the commonest request, in one match
-            return whole[1], [(b"host", whole[2])], len(buf)
+            return whole[1], [(b"host", whole[2])], len(buf), False
     if buf[:4] != b"GET "[: len(buf)]:
         return None
     blank = _BLANK_LINE.search(buf)
@@ -62,6 +63,7 @@ def simple_request(buf: bytes) -> SimpleRequest | None:
         return None
     headers = []
     hosts = 0
+    close = False
     for line in lines[1:]:
         match = _HEADER_LINE.fullmatch(line)
         if match is None:
@@ -69,12 +71,17 @@ def simple_request(buf: bytes) -> SimpleRequest | None:
         name = match[1].lower()
         if name in _NOT_SIMPLE:
             return None
+        value = match[2] or b""
         if name == b"host":
             hosts += 1
-        headers.append((name, match[2] or b""))
+        elif name == b"connection":
+            if close or value.lower() != b"close":
+                return None
+            close = True
+        headers.append((name, value))
     if hosts != 1:
         return None
-    return first[1], headers, blank.end()
+    return first[1], headers, blank.end(), close
 
 
 class RawSocketIo:

@@ -66,6 +66,7 @@ _REASONS = {
 
 BENCODE = b"text/plain"
 _OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: "
+_CLOSE_END = b"Connection: close\r\n\r\n"  # the end of h11's head when the client closes
 JSON = b"application/json"
 HTML = b"text/html; charset=utf-8"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
@@ -361,6 +362,8 @@ class HttpTracker:
                     scope.deadline = deadline = parked.deadline
                     if parked.unsent:  # answered, but the kernel took only part of it
                         await io.stream.send_all(parked.unsent)
+                        if parked.close:
+                            return
                         continue
                     buf = parked.buf
                 request = simple_request(buf) if buf else INCOMPLETE
@@ -378,24 +381,29 @@ class HttpTracker:
                     await trio.lowlevel.checkpoint()
                 if request is None or request is INCOMPLETE:
                     break
-                target, headers, used = request
+                target, headers, used, close = request
                 buf = buf[used:]
+                ending = _CLOSE_END if close else b"\r\n"
                 if target[:10] == b"/announce?":
                     body = self.quick_announce(target[10:], headers, peer_ip)
                     if body is not None:
                         if access:
                             self._log_access(peer_ip, b"GET", target,
                                              Reply(200, BENCODE, body))
-                        await io.send_all(b"%s%d\r\n\r\n%s" % (_OK_HEAD, len(body), body))
+                        await io.send_all(b"%s%d\r\n%s%s" % (_OK_HEAD, len(body), ending, body))
+                        if close:
+                            return  # (what the client sent after it is not read, as h11)
                         continue
                 response = await self.handle(b"GET", target, headers, peer_ip)
                 if access:
                     self._log_access(peer_ip, b"GET", target, response)
                 await io.send_all(
-                    b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s"
+                    b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s"
                     % (response.status, _REASONS.get(response.status, b""),
-                       response.content_type, len(response.body), response.body)
+                       response.content_type, len(response.body), ending, response.body)
                 )
+                if close:
+                    return
         if scope.cancelled_caught or (eof and not buf):
             return  # timed out, or the client is gone
         await self._serve_h11(stream, io, peer_ip, handle, buf, eof, deadline)
@@ -475,7 +483,7 @@ class HttpTracker:
         if request is None or request is INCOMPLETE or request[2] != len(data):
             conn.buf = data
             return False
-        target, headers, _ = request
+        target, headers, _, close = request
         body = (self.quick_announce(target[10:], headers, conn.peer_ip)
                 if target[:10] == b"/announce?" else None)
         if body is None:
@@ -483,7 +491,8 @@ class HttpTracker:
             return False
         if access:
             self._log_access(conn.peer_ip, b"GET", target, Reply(200, BENCODE, body))
-        answer = b"%s%d\r\n\r\n%s" % (_OK_HEAD, len(body), body)
+        answer = b"%s%d\r\n%s%s" % (_OK_HEAD, len(body), _CLOSE_END if close else b"\r\n",
+                                      body)
         try:
             sent = conn.raw.send(answer)
         except BlockingIOError:
@@ -493,6 +502,10 @@ class HttpTracker:
             return False
         if sent < len(answer):
             conn.unsent = answer[sent:]
+            conn.close = close
+            return False
+        if close:  # answered: the task closes the connection
+            conn.eof = True
             return False
         return True
 
@@ -583,6 +596,7 @@ class _Parked:
     event: trio.Event  # set when handed back
     buf: bytes = b""  # a request's bytes, for the task to answer
     unsent: bytes = b""  # the rest of an answer, for the task to send
+    close: bool = False  # then close the connection (the client asked)
     eof: bool = False  # the client has ended (or the connection failed)
     timed_out: bool = False
 

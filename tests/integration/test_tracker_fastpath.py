@@ -98,11 +98,16 @@ CORPUS = [
     Kind("simple, then a bad request line", get(SEED, HOST) + b"NOPE\r\n\r\n", True),
     Kind("simple, then Connection: close", get(SEED, HOST) + get(ANNOUNCE, *LIBTORRENT), True),
     Kind("simple, then cut off", get(SEED, HOST) + get(ANNOUNCE, HOST)[:40], True),
+    Kind("Connection: close (libtorrent)", get(ANNOUNCE, *LIBTORRENT), True),
+    Kind("Connection: close, then more", get(ANNOUNCE, *LIBTORRENT) + get(SEED, HOST), True),
+    Kind("scrape, Connection: close", get(SCRAPE, HOST, b"Connection: close"), True),
+    Kind("Connection: close, bad announce", get(announce_target(port=0), HOST,
+                                                b"Connection: close"), True),
     Kind("request cut off in the headers", get(ANNOUNCE, HOST)[:-10], False),
     Kind("request cut off, then EOF", get(ANNOUNCE, HOST)[:-10], False, eof=True),
     # Everything else is h11's to judge, with the bytes the fast path had taken.
-    Kind("Connection: close (libtorrent)", get(ANNOUNCE, *LIBTORRENT), False),
     Kind("Connection: keep-alive", get(ANNOUNCE, HOST, b"Connection: keep-alive"), False),
+    Kind("Connection: close, TE", get(ANNOUNCE, HOST, b"Connection: close, TE"), False),
     Kind("HTTP/1.0", get(ANNOUNCE, version=b"1.0"), False),
     Kind("HTTP/1.0 keep-alive", get(ANNOUNCE, b"Connection: keep-alive", version=b"1.0")
          + get(SEED, version=b"1.0"), False),

@@ -305,5 +305,27 @@ def test_the_host_only_match_takes_the_plain_request() -> None:
     buf = b"GET /announce?a=1 HTTP/1.1\r\nhOsT: \ttracker:80 \r\n\r\n"
     assert fastpath._HOST_ONLY.fullmatch(buf) is not None
     assert fastpath.simple_request(buf) == (b"/announce?a=1", [(b"host", b"tracker:80")],
-                                            len(buf))
+                                            len(buf), False)
     assert fastpath.simple_request(buf + b"G") != fastpath.INCOMPLETE  # pipelined: general
+
+
+@pytest.mark.parametrize(("connection", "close"), [
+    (b"Connection: close", True),
+    (b"connection: Close", True),
+    (b"CONNECTION:\tCLOSE ", True),
+    (b"Connection: keep-alive", None),
+    (b"Connection: close, TE", None),
+    (b"Connection: close\r\nConnection: close", None),
+    (b"Connection:", None),
+])
+def test_connection_close_is_simple_and_nothing_else_about_the_connection_is(
+        connection: bytes, close: bool | None) -> None:
+    """libtorrent and aria2 send ``Connection: close``: the fast path answers it and closes
+    (tests/integration/test_tracker_fastpath.py holds the bytes to h11's); any other use of
+    the header is h11's to judge."""
+    buf = b"GET /announce?a=1 HTTP/1.1\r\nHost: t\r\n%s\r\nUser-Agent: x\r\n\r\n" % connection
+    request = fastpath.simple_request(buf)
+    if close is None:
+        assert request is None
+    else:
+        assert request is not None and request[3] is close and request[2] == len(buf)
