@@ -341,12 +341,22 @@ class HttpTracker:
 
         A simple request is what BitTorrent clients and load generators send: a GET over
         HTTP/1.1 with one Host header and no header that changes the framing or the
-        connection (Content-Length, Transfer-Encoding, Connection, Expect, Upgrade). It
-        is parsed by the same grammar as h11's and answered with the bytes h11 would
-        write, at a fraction of the cost. Anything else (and every error) goes to h11
-        with the bytes not yet consumed, within the same per-request deadline.
+        connection (Content-Length, Transfer-Encoding, Expect, Upgrade, a Connection other
+        than ``close``). It is parsed by the same grammar as h11's and answered with the
+        bytes h11 would write, at a fraction of the cost. Anything else (and every error)
+        goes to h11 with the bytes not yet consumed, within the same per-request deadline.
+
+        The first request is read at once, without waiting: a client that opens a
+        connection per announce has usually sent it by the time the connection is
+        accepted.
         """
-        buf = b""
+        try:
+            buf = io.raw.recv(16384)
+        except BlockingIOError:
+            buf = b""
+        else:
+            if not buf:
+                return  # the client closed without a request
         timeout = self.config.timeout
         access = self.config.access_log
         eof = False

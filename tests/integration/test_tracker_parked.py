@@ -152,7 +152,12 @@ async def test_an_answer_the_kernel_takes_in_part_is_finished_by_the_task(
             stream = trio.SocketStream(sock)
             buf = bytearray()
             big = announce(400, compact=0, numwant=200)  # ~15 KB of bencoded peers
-            await stream.send_all(announce(401))  # parks the connection
+            # The first request may be answered by the connection's task, which reads
+            # at once; the next ones find the connection parked.
+            await stream.send_all(announce(399))
+            await read_answer(stream, buf)
+            before = counted.answered
+            await stream.send_all(announce(401))
             await read_answer(stream, buf)
             await stream.send_all(big)
             await trio.sleep(0.5)  # the tracker fills the buffers while we do not read
@@ -164,7 +169,7 @@ async def test_an_answer_the_kernel_takes_in_part_is_finished_by_the_task(
             status, body = await read_answer(stream, buf)
             assert status == 200 and len(bdict(body)[b"peers"]) == 6 * 50
             await stream.aclose()
-    assert len(body) and counted.answered == 2  # 401 and 402; 400 went to the task
+    assert len(body) and counted.answered - before == 2  # 401, 402; 400 went to the task
 
 
 async def test_a_parked_connection_times_out_and_can_be_evicted(
