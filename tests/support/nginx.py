@@ -16,13 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.env import require_tool
-from tests.support.procs import Processes
+from tests.support.procs import HANG, Processes
 
 LOG_FORMAT = "$connection $status $bytes_sent $request_uri"
 
@@ -47,6 +48,16 @@ class Nginx:
             conn, status, _sent, uri = line.split(" ", 3)
             out.append((int(conn), int(status), uri))
         return out
+
+    async def requests_logged(self, count: int) -> list[tuple[int, int, str]]:
+        """`requests`, once at least `count` are logged: nginx writes a request's line
+        when it has finished with it, which can be after the client has read what it
+        needed and hung up."""
+        for _ in range(int(HANG / 0.02)):  # (a file: nothing to wait on but its lines)
+            if len(self.requests()) >= count:
+                break
+            await trio.sleep(0.02)
+        return self.requests()
 
 
 def start_nginx(procs: Processes, workdir: Path, host: str, port: int, root: Path, *,
