@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import h11
 import trio
@@ -52,6 +52,7 @@ ACCEPT_RETRY_FIRST = 0.1  # seconds after a failed accept (out of descriptors), 
 ACCEPT_RETRY_MAX = 2.0
 ACCEPT_REPORT_EVERY = 60.0  # seconds between log lines about failing accepts
 _REACT_BATCH = 64  # parked connections answered per wakeup before other tasks get a turn
+_ACCEPT_BATCH = 64  # connections accepted per wakeup before other tasks get a turn
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 _REASONS = {
@@ -236,15 +237,15 @@ class HttpTracker:
                     self._epoll = select.epoll()
                     nursery.start_soon(self._react, self._epoll)
                 for listener in listeners:
-                    nursery.start_soon(self._accept, listener, nursery)
+                    nursery.start_soon(self._accept, TrioListening(listener), nursery)
                 task_status.started()
         finally:
             if self._epoll is not None:
                 self._epoll.close()
                 self._epoll = None
 
-    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
-        """Accept connections into `nursery`.
+    async def _accept(self, listener: Listening, nursery: trio.Nursery) -> None:
+        """Accept connections (up to `_ACCEPT_BATCH` per wakeup) and take each (`_take`).
 
         Out of descriptors (or memory), close the connection that has waited longest and
         try again at once; with none to close, wait, doubling the wait up to
@@ -255,42 +256,111 @@ class HttpTracker:
         reported = -math.inf
         async with listener:
             while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                        raise
-                    failures += 1
-                    now = trio.current_time()
-                    if now - reported >= ACCEPT_REPORT_EVERY:
-                        log.warning("cannot accept HTTP connections (%s), %d times since the "
-                                    "last report: closing idle ones, retrying",
-                                    exc.strerror or exc, failures)
-                        reported, failures = now, 0
-                    victim = self.connections.evict()
-                    if victim is not None:
-                        victim.cancel()
-                        await trio.lowlevel.checkpoint()  # for its task to close it
-                    else:
-                        await trio.sleep(backoff)
-                        backoff = min(2 * backoff, ACCEPT_RETRY_MAX)
-                    continue
-                backoff = ACCEPT_RETRY_FIRST
-                nursery.start_soon(self.connection, stream)
+                await listener.wait()
+                for _ in range(_ACCEPT_BATCH):
+                    try:
+                        conn, address = listener.accept()
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                            raise
+                        failures += 1
+                        now = trio.current_time()
+                        if now - reported >= ACCEPT_REPORT_EVERY:
+                            log.warning("cannot accept HTTP connections (%s), %d times since "
+                                        "the last report: closing idle ones, retrying",
+                                        exc.strerror or exc, failures)
+                            reported, failures = now, 0
+                        victim = self.connections.evict()
+                        if victim is not None:
+                            victim.cancel()
+                            await trio.lowlevel.checkpoint()  # for its task to close it
+                        else:
+                            await trio.sleep(backoff)
+                            backoff = min(2 * backoff, ACCEPT_RETRY_MAX)
+                        continue
+                    backoff = ACCEPT_RETRY_FIRST
+                    self._take(conn, address, nursery)
 
-    async def connection(self, stream: trio.SocketStream) -> None:
-        """Serve one connection: keep-alive requests, each read and answered in time."""
+    def _take(self, conn: socket.socket, address: Any, nursery: trio.Nursery) -> None:
+        """A new connection: answered and closed here when what it has sent already is one
+        plain announce with ``Connection: close`` (how libtorrent and aria2 announce: a
+        connection per announce, which a task of its own would cost several times the
+        announce); else served by a task of its own (`connection`)."""
+        received = b""
+        if self._swarms is not None:  # (the fast path, with the in-memory store)
+            try:
+                received = conn.recv(16384, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            except OSError:  # reset already
+                conn.close()
+                return
+            else:
+                if not received:  # closed without a request
+                    conn.close()
+                    return
+                answer = self._answer_once(received, str(address[0]).partition("%")[0])
+                if answer is not None:
+                    try:
+                        sent = conn.send(answer, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:  # the client is gone
+                        sent = len(answer)
+                    if sent == len(answer):
+                        conn.close()
+                    else:  # (a fresh connection's buffer takes an answer: hardly ever)
+                        nursery.start_soon(self._finish_answer, _stream(conn), answer[sent:])
+                    return
+        peer_ip = str(address[0]).partition("%")[0]
+        scope, admitted = self._admit(peer_ip)
+        nursery.start_soon(self.connection, _stream(conn), peer_ip, scope, admitted, received)
+
+    def _answer_once(self, data: bytes, peer_ip: str) -> bytes | None:
+        """The whole answer (head and body) to `data` when it is one plain announce with
+        ``Connection: close`` and nothing after it; None for anything else."""
+        request = simple_request(data)
+        if request is None or request is INCOMPLETE or not request[3] or request[2] != len(data):
+            return None
+        target, headers, _, _ = request
+        if target[:10] != b"/announce?":
+            return None
+        body = self.quick_announce(target[10:], headers, peer_ip)
+        if body is None:
+            return None
+        if self.config.access_log:
+            self._log_access(peer_ip, b"GET", target, Reply(200, BENCODE, body))
+        return b"%s%d\r\n%s%s" % (_OK_HEAD, len(body), _CLOSE_END, body)
+
+    async def _finish_answer(self, stream: trio.SocketStream, rest: bytes) -> None:
+        """Send the rest of an answer `_take` began, then close."""
         try:
-            peer_ip = stream.socket.getpeername()[0].partition("%")[0]
-        except OSError:
-            await stream.aclose()
-            return
+            with trio.move_on_after(self.config.timeout):
+                await stream.send_all(rest)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+
+    def _admit(self, peer_ip: str) -> tuple[trio.CancelScope, bool]:
+        """Enter a new connection in the table, in the order connections are accepted
+        (the longest waiting is closed first); its handle and whether it is admitted."""
         ip = normalize_ip(peer_ip)
         scope = trio.CancelScope()
         admitted, evicted = self.connections.open(
             scope, limit_key(ip), exempt=ip in self.config.trusted_proxies)
         for victim in evicted:
             victim.cancel()
+        return scope, admitted
+
+    async def connection(self, stream: trio.SocketStream, peer_ip: str,
+                         scope: trio.CancelScope, admitted: bool, received: bytes = b""
+                         ) -> None:
+        """Serve one connection (`_admit` has entered it as `scope`): keep-alive requests,
+        each read and answered in time. `received`: what it had sent when it was taken."""
         if not admitted:
             with trio.move_on_after(1):
                 try:
@@ -304,7 +374,7 @@ class HttpTracker:
             return
         try:
             with scope:
-                await self._serve_connection(stream, peer_ip, scope)
+                await self._serve_connection(stream, peer_ip, scope, received)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         except Exception:  # a bug must cost one connection, not the tracker
@@ -315,16 +385,17 @@ class HttpTracker:
                 await stream.aclose()
 
     async def _serve_connection(
-        self, stream: trio.SocketStream, peer_ip: str, handle: trio.CancelScope
+        self, stream: trio.SocketStream, peer_ip: str, handle: trio.CancelScope,
+        received: bytes,
     ) -> None:
         if not self.config.fast_path:
             deadline = trio.current_time() + self.config.timeout
-            await self._serve_h11(stream, StreamIo(stream), peer_ip, handle, b"", False,
+            await self._serve_h11(stream, StreamIo(stream), peer_ip, handle, received, False,
                                   deadline)
             return
         io = RawSocketIo(stream)
         try:
-            await self._serve_requests(stream, io, peer_ip, handle)
+            await self._serve_requests(stream, io, peer_ip, handle, received)
         finally:
             io.close()
 
@@ -335,7 +406,8 @@ class HttpTracker:
         )
 
     async def _serve_requests(
-        self, stream: trio.SocketStream, io: RawSocketIo, peer_ip: str, handle: trio.CancelScope
+        self, stream: trio.SocketStream, io: RawSocketIo, peer_ip: str,
+        handle: trio.CancelScope, received: bytes = b"",
     ) -> None:
         """Answer simple requests here; at the first other one, hand the connection to h11.
 
@@ -346,17 +418,9 @@ class HttpTracker:
         bytes h11 would write, at a fraction of the cost. Anything else (and every error)
         goes to h11 with the bytes not yet consumed, within the same per-request deadline.
 
-        The first request is read at once, without waiting: a client that opens a
-        connection per announce has usually sent it by the time the connection is
-        accepted.
+        `received`: what the connection had sent when it was taken (`_take`).
         """
-        try:
-            buf = io.raw.recv(16384)
-        except BlockingIOError:
-            buf = b""
-        else:
-            if not buf:
-                return  # the client closed without a request
+        buf = received
         timeout = self.config.timeout
         access = self.config.access_log
         eof = False
@@ -663,6 +727,45 @@ async def _send(conn: h11.Connection, io: ConnectionIo, response: Reply, close: 
         return
     if data:
         await io.send_all(data)
+
+
+class Listening(Protocol):
+    """What `HttpTracker._accept` takes connections from: `TrioListening`, or a test's."""
+
+    async def wait(self) -> None: ...
+
+    def accept(self) -> tuple[socket.socket, Any]: ...
+
+    async def __aenter__(self) -> Listening: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+class TrioListening:
+    """A trio listener's socket, accepted from with plain non-blocking calls: a batch of
+    connections per wakeup instead of one trip through the scheduler each."""
+
+    def __init__(self, listener: trio.SocketListener) -> None:
+        self.listener = listener
+        self.raw = socket.socket(fileno=listener.socket.fileno())  # detached on exit
+        self.raw.setblocking(False)
+
+    async def wait(self) -> None:
+        await trio.lowlevel.wait_readable(self.raw)
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        return self.raw.accept()
+
+    async def __aenter__(self) -> TrioListening:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.raw.detach()
+        await self.listener.aclose()
+
+
+def _stream(conn: socket.socket) -> trio.SocketStream:
+    return trio.SocketStream(trio.socket.from_stdlib_socket(conn))
 
 
 def open_http_listener(host: str, port: int, reuse_port: bool = False,

@@ -385,13 +385,21 @@ def test_a_full_tracker_closes_the_longest_waiting_connection_first(
     _, http, _ = start_tracker(procs, loopback, "--max-connections", "20",
                                "--max-connections-per-ip", "20")
     hog = open_connections(http, next_loopback_ipv4(), 20)
+    newcomer: list[socket.socket] = []
     try:
         time.sleep(0.5)
         assert still_open(hog) == list(range(20))
+        # An announce that closes its connection (libtorrent's) is answered as it arrives
+        # and holds no place: a full tracker serves it and keeps every connection.
         assert b"peers" in http_announce(http, next_loopback_ipv4())
+        time.sleep(0.5)
+        assert still_open(hog) == list(range(20))
+        # A connection that stays needs a place: the longest waiting one goes.
+        newcomer = open_connections(http, next_loopback_ipv4(), 1)
         wait_for(lambda: still_open(hog) == list(range(1, 20)), 10, "the oldest to go")
+        assert still_open(newcomer) == [0]
     finally:
-        for s in hog:
+        for s in hog + newcomer:
             s.close()
 
 

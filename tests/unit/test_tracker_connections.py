@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
+from typing import Any
 
 import pytest
 import trio
@@ -61,18 +63,22 @@ def test_ipv6_counts_by_64() -> None:
 
 
 class FullListener:
-    """A listener that is out of descriptors `failures` times, then has nothing to give."""
+    """A listener that is out of descriptors `failures` times, then has nothing to give
+    (`tracker.http.Listening`)."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.calls: list[float] = []
 
-    async def accept(self) -> trio.SocketStream:
+    async def wait(self) -> None:
+        if len(self.calls) >= self.failures:
+            await trio.sleep_forever()
+
+    def accept(self) -> tuple[socket.socket, Any]:
         self.calls.append(trio.current_time())
         if len(self.calls) <= self.failures:
             raise OSError(errno.EMFILE, "Too many open files")
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
+        raise BlockingIOError
 
     async def __aenter__(self) -> FullListener:
         return self
