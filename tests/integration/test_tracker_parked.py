@@ -208,3 +208,63 @@ async def test_each_answer_restarts_the_wait_for_the_next_request(
         assert await stream.receive_some(100) == b""
         assert trio.current_time() - start == pytest.approx(2.0, abs=0.5)
         await stream.aclose()
+
+
+async def test_one_shot_connections_are_answered_as_they_are_accepted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection whose whole announce with Connection: close is waiting when it is
+    accepted (how libtorrent and aria2 announce) is answered and closed by the accepting
+    loop: no task of its own, no place in the connection table. Anything else (a partial
+    request, another kind of request, bytes after the announce, a client that has not
+    sent yet) still gets its task."""
+    tasks: list[bytes] = []
+    original = HttpTracker.connection
+
+    async def counting(tracker: HttpTracker, stream: trio.SocketStream, peer_ip: str,
+                       scope: trio.CancelScope, admitted: bool, received: bytes = b"") -> None:
+        tasks.append(received)
+        await original(tracker, stream, peer_ip, scope, admitted, received)
+
+    monkeypatch.setattr(HttpTracker, "connection", counting)
+    tracker = HttpTracker(SwarmStore(rng=random.Random(1)))
+    one_shot = announce(7).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+
+    async def exchange(data: bytes, before_accept: bool = True) -> bytes:
+        """Connect, send `data` (before the tracker's loop runs, or after), half-close,
+        and read until the tracker closes."""
+        sock = socket.socket()
+        sock.settimeout(5)
+        # Connected and sent without a checkpoint, so the tracker cannot accept between
+        # (on loopback the handshake is done, and the bytes delivered, within the calls).
+        sock.connect(("127.0.0.1", port))
+        if before_accept:
+            sock.sendall(data)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        if not before_accept:
+            await trio.sleep(0.2)
+            await stream.send_all(data)
+        got = b""
+        with trio.fail_after(30):
+            while chunk := await stream.receive_some(65536):
+                got += chunk
+        await stream.aclose()
+        return got
+
+    with trio.fail_after(60):
+        async with serving(tracker) as port:
+            answer = await exchange(one_shot)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(
+                b"\r\nConnection: close")
+            assert bdict(body)[b"incomplete"] == 1
+            assert tasks == []  # answered by the accepting loop
+            assert len(tracker.connections) == 0
+            # Bytes after it, another request, or an announce sent later: a task each.
+            await exchange(one_shot + announce(8))
+            await exchange(b"GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            answer = await exchange(one_shot, before_accept=False)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert tasks[:2] == [one_shot + announce(8),
+                                 b"GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"]
+            assert len(tasks) == 3 and tasks[2] == b""
+    assert tracker.store.counters.announces["http"] == 3
