@@ -284,21 +284,61 @@ def test_http_quick_announce_with_a_bad_ip_parameter_answers_as_handle_does() ->
     assert made[0].store.counters.announces["http"] == 5
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(st.lists(st.sampled_from([b"GET ", b"/announce?a=1", b"/x y", b" HTTP/1.1", b" HTTP/1.0",
                                  b"\r\n", b"\n", b"Host:", b"HOST: ", b"host:\t", b"t", b"a b",
-                                 b"\x00", b"\xff", b" ", b"\t", b"X-A: 1", b"Host: t"]),
-                max_size=12))
-def test_the_host_only_match_agrees_with_the_general_one(parts: list[bytes]) -> None:
-    buf = b"".join(parts)
+                                 b"\x00", b"\xff", b" ", b"\t", b"X-A: 1", b"Host: t",
+                                 b"Connection: close", b"connection:", b"close", b"keep-alive",
+                                 b"Content-Length: 0", b"User-Agent: lt/2", b":", b"\r\n\r\n"]),
+                max_size=14))
+def test_the_whole_request_matches_agree_with_the_general_one(parts: list[bytes]) -> None:
+    """The one-regex matches of a whole request (`_HOST_ONLY`, `_ONE_REQUEST`) give what
+    the line-by-line reading gives, on any mix of valid and broken pieces."""
+    _agree(b"".join(parts))
+
+
+_FIELDS = [b"Host: t", b"host:\tt ", b"HOST:t", b"User-Agent: lt/2", b"X-Empty:",
+           b"Connection: close", b"connection: Close", b"X-A: a  b", b"Accept: */*",
+           b"Connection: keep-alive", b"Content-Length: 0", b"Upgrade: h2c"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_FIELDS), max_size=5), st.data(),
+       st.sampled_from([b"", b"GET / HTTP/1.1\r\n"]))
+def test_the_whole_request_matches_agree_on_requests_shaped_like_requests(
+        fields: list[bytes], data: st.DataObject, rest: bytes) -> None:
+    """A request of common header lines, whole or with one byte replaced or inserted."""
+    buf = b"GET /announce?a=1 HTTP/1.1\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n"
+    if data.draw(st.booleans()):  # at a separator most often: where the grammar is decided
+        at = data.draw(st.one_of(
+            st.sampled_from([i for i, c in enumerate(buf) if c in b"\r\n: \t"]),
+            st.integers(0, len(buf) - 1)))
+        piece = data.draw(st.sampled_from(
+            [b"", b"", b"\r", b"\n", b" ", b"\x00", b":", b"\r\n", b"\t", b"\xff"]))
+        buf = buf[:at] + piece + buf[at + 1 if data.draw(st.booleans()) else at :]
+    _agree(buf + rest)
+
+
+def _agree(buf: bytes) -> None:
     quick = fastpath.simple_request(buf)
-    saved = fastpath._HOST_ONLY
-    fastpath._HOST_ONLY = re.compile(rb"(?!)")  # never matches: the general match only
+    saved = fastpath._HOST_ONLY, fastpath._ONE_REQUEST
+    never = re.compile(rb"(?!)")  # never matches: the line-by-line reading only
+    fastpath._HOST_ONLY = fastpath._ONE_REQUEST = never
     try:
         general = fastpath.simple_request(buf)
     finally:
-        fastpath._HOST_ONLY = saved
+        fastpath._HOST_ONLY, fastpath._ONE_REQUEST = saved
     assert quick == general
+
+
+def test_a_whole_request_with_more_headers_than_host_is_read_in_one_match() -> None:
+    buf = (b"GET /announce?a=1 HTTP/1.1\r\nHost: t:1\r\nUser-Agent: libtorrent/2.0.9\r\n"
+           b"Accept-Encoding: gzip\r\nX-Empty:\r\nConnection: close\r\n\r\n")
+    assert fastpath._ONE_REQUEST.fullmatch(buf) is not None
+    assert fastpath.simple_request(buf) == (
+        b"/announce?a=1", [(b"host", b"t:1"), (b"user-agent", b"libtorrent/2.0.9"),
+                           (b"accept-encoding", b"gzip"), (b"x-empty", b""),
+                           (b"connection", b"close")], len(buf), True)
 
 
 def test_the_host_only_match_takes_the_plain_request() -> None:
