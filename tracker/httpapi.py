@@ -11,6 +11,7 @@ from __future__ import annotations
 from codecs import escape_decode
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from urllib.parse import unquote_to_bytes
 
 from btfs.trackerwire.compact import normalize_ip, pack_ip
@@ -173,12 +174,13 @@ def quick_announce(query: bytes) -> AnnounceQuery | None:
     valid), at a fraction of its cost; None for any other query, which `parse_announce`
     then judges (so errors are worded in one place). Where it gives an answer, it is the
     one `parse_announce` would give (tests/unit/test_tracker_http_parse.py holds that)."""
-    params: dict[bytes, bytes] = {}
-    for part in query.split(b"&"):
-        name, equals, value = part.partition(b"=")
-        if not equals or name in params or b"%" in name:
-            return None  # a part without "=", an empty part, a repeated or encoded name
-        params[name] = value
+    parts = query.split(b"&")
+    try:  # (name, value) of each part, split in C
+        params: dict[bytes, bytes] = dict(map(bytes.split, parts, repeat(b"="), repeat(1)))
+    except ValueError:
+        return None  # a part without "=", or an empty part
+    if len(params) != len(parts) or b"%" in b"".join(params):
+        return None  # a repeated or encoded name
     raw = params.get(b"info_hash")
     if raw is None:
         return None
