@@ -281,7 +281,11 @@ class HttpTracker:
                             backoff = min(2 * backoff, ACCEPT_RETRY_MAX)
                         continue
                     backoff = ACCEPT_RETRY_FIRST
-                    self._take(conn, address, nursery)
+                    try:
+                        self._take(conn, address, nursery)
+                    except Exception:  # a bug must cost one connection, not the tracker
+                        log.exception("error taking an HTTP connection")
+                        conn.close()
 
     def _take(self, conn: socket.socket, address: Any, nursery: trio.Nursery) -> None:
         """A new connection: answered and closed here when what it has sent already is one

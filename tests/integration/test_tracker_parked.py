@@ -268,3 +268,35 @@ async def test_one_shot_connections_are_answered_as_they_are_accepted(
                                  b"GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"]
             assert len(tasks) == 3 and tasks[2] == b""
     assert tracker.store.counters.announces["http"] == 3
+
+
+async def test_a_bug_answering_a_one_shot_connection_costs_that_connection_only(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tracker = HttpTracker(SwarmStore(rng=random.Random(1)))
+    one_shot = announce(7).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    original = HttpTracker._answer_once
+    calls = 0
+
+    def broken_once(self: HttpTracker, data: bytes, peer_ip: str) -> bytes | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return original(self, data, peer_ip)
+
+    monkeypatch.setattr(HttpTracker, "_answer_once", broken_once)
+    with trio.fail_after(60):
+        async with serving(tracker) as port:
+            answers = []
+            for _ in range(2):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sock.sendall(one_shot)  # (before the tracker's loop runs: see above)
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+                got = b""
+                while chunk := await stream.receive_some(65536):
+                    got += chunk
+                await stream.aclose()
+                answers.append(got)
+    assert answers[0] == b""  # closed
+    assert answers[1].startswith(b"HTTP/1.1 200 OK\r\n")  # and the tracker goes on
+    assert "error taking an HTTP connection" in caplog.text
