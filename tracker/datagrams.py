@@ -6,9 +6,9 @@ wrappers (a new `str` and tuple for every source address, parsing it back for th
 and in two system calls. Here a batch of up to `count` datagrams is one call each way, and
 a source is its raw `sockaddr` bytes, which the reply is sent back to unchanged.
 
-The buffers are allocated once per socket and reused, so a batch's datagrams and sources
-are valid until the next `receive`; replies queued with `queue` go out with `flush`,
-which must come before the next `receive` (the replies point at the sources' buffers).
+The buffers are allocated once per socket and reused: replies queued with `queue` (to a
+datagram of the last `receive`, by its index) go out with `flush`, which must come
+before the next `receive` (the replies point at the sources' buffers).
 """
 
 from __future__ import annotations
@@ -65,11 +65,6 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC = _libc()
 
 
-def available() -> bool:
-    """Whether this system has `recvmmsg` and `sendmmsg` (Linux does)."""
-    return _LIBC is not None
-
-
 class DatagramBatch:
     """Reusable buffers for up to `count` datagrams of at most `size` bytes each way on
     one non-blocking datagram socket (IPv4 or IPv6)."""
@@ -93,7 +88,7 @@ class DatagramBatch:
         self._iovecs = (rx_iov, tx_iov)  # kept alive: the headers point at them
         names = ctypes.addressof(self._names)
         self._names_at = names
-        namelen = _SOCKADDR_SIZE if self.v6 else 16
+        self._namelen = _SOCKADDR_SIZE if self.v6 else 16  # sockaddr_in6 or sockaddr_in
         for i in range(count):
             rx_iov[i].base = ctypes.addressof(self._data) + i * size
             rx_iov[i].len = size
@@ -101,7 +96,7 @@ class DatagramBatch:
             for headers, iov in ((self._rx, rx_iov), (self._tx, tx_iov)):
                 hdr = headers[i].hdr
                 hdr.name = names + i * _SOCKADDR_SIZE
-                hdr.namelen = namelen  # the kernel writes the same length back
+                hdr.namelen = self._namelen  # the kernel writes the same length back
                 hdr.iov = ctypes.addressof(iov) + i * ctypes.sizeof(_IoVec)
                 hdr.iovlen = 1
         self._rx_at = ctypes.addressof(self._rx)
@@ -109,49 +104,34 @@ class DatagramBatch:
         self._rx_words = memoryview(self._rx).cast("B").cast("I")  # for msg_len
         self._tx_addrs = memoryview(self._tx).cast("B").cast("Q")  # for msg_name
         self._tx_lens = memoryview(tx_iov).cast("B").cast("Q")  # for iov_len
-        self.data_view = memoryview(self._data).cast("B")
-        self.names_view = memoryview(self._names).cast("B")
+        self._data_view = memoryview(self._data).cast("B")
+        self._names_view = memoryview(self._names).cast("B")
         self._out_view = memoryview(self._out).cast("B")
         self.queued = 0
 
-    def receive(self) -> int:
-        """Read what is waiting, up to `count` datagrams, without blocking: how many (0
-        when none is). `datagram(i)` and `source(i)` give them. Raises OSError."""
+    def receive(self) -> list[tuple[bytes, bytes]]:
+        """Read what is waiting, up to `count` datagrams, without blocking: (datagram,
+        source) of each, in order, none when nothing waits. A datagram longer than `size`
+        is cut there, as `recvfrom(size)` does; a source is the raw `sockaddr` (16 bytes
+        for IPv4, 28 for IPv6: `sockaddr_tuple` turns it into what `socket` methods
+        take). Its index is what `queue` takes. Raises OSError."""
         while True:
             got = self._recvmmsg(self.fd, self._rx_at, self.count, _MSG_DONTWAIT, None)
             if got >= 0:
-                return int(got)
+                break
             code = ctypes.get_errno()
             if code in (errno.EAGAIN, errno.EWOULDBLOCK):
-                return 0
+                return []
             if code != errno.EINTR:
                 raise OSError(code, os.strerror(code))
-
-    def received(self) -> list[tuple[bytes, bytes]]:
-        """`receive`, then (datagram, source) of each datagram read, in order; its index
-        is what `queue` takes."""
-        got = self.receive()
         size = self.size
-        data = self.data_view
-        names = self.names_view
+        data = self._data_view
+        names = self._names_view
         lengths = self._rx_words
-        namelen = 28 if self.v6 else 16
+        namelen = self._namelen
         return [(data[i * size : i * size + lengths[(i * _MMSG + _LEN_AT) >> 2]].tobytes(),
                  names[i * _SOCKADDR_SIZE : i * _SOCKADDR_SIZE + namelen].tobytes())
                 for i in range(got)]
-
-    def datagram(self, i: int) -> bytes:
-        """The `i`-th datagram of the last `receive` (a datagram longer than `size` is cut
-        there, as `recvfrom(size)` does)."""
-        start = i * self.size
-        return self.data_view[start : start + self._rx_words[(i * _MMSG + _LEN_AT) >> 2]
-                              ].tobytes()
-
-    def source(self, i: int) -> bytes:
-        """The raw `sockaddr` the `i`-th datagram came from (16 bytes for IPv4, 28 for
-        IPv6); `sockaddr_tuple` turns it into what `socket` methods take."""
-        start = i * _SOCKADDR_SIZE
-        return self.names_view[start : start + (28 if self.v6 else 16)].tobytes()
 
     def queue(self, reply: bytes, i: int) -> bool:
         """Queue `reply` to the source of datagram `i` of the current batch; False when it
@@ -191,7 +171,7 @@ class DatagramBatch:
         start = k * self.size
         reply = self._out_view[start : start + self._tx_lens[k * 2 + 1]].tobytes()
         name = self._tx_addrs[(k * _MMSG + _NAME_AT) >> 3] - self._names_at
-        return reply, self.names_view[name : name + (28 if self.v6 else 16)].tobytes()
+        return reply, self._names_view[name : name + self._namelen].tobytes()
 
 
 def sockaddr_tuple(raw: bytes) -> tuple[str, int] | tuple[str, int, int, int]:

@@ -159,22 +159,16 @@ class UdpTracker:
         self.trust_ip_param = trust_ip_param
         self.access_log = access_log
         self.clock = clock
-        self._clients: dict[tuple[Any, ...], bytes] = {}  # source -> packed address
         self._raw_clients: dict[bytes, bytes] = {}  # raw sockaddr -> packed address
 
-    def _client(self, source: tuple[Any, ...]) -> bytes | None:
-        """The packed ip+port of a socket address (remembered: clients send many), or None
-        for one not to answer (a source port 0, an odd address)."""
-        client = self._clients.get(source)
-        if client is None:
-            try:
-                client = compact_address.pack(source[0].partition("%")[0], source[1])
-            except ValueError:
-                return None
-            if len(self._clients) >= _CLIENTS:
-                self._clients.clear()
-            self._clients[source] = client
-        return client
+    @staticmethod
+    def _client(source: tuple[Any, ...]) -> bytes | None:
+        """The packed ip+port of a socket address, or None for one not to answer (a
+        source port 0, an odd address). (`serve` reads raw addresses: `_raw_client`.)"""
+        try:
+            return compact_address.pack(source[0].partition("%")[0], source[1])
+        except ValueError:
+            return None
 
     async def handle(self, data: bytes, source: tuple[Any, ...]) -> bytes | None:
         """The reply to one datagram from `source` (a socket address), or None to drop it."""
@@ -339,7 +333,7 @@ class UdpTracker:
                 while True:
                     await trio.lowlevel.wait_readable(raw)
                     try:
-                        received = batch.received()
+                        received = batch.receive()
                     except OSError:  # e.g. an ICMP error from an earlier reply
                         continue
                     later: list[tuple[Coroutine[Any, Any, bytes | None], bytes]] = []
