@@ -328,7 +328,13 @@ class HttpTracker:
         request = simple_request(data)
         if request is None or request is INCOMPLETE or not request[3] or request[2] != len(data):
             return None
-        target, headers, _, _ = request
+        return self._announce_answer(request[0], request[1], True, peer_ip)
+
+    def _announce_answer(self, target: bytes, headers: Iterable[tuple[bytes, bytes]],
+                         close: bool, peer_ip: str) -> bytes | None:
+        """The whole answer (head and body, ending the connection if `close`) to a simple
+        request for `target` when it is a plain announce (`quick_announce`); None for
+        anything else, which `handle` answers."""
         if target[:10] != b"/announce?":
             return None
         body = self.quick_announce(target[10:], headers, peer_ip)
@@ -336,7 +342,7 @@ class HttpTracker:
             return None
         if self.config.access_log:
             self._log_access(peer_ip, b"GET", target, Reply(200, BENCODE, body))
-        return b"%s%d\r\n%s%s" % (_OK_HEAD, len(body), _CLOSE_END, body)
+        return b"%s%d\r\n%s%s" % (_OK_HEAD, len(body), _CLOSE_END if close else b"\r\n", body)
 
     async def _finish_answer(self, stream: trio.SocketStream, rest: bytes) -> None:
         """Send the rest of an answer `_take` began, then close."""
@@ -461,24 +467,20 @@ class HttpTracker:
                     break
                 target, headers, used, close = request
                 buf = buf[used:]
-                ending = _CLOSE_END if close else b"\r\n"
-                if target[:10] == b"/announce?":
-                    body = self.quick_announce(target[10:], headers, peer_ip)
-                    if body is not None:
-                        if access:
-                            self._log_access(peer_ip, b"GET", target,
-                                             Reply(200, BENCODE, body))
-                        await io.send_all(b"%s%d\r\n%s%s" % (_OK_HEAD, len(body), ending, body))
-                        if close:
-                            return  # (what the client sent after it is not read, as h11)
-                        continue
+                answer = self._announce_answer(target, headers, close, peer_ip)
+                if answer is not None:
+                    await io.send_all(answer)
+                    if close:
+                        return  # (what the client sent after it is not read, as h11)
+                    continue
                 response = await self.handle(b"GET", target, headers, peer_ip)
                 if access:
                     self._log_access(peer_ip, b"GET", target, response)
                 await io.send_all(
                     b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s"
                     % (response.status, _REASONS.get(response.status, b""),
-                       response.content_type, len(response.body), ending, response.body)
+                       response.content_type, len(response.body),
+                       _CLOSE_END if close else b"\r\n", response.body)
                 )
                 if close:
                     return
@@ -525,7 +527,6 @@ class HttpTracker:
         back to the connection's task."""
         parked = self._parked
         timeout = self.config.timeout
-        access = self.config.access_log
         while True:
             await trio.lowlevel.wait_readable(epoll.fileno())
             now = trio.current_time()
@@ -541,7 +542,7 @@ class HttpTracker:
                     self._unpark(fd)
                     continue
                 try:
-                    if self._react_to(conn, data, access):
+                    if self._react_to(conn, data):
                         conn.deadline = now + timeout
                         self.connections.touch(conn.handle)
                         continue
@@ -551,7 +552,7 @@ class HttpTracker:
                 self.connections.busy(conn.handle)
                 self._unpark(fd)
 
-    def _react_to(self, conn: _Parked, data: bytes, access: bool) -> bool:
+    def _react_to(self, conn: _Parked, data: bytes) -> bool:
         """Answer `data` if it is one whole plain announce (True); else note what the
         task must do (False)."""
         if not data:
@@ -562,15 +563,10 @@ class HttpTracker:
             conn.buf = data
             return False
         target, headers, _, close = request
-        body = (self.quick_announce(target[10:], headers, conn.peer_ip)
-                if target[:10] == b"/announce?" else None)
-        if body is None:
+        answer = self._announce_answer(target, headers, close, conn.peer_ip)
+        if answer is None:
             conn.buf = data
             return False
-        if access:
-            self._log_access(conn.peer_ip, b"GET", target, Reply(200, BENCODE, body))
-        answer = b"%s%d\r\n%s%s" % (_OK_HEAD, len(body), _CLOSE_END if close else b"\r\n",
-                                      body)
         try:
             sent = conn.raw.send(answer)
         except BlockingIOError:
