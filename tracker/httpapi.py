@@ -310,13 +310,11 @@ def encode_announce(
 def encode_compact_announce(peers4: bytes, peers6: bytes, complete: int, incomplete: int,
                             interval: int, min_interval: int) -> bytes:
     """The bencoded compact answer to an announce (BEP 23, and BEP 7's peers6)."""
+    body = (b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:%s"
+            % (complete, incomplete, interval, min_interval, len(peers4), peers4))
     if peers6:
-        return (b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de"
-                b"5:peers%d:%s6:peers6%d:%se" % (complete, incomplete, interval, min_interval,
-                                                  len(peers4), peers4, len(peers6), peers6))
-    return (b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de"
-            b"5:peers%d:%se" % (complete, incomplete, interval, min_interval, len(peers4),
-                                peers4))
+        body += b"6:peers6%d:%s" % (len(peers6), peers6)
+    return body + b"e"
 
 
 def encode_scrape(files: dict[bytes, ScrapeEntry]) -> bytes:
