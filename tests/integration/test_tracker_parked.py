@@ -210,6 +210,28 @@ async def test_each_answer_restarts_the_wait_for_the_next_request(
         await stream.aclose()
 
 
+async def exchange(port: int, data: bytes, before_accept: bool = True) -> bytes:
+    """Connect, send `data` (before the tracker's loop runs, or after it has accepted),
+    and read until the tracker closes."""
+    sock = socket.socket()
+    sock.settimeout(5)
+    # Connected and sent without a checkpoint, so the tracker cannot accept between (on
+    # loopback the handshake is done, and the bytes delivered, within the calls).
+    sock.connect(("127.0.0.1", port))
+    if before_accept:
+        sock.sendall(data)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    if not before_accept:
+        await trio.sleep(0.2)
+        await stream.send_all(data)
+    got = b""
+    with trio.fail_after(30):
+        while chunk := await stream.receive_some(65536):
+            got += chunk
+    await stream.aclose()
+    return got
+
+
 async def test_one_shot_connections_are_answered_as_they_are_accepted(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A connection whose whole announce with Connection: close is waiting when it is
@@ -229,30 +251,9 @@ async def test_one_shot_connections_are_answered_as_they_are_accepted(
     tracker = HttpTracker(SwarmStore(rng=random.Random(1)))
     one_shot = announce(7).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
 
-    async def exchange(data: bytes, before_accept: bool = True) -> bytes:
-        """Connect, send `data` (before the tracker's loop runs, or after), half-close,
-        and read until the tracker closes."""
-        sock = socket.socket()
-        sock.settimeout(5)
-        # Connected and sent without a checkpoint, so the tracker cannot accept between
-        # (on loopback the handshake is done, and the bytes delivered, within the calls).
-        sock.connect(("127.0.0.1", port))
-        if before_accept:
-            sock.sendall(data)
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-        if not before_accept:
-            await trio.sleep(0.2)
-            await stream.send_all(data)
-        got = b""
-        with trio.fail_after(30):
-            while chunk := await stream.receive_some(65536):
-                got += chunk
-        await stream.aclose()
-        return got
-
     with trio.fail_after(60):
         async with serving(tracker) as port:
-            answer = await exchange(one_shot)
+            answer = await exchange(port, one_shot)
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(
                 b"\r\nConnection: close")
@@ -260,9 +261,9 @@ async def test_one_shot_connections_are_answered_as_they_are_accepted(
             assert tasks == []  # answered by the accepting loop
             assert len(tracker.connections) == 0
             # Bytes after it, another request, or an announce sent later: a task each.
-            await exchange(one_shot + announce(8))
-            await exchange(b"GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            answer = await exchange(one_shot, before_accept=False)
+            await exchange(port, one_shot + announce(8))
+            await exchange(port, b"GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            answer = await exchange(port, one_shot, before_accept=False)
             assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
             assert tasks[:2] == [one_shot + announce(8),
                                  b"GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"]
@@ -287,16 +288,7 @@ async def test_a_bug_answering_a_one_shot_connection_costs_that_connection_only(
     monkeypatch.setattr(HttpTracker, "_answer_once", broken_once)
     with trio.fail_after(60):
         async with serving(tracker) as port:
-            answers = []
-            for _ in range(2):
-                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-                sock.sendall(one_shot)  # (before the tracker's loop runs: see above)
-                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-                got = b""
-                while chunk := await stream.receive_some(65536):
-                    got += chunk
-                await stream.aclose()
-                answers.append(got)
+            answers = [await exchange(port, one_shot) for _ in range(2)]
     assert answers[0] == b""  # closed
     assert answers[1].startswith(b"HTTP/1.1 200 OK\r\n")  # and the tracker goes on
     assert "error taking an HTTP connection" in caplog.text
